@@ -1,0 +1,88 @@
+"""knowledge_retention: how much of the teacher did a distilled student keep?
+
+The maths (numpy/scipy only) is importable without torch, transformers or evaluate:
+
+>>> import numpy as np
+>>> from knowledge_retention import compute_krs
+>>> rng = np.random.default_rng(0)
+>>> teacher = rng.normal(size=(100, 32))
+>>> out = compute_krs(teacher, teacher @ rng.normal(size=(32, 16)), rng.normal(size=(100, 2)),
+...                   rng.normal(size=(100, 2)), task="nlp")
+>>> sorted(out)[:4]
+['alpha', 'aoag', 'aoag_method', 'beta']
+
+As an ``evaluate`` module, from anywhere once the package is installed:
+``evaluate.load(knowledge_retention.module_path())``; from the repository root,
+``evaluate.load("knowledge_retention")``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .agreement import (
+    BoxIoUAccumulator,
+    ClassificationAgreementAccumulator,
+    MaskIoUAccumulator,
+    RegressionAgreementAccumulator,
+    box_iou_agreement,
+    classification_agreement,
+    mask_iou_agreement,
+    output_agreement,
+    per_example_kl,
+    regression_agreement,
+)
+from .score import TASK_PRESETS, alpha_sensitivity, compute_krs, knowledge_retention_score, resolve_weights
+from .similarity import (
+    CosineAccumulator,
+    CrossLayerCKAAccumulator,
+    LinearCKAAccumulator,
+    cross_layer_cka,
+    feature_similarity_score,
+    linear_cka,
+    mean_cosine_similarity,
+    rbf_cka,
+)
+
+__version__ = "0.1.0"
+
+
+def module_path() -> str:
+    """Path of the evaluate metric folder, for ``evaluate.load(module_path())`` from anywhere."""
+    return str(Path(__file__).resolve().parent)
+
+
+def load(**kwargs):  # type: ignore[no-untyped-def]
+    """``evaluate.load`` of this metric (kwargs: ``num_process``, ``process_id``, ``experiment_id``...)."""
+    import evaluate
+
+    return evaluate.load(module_path(), **kwargs)
+
+
+__all__ = [
+    "BoxIoUAccumulator",
+    "ClassificationAgreementAccumulator",
+    "CosineAccumulator",
+    "CrossLayerCKAAccumulator",
+    "LinearCKAAccumulator",
+    "MaskIoUAccumulator",
+    "RegressionAgreementAccumulator",
+    "TASK_PRESETS",
+    "alpha_sensitivity",
+    "box_iou_agreement",
+    "classification_agreement",
+    "compute_krs",
+    "cross_layer_cka",
+    "feature_similarity_score",
+    "knowledge_retention_score",
+    "linear_cka",
+    "load",
+    "mask_iou_agreement",
+    "mean_cosine_similarity",
+    "module_path",
+    "output_agreement",
+    "per_example_kl",
+    "rbf_cka",
+    "regression_agreement",
+    "resolve_weights",
+]

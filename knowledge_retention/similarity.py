@@ -1,0 +1,584 @@
+r"""Feature Similarity Score (FSS): how alike the teacher's and the student's representations are.
+
+Everything here takes teacher features ``(N, D_t)`` and student features ``(N, D_s)`` (one pooled
+vector per example; ``D_t`` and ``D_s`` may differ) and returns numbers.
+
+Linear CKA is computed in *feature space* from additive sums (Kornblith et al. 2019, Sec. 3 and
+their ``feature_space_linear_cka``): with :math:`n`, :math:`\sum_i x_i`, :math:`\sum_i y_i`,
+:math:`X^\top X`, :math:`Y^\top Y` and :math:`Y^\top X` accumulated in float64, the centred
+cross-covariances follow from
+
+.. math::
+
+    \tilde{Y}^\top \tilde{X} = Y^\top X - \tfrac{1}{n} (\textstyle\sum_i y_i)(\sum_i x_i)^\top,
+    \qquad
+    \mathrm{CKA}(X, Y) = \frac{\lVert \tilde{Y}^\top \tilde{X} \rVert_F^2}
+        {\lVert \tilde{X}^\top \tilde{X} \rVert_F \, \lVert \tilde{Y}^\top \tilde{Y} \rVert_F}.
+
+So batches, and processes, merge by *adding* their sums, and memory is
+:math:`O(D_t^2 + D_s^2 + D_t D_s)` whatever :math:`N` is.  The debiased estimator (unbiased HSIC,
+Song et al. 2012; Kornblith et al.'s ``_debiased_dot_product_similarity_helper``) needs, besides,
+per-example squared norms of the *centred* rows; they expand into further additive sums
+(:math:`\sum\lVert x_i\rVert^4`, :math:`\sum \lVert x_i\rVert^2 x_i`, ...), derived in
+:func:`_sum_centered_sqnorm_products`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal, cast
+
+import numpy as np
+
+from ._validation import ArrayLike, as_float_array, as_layer_list, check_choice, check_same_length
+
+FSSMethod = Literal["linear_cka", "debiased_cka", "rbf_cka", "cosine"]
+FSS_METHODS: tuple[str, ...] = ("linear_cka", "debiased_cka", "rbf_cka", "cosine")
+
+#: Gram-based CKA stores several N x N float64 matrices; refuse sizes that would not fit comfortably.
+RBF_MAX_EXAMPLES = 10_000
+
+# Relative tolerance under which the centred total variance counts as zero (constant features).
+_CONSTANT_RTOL = 1e-12
+
+
+def _validate_pair(teacher: ArrayLike, student: ArrayLike, min_rows: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    t = as_float_array(teacher, "teacher_features", ndim=2, min_rows=min_rows)
+    s = as_float_array(student, "student_features", ndim=2, min_rows=min_rows)
+    check_same_length(t, s, "teacher_features", "student_features")
+    return t, s
+
+
+def _sum_centered_sqnorm_products(
+    n: int,
+    q_uv: float,
+    w_uv: np.ndarray,
+    w_vu: np.ndarray,
+    cross_uv: np.ndarray,
+    sq_u: float,
+    sq_v: float,
+    mu_u: np.ndarray,
+    mu_v: np.ndarray,
+) -> float:
+    r"""Returns :math:`\sum_i \lVert u_i - \mu_u\rVert^2 \lVert v_i - \mu_v\rVert^2` from additive sums.
+
+    With :math:`a_i = \lVert u_i\rVert^2 - 2 u_i\cdot\mu_u + \lVert\mu_u\rVert^2` and
+    :math:`b_i` likewise, expanding :math:`\sum_i a_i b_i` and using :math:`\sum_i u_i = n\mu_u`:
+
+    .. math::
+
+        \sum_i a_i b_i = Q_{uv} - 2 W_{uv}\cdot\mu_v - 2 W_{vu}\cdot\mu_u
+            + \lVert\mu_v\rVert^2 S_u + \lVert\mu_u\rVert^2 S_v
+            + 4\,\mu_u^\top C_{uv}\,\mu_v - 3 n \lVert\mu_u\rVert^2\lVert\mu_v\rVert^2
+
+    where :math:`Q_{uv}=\sum\lVert u_i\rVert^2\lVert v_i\rVert^2`,
+    :math:`W_{uv}=\sum\lVert u_i\rVert^2 v_i`, :math:`W_{vu}=\sum\lVert v_i\rVert^2 u_i`,
+    :math:`C_{uv}=\sum u_i v_i^\top`, :math:`S_u=\sum\lVert u_i\rVert^2`.
+    """
+    m_u = float(mu_u @ mu_u)
+    m_v = float(mu_v @ mu_v)
+    return float(
+        q_uv
+        - 2.0 * float(w_uv @ mu_v)
+        - 2.0 * float(w_vu @ mu_u)
+        + m_v * sq_u
+        + m_u * sq_v
+        + 4.0 * float(mu_u @ cross_uv @ mu_v)
+        - 3.0 * n * m_u * m_v
+    )
+
+
+def _debiased_hsic(xty: float, sum_ab: float, sum_a: float, sum_b: float, n: int) -> float:
+    """Kornblith et al.'s ``_debiased_dot_product_similarity_helper`` (unbiased HSIC up to a factor)."""
+    return xty - n / (n - 2.0) * sum_ab + sum_a * sum_b / ((n - 1.0) * (n - 2.0))
+
+
+@dataclass
+class LinearCKAAccumulator:
+    """Additive state for feature-space linear CKA, biased and debiased.
+
+    Feed batches with :meth:`update`; merge states of other batches or processes with ``+`` (every
+    field is a sum); read the score with :meth:`compute`.  All sums are float64.
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> x = rng.normal(size=(100, 8)); y = x @ rng.normal(size=(8, 4))
+        >>> acc = LinearCKAAccumulator()
+        >>> for lo in range(0, 100, 30):
+        ...     _ = acc.update(x[lo:lo + 30], y[lo:lo + 30])
+        >>> round(acc.compute(), 6) == round(linear_cka(x, y), 6)
+        True
+    """
+
+    n: int = 0
+    sum_t: np.ndarray | None = None
+    sum_s: np.ndarray | None = None
+    tt: np.ndarray | None = None
+    ss: np.ndarray | None = None
+    st: np.ndarray | None = None
+    # extra sums for the debiased estimator
+    q_tt: float = 0.0
+    q_ss: float = 0.0
+    q_ts: float = 0.0
+    w_tt: np.ndarray | None = None
+    w_ss: np.ndarray | None = None
+    w_ts: np.ndarray | None = None  # sum ||t_i||^2 s_i
+    w_st: np.ndarray | None = None  # sum ||s_i||^2 t_i
+
+    def update(self, teacher: ArrayLike, student: ArrayLike) -> LinearCKAAccumulator:
+        """Adds a batch: ``teacher`` of shape ``(B, D_t)``, ``student`` of shape ``(B, D_s)``."""
+        t, s = _validate_pair(teacher, student, min_rows=1)
+        if self.tt is not None and (t.shape[1] != self.tt.shape[0] or s.shape[1] != self.ss.shape[0]):  # type: ignore[union-attr]
+            raise ValueError(
+                f"Feature widths changed between batches: the accumulator holds teacher width "
+                f"{self.tt.shape[0]} and student width {self.ss.shape[0]}, the batch has "  # type: ignore[union-attr]
+                f"{t.shape[1]} and {s.shape[1]}."
+            )
+        self.__iadd__(_batch_sums(t, s))
+        return self
+
+    def __iadd__(self, other: LinearCKAAccumulator) -> LinearCKAAccumulator:
+        if other.n == 0:
+            return self
+        if self.n == 0:
+            for name in _ARRAY_FIELDS:
+                setattr(self, name, np.array(getattr(other, name), dtype=np.float64, copy=True))
+        else:
+            if other.tt.shape != self.tt.shape or other.st.shape != self.st.shape:  # type: ignore[union-attr]
+                raise ValueError(
+                    f"Cannot merge CKA states of different widths: {self.st.shape} vs {other.st.shape} "  # type: ignore[union-attr]
+                    "(student x teacher)."
+                )
+            for name in _ARRAY_FIELDS:
+                getattr(self, name).__iadd__(getattr(other, name))
+        self.n += other.n
+        self.q_tt += other.q_tt
+        self.q_ss += other.q_ss
+        self.q_ts += other.q_ts
+        return self
+
+    def __add__(self, other: LinearCKAAccumulator) -> LinearCKAAccumulator:
+        merged = LinearCKAAccumulator()
+        merged += self
+        merged += other
+        return merged
+
+    def compute(self, *, debiased: bool = False) -> float:
+        """Linear CKA in [0, 1] (1 = identical up to rotation and isotropic scaling).
+
+        Raises:
+            ValueError: fewer than 2 examples (4 for ``debiased=True``), or constant features
+                (zero variance), for which CKA is undefined.
+        """
+        min_n = 4 if debiased else 2
+        if self.n < min_n:
+            raise ValueError(
+                f"CKA{' (debiased)' if debiased else ''} needs at least {min_n} examples, got {self.n}."
+            )
+        assert self.tt is not None and self.ss is not None and self.st is not None
+        assert self.sum_t is not None and self.sum_s is not None
+        n = self.n
+        mu_t = self.sum_t / n
+        mu_s = self.sum_s / n
+        c_tt = self.tt - n * np.outer(mu_t, mu_t)
+        c_ss = self.ss - n * np.outer(mu_s, mu_s)
+        c_st = self.st - n * np.outer(mu_s, mu_t)
+        var_t = float(np.trace(c_tt))  # sum_i ||t_i - mu_t||^2
+        var_s = float(np.trace(c_ss))
+        _check_not_constant(var_t, float(np.trace(self.tt)), "teacher_features")
+        _check_not_constant(var_s, float(np.trace(self.ss)), "student_features")
+        hsic_ts = float(np.sum(c_st * c_st))
+        hsic_tt = float(np.sum(c_tt * c_tt))
+        hsic_ss = float(np.sum(c_ss * c_ss))
+        if not debiased:
+            return _clip_unit(hsic_ts / np.sqrt(hsic_tt * hsic_ss))
+        assert self.w_tt is not None and self.w_ss is not None
+        assert self.w_ts is not None and self.w_st is not None
+        sq_t = float(np.trace(self.tt))
+        sq_s = float(np.trace(self.ss))
+        ab_ts = _sum_centered_sqnorm_products(n, self.q_ts, self.w_ts, self.w_st, self.st.T, sq_t, sq_s, mu_t, mu_s)
+        aa_tt = _sum_centered_sqnorm_products(n, self.q_tt, self.w_tt, self.w_tt, self.tt, sq_t, sq_t, mu_t, mu_t)
+        bb_ss = _sum_centered_sqnorm_products(n, self.q_ss, self.w_ss, self.w_ss, self.ss, sq_s, sq_s, mu_s, mu_s)
+        num = _debiased_hsic(hsic_ts, ab_ts, var_t, var_s, n)
+        den_t = _debiased_hsic(hsic_tt, aa_tt, var_t, var_t, n)
+        den_s = _debiased_hsic(hsic_ss, bb_ss, var_s, var_s, n)
+        if den_t <= 0 or den_s <= 0:
+            raise ValueError(
+                f"Debiased CKA is undefined here: the unbiased HSIC estimate of a representation with "
+                f"itself is not positive (n={n}; too few examples for the feature width?). "
+                "Use more examples or the biased estimator (debiased=False)."
+            )
+        return float(num / np.sqrt(den_t * den_s))
+
+    def state_dict(self) -> dict[str, np.ndarray | int | float]:
+        """The sums as a flat dict (for saving or sending between processes)."""
+        state: dict[str, np.ndarray | int | float] = {
+            "n": self.n, "q_tt": self.q_tt, "q_ss": self.q_ss, "q_ts": self.q_ts
+        }
+        for name in _ARRAY_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                state[name] = value
+        return state
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, np.ndarray | int | float]) -> LinearCKAAccumulator:
+        """Inverse of :meth:`state_dict`."""
+        acc = cls(n=int(state["n"]), q_tt=float(state["q_tt"]), q_ss=float(state["q_ss"]),  # type: ignore[arg-type]
+                  q_ts=float(state["q_ts"]))  # type: ignore[arg-type]
+        for name in _ARRAY_FIELDS:
+            if name in state:
+                setattr(acc, name, np.asarray(state[name], dtype=np.float64))
+        return acc
+
+
+_ARRAY_FIELDS = ("sum_t", "sum_s", "tt", "ss", "st", "w_tt", "w_ss", "w_ts", "w_st")
+
+
+def _batch_sums(t: np.ndarray, s: np.ndarray) -> LinearCKAAccumulator:
+    """The additive sums of one validated float64 batch."""
+    nt = np.einsum("ij,ij->i", t, t)  # ||t_i||^2
+    ns = np.einsum("ij,ij->i", s, s)
+    return LinearCKAAccumulator(
+        n=t.shape[0],
+        sum_t=t.sum(axis=0),
+        sum_s=s.sum(axis=0),
+        tt=t.T @ t,
+        ss=s.T @ s,
+        st=s.T @ t,
+        q_tt=float(nt @ nt),
+        q_ss=float(ns @ ns),
+        q_ts=float(nt @ ns),
+        w_tt=nt @ t,
+        w_ss=ns @ s,
+        w_ts=nt @ s,
+        w_st=ns @ t,
+    )
+
+
+def _check_not_constant(centred_var: float, raw_second_moment: float, name: str) -> None:
+    if centred_var <= _CONSTANT_RTOL * max(raw_second_moment, np.finfo(np.float64).tiny):
+        raise ValueError(
+            f"`{name}` are constant across examples (zero variance after centring): CKA is undefined. "
+            "Check that the features differ between examples (e.g. the pooling, the layer, padding)."
+        )
+
+
+def _clip_unit(value: float) -> float:
+    # Rounding can push an exact 1 to 1 + 1e-16; CKA is in [0, 1] by Cauchy-Schwarz.
+    return float(min(max(value, 0.0), 1.0))
+
+
+def linear_cka(teacher: ArrayLike, student: ArrayLike, *, debiased: bool = False) -> float:
+    r"""Linear centred kernel alignment between teacher and student features.
+
+    .. math::
+
+        \mathrm{CKA}(X, Y) = \frac{\lVert \tilde Y^\top \tilde X\rVert_F^2}
+            {\lVert \tilde X^\top \tilde X\rVert_F\,\lVert \tilde Y^\top \tilde Y\rVert_F},
+        \quad \tilde X = X - \mathbf{1}\mu_X^\top.
+
+    Args:
+        teacher: teacher features, shape ``(N, D_t)``.
+        student: student features, shape ``(N, D_s)``; ``D_s`` may differ from ``D_t``.
+        debiased: use the unbiased HSIC estimator (Song et al. 2012), which removes the upward bias
+            of CKA at small N relative to D; needs N >= 4 and may be slightly negative.
+
+    Returns:
+        CKA in [0, 1] (debiased: may dip below 0 for unrelated features). Higher is better; 1 is best.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(0).normal(size=(50, 6))
+        >>> round(linear_cka(x, 3.0 * x), 6)
+        1.0
+    """
+    return LinearCKAAccumulator().update(teacher, student).compute(debiased=debiased)
+
+
+# --- Gram-space (example-space) CKA: O(N^2) memory, needed for non-linear kernels -------------------
+
+
+def _center_gram(gram: np.ndarray, unbiased: bool = False) -> np.ndarray:
+    """Centres a symmetric Gram matrix (Kornblith et al.'s ``center_gram``).
+
+    The unbiased variant zeroes the diagonal and applies the U-statistic centring of Song et al.
+    (2012), so that ``<center(K), center(L)>`` is proportional to the unbiased HSIC.
+    """
+    gram = gram.copy()
+    if unbiased:
+        n = gram.shape[0]
+        np.fill_diagonal(gram, 0.0)
+        means = np.sum(gram, 0) / (n - 2)
+        means -= np.sum(means) / (2 * (n - 1))
+        gram -= means[:, None]
+        gram -= means[None, :]
+        np.fill_diagonal(gram, 0.0)
+    else:
+        means = np.mean(gram, 0)
+        means -= np.mean(means) / 2
+        gram -= means[:, None]
+        gram -= means[None, :]
+    return gram
+
+
+def _gram_rbf(x: np.ndarray, threshold: float) -> np.ndarray:
+    """RBF Gram matrix with bandwidth ``threshold`` x the median pairwise distance (Kornblith et al.)."""
+    dots = x @ x.T
+    sq_norms = np.diag(dots)
+    sq_dist = np.maximum(sq_norms[:, None] + sq_norms[None, :] - 2.0 * dots, 0.0)
+    median = float(np.median(sq_dist))
+    if median <= 0:
+        raise ValueError("RBF CKA: the median pairwise distance is 0 (most examples identical); bandwidth undefined.")
+    return np.exp(-sq_dist / (2.0 * threshold**2 * median))
+
+
+def gram_cka(gram_teacher: np.ndarray, gram_student: np.ndarray, *, debiased: bool = False) -> float:
+    """CKA from two ``(N, N)`` Gram matrices (example space)."""
+    kt = _center_gram(gram_teacher, unbiased=debiased)
+    ks = _center_gram(gram_student, unbiased=debiased)
+    num = float(np.sum(kt * ks))
+    den = float(np.linalg.norm(kt) * np.linalg.norm(ks))
+    if den <= 0:
+        raise ValueError("CKA is undefined: a centred Gram matrix is zero (constant features).")
+    return num / den
+
+
+def rbf_cka(
+    teacher: ArrayLike,
+    student: ArrayLike,
+    *,
+    threshold: float = 1.0,
+    debiased: bool = False,
+    max_examples: int = RBF_MAX_EXAMPLES,
+) -> float:
+    r"""CKA with RBF kernels :math:`k(x, x') = \exp(-\lVert x-x'\rVert^2 / (2\sigma^2))`.
+
+    :math:`\sigma` is ``threshold`` times the median pairwise distance (Kornblith et al. 2019).
+    Gram-based: time :math:`O(N^2 D)`, memory :math:`O(N^2)`, so N is capped by ``max_examples``.
+
+    Args:
+        teacher: ``(N, D_t)`` features.
+        student: ``(N, D_s)`` features.
+        threshold: bandwidth as a fraction of the median distance (> 0).
+        debiased: unbiased HSIC estimator.
+        max_examples: refuse larger N (a clear error instead of running out of memory).
+
+    Returns:
+        CKA in [0, 1]; higher is better.
+    """
+    from ._validation import check_positive
+
+    check_positive(threshold, "threshold")
+    t, s = _validate_pair(teacher, student, min_rows=4 if debiased else 2)
+    if t.shape[0] > max_examples:
+        raise ValueError(
+            f"rbf_cka builds N x N Gram matrices; N={t.shape[0]} exceeds max_examples={max_examples} "
+            f"(about {3 * 8 * t.shape[0] ** 2 / 2**30:.1f} GiB). Subsample the examples, raise "
+            "max_examples, or use linear CKA, which streams in O(D^2) memory."
+        )
+    _check_not_constant(float(np.sum((t - t.mean(0)) ** 2)), float(np.sum(t * t)), "teacher_features")
+    _check_not_constant(float(np.sum((s - s.mean(0)) ** 2)), float(np.sum(s * s)), "student_features")
+    return gram_cka(_gram_rbf(t, threshold), _gram_rbf(s, threshold), debiased=debiased)
+
+
+# --- Cosine ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CosineAccumulator:
+    """Additive state for the mean per-example cosine similarity (``n`` and the sum of cosines)."""
+
+    n: int = 0
+    total: float = 0.0
+
+    def update(self, teacher: ArrayLike, student: ArrayLike) -> CosineAccumulator:
+        t, s = _validate_pair(teacher, student, min_rows=1)
+        if t.shape[1] != s.shape[1]:
+            raise ValueError(
+                f"Cosine similarity needs features of the same width, got teacher width {t.shape[1]} and "
+                f"student width {s.shape[1]}. Use fss_method='linear_cka' (CKA compares widths that differ)."
+            )
+        norms = np.linalg.norm(t, axis=1) * np.linalg.norm(s, axis=1)
+        if np.any(norms == 0):
+            raise ValueError(
+                f"Cosine similarity is undefined for all-zero feature vectors ({int(np.sum(norms == 0))} row(s))."
+            )
+        self.n += t.shape[0]
+        self.total += float(np.sum(np.einsum("ij,ij->i", t, s) / norms))
+        return self
+
+    def __iadd__(self, other: CosineAccumulator) -> CosineAccumulator:
+        self.n += other.n
+        self.total += other.total
+        return self
+
+    def __add__(self, other: CosineAccumulator) -> CosineAccumulator:
+        return CosineAccumulator(self.n + other.n, self.total + other.total)
+
+    def compute(self) -> float:
+        if self.n == 0:
+            raise ValueError("Cosine similarity needs at least 1 example, got 0.")
+        return self.total / self.n
+
+
+def mean_cosine_similarity(teacher: ArrayLike, student: ArrayLike) -> float:
+    r"""Mean over examples of :math:`\cos(x_i, y_i)`, in [-1, 1]; needs ``D_t == D_s``.
+
+    Example:
+        >>> mean_cosine_similarity([[1.0, 0.0], [0.0, 2.0]], [[2.0, 0.0], [0.0, -1.0]])
+        0.0
+    """
+    return CosineAccumulator().update(teacher, student).compute()
+
+
+# --- FSS over layer pairs ------------------------------------------------------------------------------
+
+
+def layer_similarity(
+    teacher: ArrayLike, student: ArrayLike, *, method: FSSMethod = "linear_cka", rbf_threshold: float = 1.0
+) -> float:
+    """One layer pair's similarity on the FSS scale [0, 1], by ``method``.
+
+    ``cosine`` is clipped below at 0 (a negative mean cosine retains no similarity).
+    """
+    check_choice(method, "fss_method", FSS_METHODS)
+    if method == "linear_cka":
+        return linear_cka(teacher, student)
+    if method == "debiased_cka":
+        return _clip_unit(linear_cka(teacher, student, debiased=True))
+    if method == "rbf_cka":
+        return _clip_unit(rbf_cka(teacher, student, threshold=rbf_threshold))
+    return max(0.0, mean_cosine_similarity(teacher, student))
+
+
+def feature_similarity_score(
+    teacher_features: ArrayLike | Sequence[ArrayLike],
+    student_features: ArrayLike | Sequence[ArrayLike],
+    *,
+    method: FSSMethod = "linear_cka",
+    rbf_threshold: float = 1.0,
+) -> float:
+    r"""FSS: the mean, over paired layers, of the per-pair feature similarity.
+
+    .. math:: \mathrm{FSS} = \frac{1}{L}\sum_{l=1}^{L} \mathrm{sim}(X_l, Y_l) \in [0, 1]
+
+    Args:
+        teacher_features: ``(N, D_t)`` for one layer, or a list of L arrays ``(N, D_t^l)`` / a stack
+            ``(L, N, D_t)``, paired by position with ``student_features``.
+        student_features: the student's features, same N and the same number of layers.
+        method: ``linear_cka`` (default), ``debiased_cka``, ``rbf_cka`` or ``cosine`` (same widths only).
+            The debiased, RBF and cosine values are clipped to [0, 1] for the FSS scale.
+        rbf_threshold: RBF bandwidth as a fraction of the median distance.
+
+    Returns:
+        FSS in [0, 1]; higher is better, 1 is best.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(1).normal(size=(40, 5))
+        >>> feature_similarity_score([x, x], [x, -x])
+        1.0
+    """
+    teachers = as_layer_list(teacher_features, "teacher_features")
+    students = as_layer_list(student_features, "student_features")
+    if len(teachers) != len(students):
+        raise ValueError(
+            f"`teacher_features` and `student_features` must pair layers one to one: got {len(teachers)} "
+            f"teacher layer(s) and {len(students)} student layer(s)."
+        )
+    scores = [layer_similarity(t, s, method=method, rbf_threshold=rbf_threshold) for t, s in zip(teachers, students)]
+    return float(np.mean(scores))
+
+
+# --- Cross-layer CKA matrix (the paper's heatmaps) ---------------------------------------------------
+
+
+@dataclass
+class CrossLayerCKAAccumulator:
+    """Additive state for the ``(L_t, L_s)`` matrix of linear CKA between every teacher and student layer.
+
+    Memory: :math:`\\sum_l D_t^2 + \\sum_l D_s^2 + L_t L_s D_t D_s` float64 values (13 x 7 layers of
+    width 768: about 0.45 GB), independent of N.
+    """
+
+    n: int = 0
+    sum_t: list[np.ndarray] = field(default_factory=list)
+    sum_s: list[np.ndarray] = field(default_factory=list)
+    tt: list[np.ndarray] = field(default_factory=list)
+    ss: list[np.ndarray] = field(default_factory=list)
+    st: list[list[np.ndarray]] = field(default_factory=list)  # st[i][j] = S_j^T T_i
+
+    def update(self, teacher_layers: Sequence[ArrayLike], student_layers: Sequence[ArrayLike]) -> CrossLayerCKAAccumulator:
+        """Adds a batch: lists of ``(B, D)`` arrays, one per teacher layer and one per student layer."""
+        ts = [as_float_array(x, f"teacher_layers[{i}]", ndim=2) for i, x in enumerate(teacher_layers)]
+        ss = [as_float_array(x, f"student_layers[{j}]", ndim=2) for j, x in enumerate(student_layers)]
+        if not ts or not ss:
+            raise ValueError("`teacher_layers` and `student_layers` must each hold at least one layer.")
+        for i, x in enumerate(ts + ss):
+            if x.shape[0] != ts[0].shape[0]:
+                raise ValueError(f"All layers of a batch must have the same number of rows; layer {i} has {x.shape[0]}.")
+        if self.n and (len(ts) != len(self.tt) or len(ss) != len(self.ss)):
+            raise ValueError(
+                f"Number of layers changed between batches: {len(self.tt)}x{len(self.ss)} before, {len(ts)}x{len(ss)} now."
+            )
+        batch = CrossLayerCKAAccumulator(
+            n=ts[0].shape[0],
+            sum_t=[x.sum(0) for x in ts],
+            sum_s=[y.sum(0) for y in ss],
+            tt=[x.T @ x for x in ts],
+            ss=[y.T @ y for y in ss],
+            st=[[y.T @ x for y in ss] for x in ts],
+        )
+        self += batch
+        return self
+
+    def __iadd__(self, other: CrossLayerCKAAccumulator) -> CrossLayerCKAAccumulator:
+        if other.n == 0:
+            return self
+        if self.n == 0:
+            self.sum_t = [a.copy() for a in other.sum_t]
+            self.sum_s = [a.copy() for a in other.sum_s]
+            self.tt = [a.copy() for a in other.tt]
+            self.ss = [a.copy() for a in other.ss]
+            self.st = [[a.copy() for a in row] for row in other.st]
+        else:
+            for mine, theirs in ((self.sum_t, other.sum_t), (self.sum_s, other.sum_s), (self.tt, other.tt), (self.ss, other.ss)):
+                for a, b in zip(mine, theirs):
+                    a += b
+            for row_a, row_b in zip(self.st, other.st):
+                for a, b in zip(row_a, row_b):
+                    a += b
+        self.n += other.n
+        return self
+
+    def pair(self, i: int, j: int) -> LinearCKAAccumulator:
+        """The (biased) linear-CKA state of teacher layer ``i`` and student layer ``j``."""
+        return LinearCKAAccumulator(
+            n=self.n, sum_t=self.sum_t[i], sum_s=self.sum_s[j], tt=self.tt[i], ss=self.ss[j], st=self.st[i][j]
+        )
+
+    def compute(self) -> np.ndarray:
+        """Returns the ``(L_t, L_s)`` linear-CKA matrix."""
+        if self.n < 2:
+            raise ValueError(f"Cross-layer CKA needs at least 2 examples, got {self.n}.")
+        return np.array([[self.pair(i, j).compute() for j in range(len(self.ss))] for i in range(len(self.tt))])
+
+
+def cross_layer_cka(teacher_layers: Sequence[ArrayLike], student_layers: Sequence[ArrayLike]) -> np.ndarray:
+    """Linear CKA between every teacher layer and every student layer: an ``(L_t, L_s)`` matrix.
+
+    Example:
+        >>> import numpy as np
+        >>> x = np.random.default_rng(2).normal(size=(30, 4))
+        >>> cross_layer_cka([x, 2 * x, x ** 2], [x]).round(3).tolist()
+        [[1.0], [1.0], [0.253]]
+    """
+    return CrossLayerCKAAccumulator().update(teacher_layers, student_layers).compute()
+
+
+def as_method(value: str) -> FSSMethod:
+    """Validates an FSS method name."""
+    return cast(FSSMethod, check_choice(value, "fss_method", FSS_METHODS))
