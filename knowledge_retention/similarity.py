@@ -127,16 +127,29 @@ class LinearCKAAccumulator:
     w_ts: np.ndarray | None = None  # sum ||t_i||^2 s_i
     w_st: np.ndarray | None = None  # sum ||s_i||^2 t_i
 
-    def update(self, teacher: ArrayLike, student: ArrayLike) -> LinearCKAAccumulator:
-        """Adds a batch: ``teacher`` of shape ``(B, D_t)``, ``student`` of shape ``(B, D_s)``."""
+    def update(
+        self, teacher: ArrayLike, student: ArrayLike, *, sample_weight: ArrayLike | None = None
+    ) -> LinearCKAAccumulator:
+        """Adds a batch: ``teacher`` of shape ``(B, D_t)``, ``student`` of shape ``(B, D_s)``.
+
+        ``sample_weight`` (``(B,)``, non-negative integers) counts each example that many times:
+        the bootstrap's resampling multiplicities.
+        """
         t, s = _validate_pair(teacher, student, min_rows=1)
+        weights = None
+        if sample_weight is not None:
+            weights = as_float_array(sample_weight, "sample_weight", ndim=1)
+            if weights.shape[0] != t.shape[0]:
+                raise ValueError(f"`sample_weight` must have one entry per example ({t.shape[0]}), got {weights.shape[0]}.")
+            if np.any(weights < 0) or np.any(weights != np.round(weights)):
+                raise ValueError("`sample_weight` must hold non-negative integer counts (resampling multiplicities).")
         if self.tt is not None and (t.shape[1] != self.tt.shape[0] or s.shape[1] != self.ss.shape[0]):  # type: ignore[union-attr]
             raise ValueError(
                 f"Feature widths changed between batches: the accumulator holds teacher width "
                 f"{self.tt.shape[0]} and student width {self.ss.shape[0]}, the batch has "  # type: ignore[union-attr]
                 f"{t.shape[1]} and {s.shape[1]}."
             )
-        self.__iadd__(_batch_sums(t, s))
+        self.__iadd__(_batch_sums(t, s, weights))
         return self
 
     def __iadd__(self, other: LinearCKAAccumulator) -> LinearCKAAccumulator:
@@ -237,24 +250,26 @@ class LinearCKAAccumulator:
 _ARRAY_FIELDS = ("sum_t", "sum_s", "tt", "ss", "st", "w_tt", "w_ss", "w_ts", "w_st")
 
 
-def _batch_sums(t: np.ndarray, s: np.ndarray) -> LinearCKAAccumulator:
-    """The additive sums of one validated float64 batch."""
+def _batch_sums(t: np.ndarray, s: np.ndarray, weights: np.ndarray | None = None) -> LinearCKAAccumulator:
+    """The additive sums of one validated float64 batch (each row counted ``weights[i]`` times)."""
     nt = np.einsum("ij,ij->i", t, t)  # ||t_i||^2
     ns = np.einsum("ij,ij->i", s, s)
+    wt, ws = (t, s) if weights is None else (t * weights[:, None], s * weights[:, None])
+    w = np.ones(t.shape[0]) if weights is None else weights
     return LinearCKAAccumulator(
-        n=t.shape[0],
-        sum_t=t.sum(axis=0),
-        sum_s=s.sum(axis=0),
-        tt=t.T @ t,
-        ss=s.T @ s,
-        st=s.T @ t,
-        q_tt=float(nt @ nt),
-        q_ss=float(ns @ ns),
-        q_ts=float(nt @ ns),
-        w_tt=nt @ t,
-        w_ss=ns @ s,
-        w_ts=nt @ s,
-        w_st=ns @ t,
+        n=int(round(w.sum())),
+        sum_t=wt.sum(axis=0),
+        sum_s=ws.sum(axis=0),
+        tt=wt.T @ t,
+        ss=ws.T @ s,
+        st=ws.T @ t,
+        q_tt=float((w * nt) @ nt),
+        q_ss=float((w * ns) @ ns),
+        q_ts=float((w * nt) @ ns),
+        w_tt=(w * nt) @ t,
+        w_ss=(w * ns) @ s,
+        w_ts=(w * nt) @ s,
+        w_st=(w * ns) @ t,
     )
 
 
