@@ -463,7 +463,7 @@ class BoxIoUAccumulator:
             )
         if (teacher_labels is None) != (student_labels is None):
             raise ValueError("Pass both `teacher_labels` and `student_labels`, or neither.")
-        for i, (tb, sb) in enumerate(zip(teacher_boxes, student_boxes)):
+        for i, (tb, sb) in enumerate(zip(teacher_boxes, student_boxes, strict=True)):
             t = _as_boxes(tb, f"teacher_boxes[{i}]")
             s = _as_boxes(sb, f"student_boxes[{i}]")
             if len(t) == 0 and len(s) == 0:

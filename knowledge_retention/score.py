@@ -70,7 +70,7 @@ def resolve_weights(
         check_choice(task, "task", tuple(TASK_PRESETS))
     if alpha is None and beta is None:
         if task is None:
-            raise ValueError("Give a `task` preset (one of %s) or `alpha`/`beta`." % sorted(TASK_PRESETS))
+            raise ValueError(f"Give a `task` preset (one of {sorted(TASK_PRESETS)}) or `alpha`/`beta`.")
         return TASK_PRESETS[task]
     if alpha is not None:
         alpha = check_unit_interval(alpha, "alpha")

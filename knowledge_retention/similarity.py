@@ -504,7 +504,7 @@ def feature_similarity_score(
             f"`teacher_features` and `student_features` must pair layers one to one: got {len(teachers)} "
             f"teacher layer(s) and {len(students)} student layer(s)."
         )
-    scores = [layer_similarity(t, s, method=method, rbf_threshold=rbf_threshold) for t, s in zip(teachers, students)]
+    scores = [layer_similarity(t, s, method=method, rbf_threshold=rbf_threshold) for t, s in zip(teachers, students, strict=True)]
     return float(np.mean(scores))
 
 
@@ -561,10 +561,10 @@ class CrossLayerCKAAccumulator:
             self.st = [[a.copy() for a in row] for row in other.st]
         else:
             for mine, theirs in ((self.sum_t, other.sum_t), (self.sum_s, other.sum_s), (self.tt, other.tt), (self.ss, other.ss)):
-                for a, b in zip(mine, theirs):
+                for a, b in zip(mine, theirs, strict=True):
                     a += b
-            for row_a, row_b in zip(self.st, other.st):
-                for a, b in zip(row_a, row_b):
+            for row_a, row_b in zip(self.st, other.st, strict=True):
+                for a, b in zip(row_a, row_b, strict=True):
                     a += b
         self.n += other.n
         return self

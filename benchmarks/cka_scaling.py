@@ -1,0 +1,164 @@
+"""Linear CKA scaling: streamed feature-space CKA vs the bare three-product floor and Gram-based CKA.
+
+For N from 2,000 to 67,349 (SST-2 train size), teacher width 768 and student width 384, features
+arrive in batches (as from a model).  Measured in the same run, interleaved, median of repeats:
+
+* floor     — only ``XᵀX``, ``YᵀY``, ``YᵀX`` accumulated in float64 over the same batches;
+* streamed  — ``LinearCKAAccumulator.update`` on every batch + ``compute`` (biased and debiased
+              sums; what the library runs);
+* gram      — the O(N²) example-space CKA of common CKA packages (``K = XXᵀ``, ``L = YYᵀ``,
+              centred, ``⟨K̃, L̃⟩ / (‖K̃‖‖L̃‖)``), where it fits in memory.
+
+The batches are generated before timing (they stand for a model's output), so time and peak
+memory (``tracemalloc``: numpy reports its buffers to it) are those of the CKA work alone.  Writes ``benchmarks/results/cka_scaling.{json,md}``.
+
+Run:  python benchmarks/cka_scaling.py [--sizes 2000 8000 20000 67349] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from knowledge_retention.similarity import LinearCKAAccumulator
+
+OUT = Path(__file__).resolve().parent / "results"
+BATCH = 1024
+GRAM_MAX_N = 10_000  # 4 N x N float64 matrices: 3.2 GB at 10,000; 20,000 would need 12.8 GB
+
+
+def batches(n: int, dt: int, ds: int, seed: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Deterministic correlated float64 teacher/student batches, generated on the fly."""
+    rng = np.random.default_rng(seed)
+    mix = rng.normal(size=(dt, ds)) / np.sqrt(dt)
+    for lo in range(0, n, BATCH):
+        b = min(BATCH, n - lo)
+        x = rng.normal(size=(b, dt))
+        yield x, x @ mix + 0.5 * rng.normal(size=(b, ds))
+
+
+Batches = list[tuple[np.ndarray, np.ndarray]]
+
+
+def run_floor(data: Batches, dt: int, ds: int) -> float:
+    tt, ss, st = np.zeros((dt, dt)), np.zeros((ds, ds)), np.zeros((ds, dt))
+    for x, y in data:
+        tt += x.T @ x
+        ss += y.T @ y
+        st += y.T @ x
+    return float(st.sum() + tt.sum() + ss.sum())
+
+
+def run_streamed(data: Batches, dt: int, ds: int) -> float:
+    acc = LinearCKAAccumulator()
+    for x, y in data:
+        acc.update(x, y)
+    return acc.compute()
+
+
+def run_gram(data: Batches, dt: int, ds: int) -> float:
+    x = np.concatenate([b[0] for b in data])
+    y = np.concatenate([b[1] for b in data])
+    k, l = x @ x.T, y @ y.T  # noqa: E741
+    for g in (k, l):
+        means = g.mean(0)
+        g -= means[:, None]
+        g -= means[None, :]
+        g += means.mean()
+    return float(np.sum(k * l) / (np.linalg.norm(k) * np.linalg.norm(l)))
+
+
+def measure(fn: Callable[[Batches, int, int], float], data: Batches, dt: int, ds: int) -> tuple[float, float, float]:
+    """(seconds, peak MiB, value)."""
+    tracemalloc.start()
+    start = time.perf_counter()
+    value = fn(data, dt, ds)
+    seconds = time.perf_counter() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return seconds, peak / 2**20, value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 8000, 20000, 67349])
+    parser.add_argument("--teacher-width", type=int, default=768)
+    parser.add_argument("--student-width", type=int, default=384)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    dt, ds = args.teacher_width, args.student_width
+
+    rows = []
+    for n in args.sizes:
+        data = list(batches(n, dt, ds))
+        times: dict[str, list[float]] = {"floor": [], "streamed": [], "gram": []}
+        peaks: dict[str, float] = {}
+        values: dict[str, float] = {}
+        fns = {"floor": run_floor, "streamed": run_streamed}
+        if n <= GRAM_MAX_N:
+            fns["gram"] = run_gram
+        run_floor(data[:2], dt, ds)  # warm-up (BLAS threads, page faults)
+        run_streamed(data[:2], dt, ds)
+        for _ in range(args.repeats):  # interleaved, so load changes hit every method alike
+            for name, fn in fns.items():
+                sec, peak, value = measure(fn, data, dt, ds)
+                times[name].append(sec)
+                peaks[name] = max(peaks.get(name, 0.0), peak)
+                values[name] = value
+        med = {k: float(np.median(v)) for k, v in times.items() if v}
+        row = {
+            "n": n,
+            "floor_s": med["floor"],
+            "streamed_s": med["streamed"],
+            "ratio_streamed_to_floor": med["streamed"] / med["floor"],
+            "peak_mib_streamed": peaks["streamed"],
+            "peak_mib_floor": peaks["floor"],
+            "gram_s": med.get("gram"),
+            "ratio_gram_to_floor": med["gram"] / med["floor"] if "gram" in med else None,
+            "peak_mib_gram": peaks.get("gram"),
+            "cka_streamed": values["streamed"],
+            "cka_gram": values.get("gram"),
+        }
+        rows.append(row)
+        print(json.dumps(row))
+
+    result = {
+        "benchmark": "cka_scaling",
+        "teacher_width": dt,
+        "student_width": ds,
+        "batch_size": BATCH,
+        "repeats": args.repeats,
+        "machine": {"processor": platform.processor() or platform.machine(), "python": platform.python_version(),
+                    "numpy": np.__version__},
+        "rows": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cka_scaling.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        f"Linear CKA, teacher width {dt}, student width {ds}, batches of {BATCH}, median of {args.repeats} "
+        "(`python benchmarks/cka_scaling.py`).",
+        "",
+        "| N | floor (3 products) s | streamed CKA s | streamed / floor | peak MiB streamed | Gram CKA s | Gram / floor | peak MiB Gram |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        gram = (f"{r['gram_s']:.2f} | {r['ratio_gram_to_floor']:.1f}x | {r['peak_mib_gram']:.0f}"
+                if r["gram_s"] is not None else "does not fit | - | -")
+        lines.append(
+            f"| {r['n']:,} | {r['floor_s']:.3f} | {r['streamed_s']:.3f} | {r['ratio_streamed_to_floor']:.2f}x | "
+            f"{r['peak_mib_streamed']:.1f} | {gram} |"
+        )
+    (args.out / "cka_scaling.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

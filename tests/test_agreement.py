@@ -1,0 +1,177 @@
+"""AOAg maths against scipy/sklearn references, streaming and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy.spatial.distance import jensenshannon
+from scipy.special import rel_entr, softmax
+from sklearn.metrics import jaccard_score, r2_score
+
+from knowledge_retention.agreement import (
+    BoxIoUAccumulator,
+    ClassificationAgreementAccumulator,
+    MaskIoUAccumulator,
+    RegressionAgreementAccumulator,
+    box_iou,
+    box_iou_agreement,
+    classification_agreement,
+    mask_iou_agreement,
+    output_agreement,
+    per_example_kl,
+    regression_agreement,
+)
+
+
+def _logits(seed=0, n=50, c=4):
+    rng = np.random.default_rng(seed)
+    t = rng.normal(size=(n, c)) * 2
+    return t, t + rng.normal(size=(n, c))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+def test_kl_agreement_matches_scipy_rel_entr(temperature):
+    t, s = _logits()
+    p, q = softmax(t / temperature, axis=1), softmax(s / temperature, axis=1)
+    kl = rel_entr(p, q).sum(axis=1)
+    np.testing.assert_allclose(per_example_kl(t, s, temperature=temperature), kl, rtol=1e-10)
+    assert classification_agreement(t, s, temperature=temperature) == pytest.approx(np.mean(np.exp(-kl)), rel=1e-12)
+
+
+def test_js_agreement_matches_scipy_jensenshannon_in_bits():
+    t, s = _logits(1)
+    p, q = softmax(t, axis=1), softmax(s, axis=1)
+    js = np.array([jensenshannon(a, b, base=2) ** 2 for a, b in zip(p, q, strict=True)])
+    assert classification_agreement(t, s, method="js") == pytest.approx(1 - js.mean(), rel=1e-10)
+
+
+def test_top1_agreement():
+    t, s = _logits(2)
+    assert classification_agreement(t, s, method="top1") == pytest.approx(np.mean(t.argmax(1) == s.argmax(1)))
+
+
+def test_probabilities_input_equals_logits_input():
+    t, s = _logits(3)
+    for method in ("kl", "js", "top1"):
+        a = classification_agreement(t, s, method=method, temperature=2.0)
+        b = classification_agreement(softmax(t, 1), softmax(s, 1), method=method, temperature=2.0, inputs="probabilities")
+        assert a == pytest.approx(b, rel=1e-9)
+
+
+def test_probability_with_zero_entries_gives_finite_or_zero_agreement():
+    p = np.array([[1.0, 0.0], [0.5, 0.5]])
+    q = np.array([[0.0, 1.0], [0.5, 0.5]])
+    assert classification_agreement(p, q, inputs="probabilities") == pytest.approx(0.5)  # exp(-inf)=0, exp(0)=1
+    assert classification_agreement(q, q, inputs="probabilities") == pytest.approx(1.0)
+
+
+def test_streaming_classification_equals_one_shot():
+    t, s = _logits(4, n=37)
+    acc = ClassificationAgreementAccumulator(temperature=1.5)
+    acc.update(t[:10], s[:10])
+    other = ClassificationAgreementAccumulator(temperature=1.5).update(t[10:], s[10:])
+    acc += other
+    for method in ("kl", "js", "top1"):
+        assert acc.compute(method) == pytest.approx(classification_agreement(t, s, method=method, temperature=1.5))
+    assert acc.mean_kl == pytest.approx(per_example_kl(t, s, temperature=1.5).mean())
+
+
+@settings(max_examples=50, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(1, 20), st.integers(2, 5)), elements=st.floats(-30, 30)))
+def test_classification_agreement_properties(logits):
+    noise = np.random.default_rng(0).normal(size=logits.shape)
+    for method in ("kl", "js", "top1"):
+        assert classification_agreement(logits, logits, method=method) == pytest.approx(1.0)
+        assert 0.0 <= classification_agreement(logits, logits + noise, method=method) <= 1.0
+    # shifting logits by a per-row constant changes no probability
+    assert classification_agreement(logits, logits + 3.0) == pytest.approx(1.0)
+
+
+def test_regression_default_is_r2_floored():
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=(100, 3))
+    s = t + 0.3 * rng.normal(size=(100, 3))
+    expected = r2_score(t, s, multioutput="uniform_average")
+    # r2_score averages per-output R^2; ours divides the pooled MSE by the mean variance: equal when
+    # variances are equal, so compare against the pooled definition and check closeness to sklearn.
+    pooled = 1 - np.mean((t - s) ** 2) / np.mean(t.var(axis=0))
+    assert regression_agreement(t, s) == pytest.approx(pooled, rel=1e-12)
+    assert regression_agreement(t, s) == pytest.approx(expected, abs=0.02)
+    assert regression_agreement(t[:, 0], s[:, 0]) == pytest.approx(r2_score(t[:, 0], s[:, 0]), rel=1e-12)
+    assert regression_agreement(t[:, 0], -t[:, 0]) == 0.0  # floored
+
+
+def test_regression_streaming_and_max_mse():
+    rng = np.random.default_rng(1)
+    t, s = rng.normal(size=40), rng.normal(size=40)
+    acc = RegressionAgreementAccumulator().update(t[:15], s[:15])
+    acc += RegressionAgreementAccumulator().update(t[15:], s[15:])
+    assert acc.compute() == pytest.approx(regression_agreement(t, s))
+    mse = np.mean((t - s) ** 2)
+    assert acc.compute(max_mse=10.0) == pytest.approx(1 - mse / 10.0)
+
+
+def test_mask_iou_matches_sklearn_jaccard_macro():
+    rng = np.random.default_rng(0)
+    t = rng.integers(0, 4, size=(6, 8, 8))
+    s = np.where(rng.random((6, 8, 8)) < 0.7, t, rng.integers(0, 4, size=(6, 8, 8)))
+    expected = jaccard_score(t.ravel(), s.ravel(), average="macro")
+    assert mask_iou_agreement(t, s) == pytest.approx(expected, rel=1e-12)
+    acc = MaskIoUAccumulator()
+    acc.update(t[:2] % 3, s[:2] % 3)  # fewer classes in the first batch: the matrix grows
+    acc.update(t[2:], s[2:])
+    both_t = np.concatenate([t[:2] % 3, t[2:]]).ravel()
+    both_s = np.concatenate([s[:2] % 3, s[2:]]).ravel()
+    assert acc.compute() == pytest.approx(jaccard_score(both_t, both_s, average="macro"), rel=1e-12)
+
+
+def test_mask_iou_ignore_index():
+    t = np.array([[[0, 1, 255]]])
+    s = np.array([[[0, 1, 1]]])
+    assert mask_iou_agreement(t, s, ignore_index=255) == 1.0
+
+
+def test_box_iou_against_hand_values_and_hungarian_matching():
+    a = np.array([[0, 0, 2, 2], [10, 10, 12, 12]], dtype=float)
+    b = np.array([[10, 10, 12, 13], [0, 0, 1, 2]], dtype=float)
+    np.testing.assert_allclose(box_iou(a, b), [[0.0, 0.5], [4 / 6, 0.0]])
+    # best matching pairs (a0,b1)=0.5 and (a1,b0)=2/3, normalised by max(M, K)=2
+    assert box_iou_agreement([a], [b]) == pytest.approx((0.5 + 4 / 6) / 2)
+    # an extra student box halves nothing but adds an unmatched box: divide by 3
+    assert box_iou_agreement([a], [np.vstack([b, [[50, 50, 51, 51]]])]) == pytest.approx((0.5 + 4 / 6) / 3)
+    assert box_iou_agreement([np.zeros((0, 4))], [np.zeros((0, 4))]) == 1.0
+    # class-aware matching: different labels never match
+    assert box_iou_agreement([a], [b], teacher_labels=[[0, 1]], student_labels=[[0, 0]]) == pytest.approx(0.5 / 2)
+    acc = BoxIoUAccumulator().update([a], [b])
+    acc += BoxIoUAccumulator().update([a], [a])
+    assert acc.compute() == pytest.approx(((0.5 + 4 / 6) / 2 + 1.0) / 2)
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: classification_agreement(np.ones((3, 2)), np.ones((4, 2))), ValueError, "same examples"),
+        (lambda: classification_agreement(np.zeros((3, 2)), np.zeros((3, 3))), ValueError, "same classes.*2 columns.*3"),
+        (lambda: classification_agreement(np.zeros((3, 1)), np.zeros((3, 1))), ValueError, "at least 2 classes"),
+        (lambda: classification_agreement(np.full((3, 2), 0.5), np.zeros((3, 2))), ValueError, "look like probabilities.*inputs='probabilities'"),
+        (lambda: classification_agreement(np.ones((3, 2)), np.ones((3, 2)), inputs="probabilities"), ValueError, "must be probabilities"),
+        (lambda: classification_agreement(np.zeros((3, 2)), np.zeros((3, 2)), temperature=0), ValueError, "`temperature` must be a finite number > 0"),
+        (lambda: classification_agreement(np.zeros((3, 2)), np.zeros((3, 2)), method="kld"), ValueError, "`aoag_method` must be one of"),
+        (lambda: classification_agreement(np.zeros(3), np.zeros(3)), ValueError, "`teacher_logits` must be 2-D"),
+        (lambda: classification_agreement([[np.inf, 0]], [[0, 0]]), ValueError, "NaN or Inf"),
+        (lambda: regression_agreement(np.ones(5), np.zeros(5)), ValueError, "teacher's outputs are constant.*max_mse"),
+        (lambda: regression_agreement(np.ones((5, 2)), np.zeros((5, 3))), ValueError, "same number of outputs"),
+        (lambda: regression_agreement(np.arange(3.0), np.zeros(3), max_mse=-1), ValueError, "`max_mse` must be"),
+        (lambda: mask_iou_agreement(np.zeros((1, 2, 2)), np.zeros((1, 2, 3))), ValueError, "same shape"),
+        (lambda: mask_iou_agreement(np.full((1, 2, 2), 0.5), np.zeros((1, 2, 2))), TypeError, "integer class labels"),
+        (lambda: box_iou_agreement([[[0, 0, 1]]], [[[0, 0, 1, 1]]]), ValueError, "shape \\(M, 4\\)"),
+        (lambda: box_iou_agreement([[[2, 0, 1, 1]]], [[[0, 0, 1, 1]]]), ValueError, "x2 >= x1"),
+        (lambda: output_agreement(np.zeros((2, 2)), np.zeros((2, 2)), method="iou"), ValueError, "`aoag_method` must be one of"),
+    ],
+)
+def test_bad_input(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

@@ -1,0 +1,143 @@
+"""The evaluate module: loading, streaming, evaluate's multi-process mode and errors."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+evaluate = pytest.importorskip("evaluate")
+
+import knowledge_retention  # noqa: E402
+from knowledge_retention import compute_krs  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data(n=45, layers=None, seed=0):
+    rng = np.random.default_rng(seed)
+    shape_t = (n, 16) if layers is None else (n, layers, 16)
+    shape_s = (n, 8) if layers is None else (n, layers, 8)
+    t = rng.normal(size=shape_t).astype(np.float32)
+    s = (t[..., :8] + 0.5 * rng.normal(size=shape_s)).astype(np.float32)
+    lt = rng.normal(size=(n, 3)).astype(np.float32)
+    ls = (lt + 0.4 * rng.normal(size=(n, 3))).astype(np.float32)
+    return {"teacher_features": t, "student_features": s, "teacher_outputs": lt, "student_outputs": ls}
+
+
+def _direct(data, **options):
+    t, s = data["teacher_features"], data["student_features"]
+    if t.ndim == 3:
+        t, s = list(np.moveaxis(t, 1, 0)), list(np.moveaxis(s, 1, 0))
+    return compute_krs(t, s, data["teacher_outputs"], data["student_outputs"], **options)
+
+
+@pytest.fixture
+def metric(tmp_path):
+    return evaluate.load(knowledge_retention.module_path(), cache_dir=str(tmp_path))
+
+
+def test_load_from_repository_root_by_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    module = evaluate.load("knowledge_retention", cache_dir=str(tmp_path))
+    assert type(module).__name__ == "KnowledgeRetention"
+    assert "teacher_features" in module.features
+
+
+@pytest.mark.parametrize("layers", [None, 3])
+def test_compute_equals_direct_call(metric, layers):
+    data = _data(layers=layers)
+    out = metric.compute(**data, task="nlp")
+    expected = _direct(data, task="nlp")
+    for key in ("krs", "fss", "aoag"):
+        assert out[key] == pytest.approx(expected[key], rel=1e-6)
+    assert out["alpha"] == 0.5 and out["num_examples"] == 45
+
+
+def test_add_batch_and_add_equal_one_compute(metric):
+    data = _data(n=50)
+    for lo in range(0, 48, 16):
+        metric.add_batch(**{k: v[lo : lo + 16] for k, v in data.items()})
+    for i in range(48, 50):
+        metric.add(**{k: v[i] for k, v in data.items()})
+    out = metric.compute(task="classification", fss_method="debiased_cka", aoag_method="js", temperature=2.0)
+    expected = _direct(data, task="classification", fss_method="debiased_cka", aoag_method="js", temperature=2.0)
+    assert out["krs"] == pytest.approx(expected["krs"], rel=1e-6)
+
+
+def test_torch_tensors_and_lists(metric):
+    torch = pytest.importorskip("torch")
+    data = _data(n=20)
+    metric.add_batch(**{k: torch.from_numpy(v[:10]) for k, v in data.items()})
+    metric.add_batch(**{k: v[10:].tolist() for k, v in data.items()})
+    assert metric.compute(task="nlp")["krs"] == pytest.approx(_direct(data, task="nlp")["krs"], rel=1e-6)
+
+
+def _worker(args):
+    process_id, cache_dir, shard = args
+    module = evaluate.load(
+        knowledge_retention.module_path(), num_process=2, process_id=process_id, experiment_id="krs-test", cache_dir=cache_dir
+    )
+    module.add_batch(**shard)
+    return module.compute(task="nlp")
+
+
+def test_multi_process_mode_equals_single_process(tmp_path):
+    data = _data(n=37)
+    shards = [{k: v[:20] for k, v in data.items()}, {k: v[20:] for k, v in data.items()}]
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        results = pool.map(_worker, [(i, str(tmp_path), shards[i]) for i in range(2)])
+    assert results[1] is None
+    expected = _direct(data, task="nlp")
+    assert results[0]["num_examples"] == 37
+    assert results[0]["krs"] == pytest.approx(expected["krs"], rel=1e-6)
+
+
+def test_regression_and_segmentation_through_evaluate(metric, tmp_path):
+    rng = np.random.default_rng(2)
+    feats = rng.normal(size=(30, 5))
+    y = rng.normal(size=30)
+    out = metric.compute(teacher_features=feats, student_features=feats, teacher_outputs=y, student_outputs=y + 0.2, task="regression")
+    assert out["aoag"] == pytest.approx(compute_krs(feats, feats, y, y + 0.2, task="regression")["aoag"], rel=1e-6)
+    seg = evaluate.load(knowledge_retention.module_path(), cache_dir=str(tmp_path / "seg"))
+    masks = rng.integers(0, 3, size=(30, 4, 4))
+    noisy = np.where(rng.random(masks.shape) < 0.8, masks, 0)
+    res = seg.compute(teacher_features=feats, student_features=feats, teacher_outputs=masks, student_outputs=noisy, task="segmentation")
+    assert res["aoag"] == pytest.approx(compute_krs(feats, feats, masks, noisy, task="segmentation")["aoag"])
+
+
+@pytest.mark.parametrize(
+    ("change", "options", "match"),
+    [
+        ({"student_features": np.ones((44, 8))}, {}, "same examples; got lengths"),
+        ({"teacher_outputs": np.full((45, 3), 1 / 3)}, {}, "look like probabilities"),
+        ({"student_outputs": np.zeros((45, 2))}, {}, "same classes"),
+        ({}, {"alpha": 0.5, "beta": 0.7}, "must equal 1"),
+        ({}, {"fss_method": "svcca"}, "`fss_method` must be one of"),
+        ({"teacher_features": np.ones((45, 16))}, {}, "`teacher_features` are constant"),
+        ({"teacher_features": np.full((45, 16), np.nan)}, {}, "NaN or Inf"),
+    ],
+)
+def test_errors_reach_the_user_with_names(metric, change, options, match):
+    data = {**_data(), **change}
+    with pytest.raises(ValueError, match=match):
+        metric.compute(**data, task="nlp", **options)
+
+
+def test_shape_change_between_batches_is_refused(metric):
+    data = _data(n=20)
+    metric.add_batch(**{k: v[:10] for k, v in data.items()})
+    with pytest.raises(ValueError, match="per-example shapes differ"):
+        metric.add_batch(**{**{k: v[10:] for k, v in data.items()}, "student_features": np.ones((10, 4))})
+
+
+def test_module_folder_is_pushable_as_is():
+    folder = Path(knowledge_retention.module_path())
+    card = (folder / "README.md").read_text(encoding="utf-8")
+    assert card.startswith("---\n") and "tags:" in card.split("---")[1]
+    assert (folder / "knowledge_retention.py").exists()
+    assert os.path.exists(folder / "requirements.txt")

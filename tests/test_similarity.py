@@ -1,0 +1,252 @@
+"""FSS maths against independent references and invariance properties."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy.spatial.distance import pdist, squareform
+from scipy.stats import ortho_group
+
+from knowledge_retention.similarity import (
+    CosineAccumulator,
+    CrossLayerCKAAccumulator,
+    LinearCKAAccumulator,
+    cross_layer_cka,
+    feature_similarity_score,
+    layer_similarity,
+    linear_cka,
+    mean_cosine_similarity,
+    rbf_cka,
+)
+
+# ---- independent references: explicit O(N^2) Gram-space HSIC with a centring matrix ----------------
+
+
+def _centering(n: int) -> np.ndarray:
+    return np.eye(n) - np.ones((n, n)) / n
+
+
+def naive_hsic(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741
+    h = _centering(k.shape[0])
+    return float(np.trace(k @ h @ l @ h))
+
+
+def naive_unbiased_hsic(k: np.ndarray, l: np.ndarray) -> float:  # noqa: E741
+    """Song et al. (2012), eq. (5), written from the paper (not from Kornblith's helper)."""
+    n = k.shape[0]
+    kt, lt = k.copy(), l.copy()
+    np.fill_diagonal(kt, 0.0)
+    np.fill_diagonal(lt, 0.0)
+    one = np.ones(n)
+    term = np.trace(kt @ lt) + (one @ kt @ one) * (one @ lt @ one) / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * (one @ kt @ lt @ one)
+    return float(term / (n * (n - 3)))
+
+
+def naive_cka(k: np.ndarray, l: np.ndarray, debiased: bool = False) -> float:  # noqa: E741
+    f = naive_unbiased_hsic if debiased else naive_hsic
+    return f(k, l) / np.sqrt(f(k, k) * f(l, l))
+
+
+def naive_linear_cka(x: np.ndarray, y: np.ndarray, debiased: bool = False) -> float:
+    return naive_cka(x @ x.T, y @ y.T, debiased)
+
+
+def naive_rbf_gram(x: np.ndarray, threshold: float) -> np.ndarray:
+    sq = squareform(pdist(x, "sqeuclidean"))
+    return np.exp(-sq / (2 * threshold**2 * np.median(sq)))
+
+
+def _pair(seed: int = 0, n: int = 60, dt: int = 12, ds: int = 7, offset: float = 0.0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, dt)) + offset
+    y = x @ rng.normal(size=(dt, ds)) + rng.normal(size=(n, ds)) - offset
+    return x, y
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+@pytest.mark.parametrize("offset", [0.0, 25.0])
+def test_linear_cka_matches_naive_gram_reference(debiased, offset):
+    x, y = _pair(offset=offset)
+    assert linear_cka(x, y, debiased=debiased) == pytest.approx(naive_linear_cka(x, y, debiased), rel=1e-9)
+
+
+def test_kornblith_demo_setup_feature_and_example_space_agree():
+    # The set-up of Kornblith et al.'s demo notebook (seed 1337, X ~ N(0,1)^{100x10}, Y = X + noise).
+    np.random.seed(1337)
+    x = np.random.randn(100, 10)
+    y = np.random.randn(100, 10) + x
+    assert linear_cka(x, y) == pytest.approx(naive_linear_cka(x, y), rel=1e-12)
+    assert linear_cka(x, y, debiased=True) == pytest.approx(naive_linear_cka(x, y, True), rel=1e-12)
+    assert linear_cka(x, y) == pytest.approx(0.5576, abs=1e-4)
+    assert linear_cka(x, y, debiased=True) == pytest.approx(0.5135, abs=1e-4)
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_rbf_cka_matches_naive_reference(debiased):
+    x, y = _pair(n=40)
+    expected = naive_cka(naive_rbf_gram(x, 0.5), naive_rbf_gram(y, 0.5), debiased)
+    assert rbf_cka(x, y, threshold=0.5, debiased=debiased) == pytest.approx(expected, rel=1e-9)
+
+
+def test_rbf_cka_refuses_large_n_with_advice():
+    x = np.random.default_rng(0).normal(size=(30, 3))
+    with pytest.raises(ValueError, match="max_examples=20.*linear CKA"):
+        rbf_cka(x, x, max_examples=20)
+
+
+def test_streamed_equals_one_shot_for_uneven_batches():
+    x, y = _pair(n=103)
+    acc = LinearCKAAccumulator()
+    for lo, hi in [(0, 1), (1, 40), (40, 41), (41, 103)]:
+        acc.update(x[lo:hi], y[lo:hi])
+    for debiased in (False, True):
+        assert acc.compute(debiased=debiased) == pytest.approx(linear_cka(x, y, debiased=debiased), rel=1e-10)
+
+
+def test_merging_process_states_equals_one_shot_and_round_trips_state_dict():
+    x, y = _pair(n=90)
+    parts = [LinearCKAAccumulator().update(x[i::3], y[i::3]) for i in range(3)]
+    merged = LinearCKAAccumulator.from_state_dict(parts[0].state_dict())
+    merged += parts[1]
+    merged = merged + parts[2]
+    assert merged.n == 90
+    assert merged.compute() == pytest.approx(linear_cka(x, y), rel=1e-10)
+
+
+def test_sample_weight_equals_resampling_rows():
+    x, y = _pair(n=50)
+    idx = np.random.default_rng(3).integers(0, 50, 50)
+    counts = np.bincount(idx, minlength=50)
+    acc = LinearCKAAccumulator().update(x, y, sample_weight=counts)
+    assert acc.compute() == pytest.approx(linear_cka(x[idx], y[idx]), rel=1e-10)
+    assert acc.compute(debiased=True) == pytest.approx(linear_cka(x[idx], y[idx], debiased=True), rel=1e-9)
+
+
+def test_cka_is_not_invariant_to_general_linear_maps():
+    x, y = _pair(n=80, dt=6, ds=6)
+    skew = np.diag([10.0, 1.0, 1.0, 0.1, 1.0, 1.0]) + np.triu(np.ones((6, 6)), 1)
+    assert abs(linear_cka(x @ skew, y) - linear_cka(x, y)) > 1e-3
+
+
+finite = st.floats(-100, 100, allow_nan=False, width=64)
+
+
+@st.composite
+def feature_pairs(draw):
+    n = draw(st.integers(5, 30))
+    dt = draw(st.integers(1, 6))
+    ds = draw(st.integers(1, 6))
+    x = draw(arrays(np.float64, (n, dt), elements=finite))
+    y = draw(arrays(np.float64, (n, ds), elements=finite))
+    # Keep draws whose features vary enough for CKA to be defined with margin.
+    if min(np.ptp(x, axis=0).max(), np.ptp(y, axis=0).max()) < 1e-3:
+        x = x + np.arange(n)[:, None]
+        y = y - np.arange(n)[:, None] ** 1.5
+    return x, y
+
+
+@settings(max_examples=60, deadline=None)
+@given(feature_pairs(), st.integers(0, 10_000))
+def test_cka_properties(pair, seed):
+    x, y = pair
+    value = linear_cka(x, y)
+    assert 0.0 <= value <= 1.0
+    assert value == pytest.approx(naive_linear_cka(x, y), abs=1e-6)
+    assert value == pytest.approx(linear_cka(y, x), abs=1e-9)  # symmetric
+    assert linear_cka(x, x) == pytest.approx(1.0, abs=1e-9)
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(x))
+    assert linear_cka(x[perm], y[perm]) == pytest.approx(value, abs=1e-9)  # order invariance
+    q = ortho_group.rvs(x.shape[1], random_state=seed) if x.shape[1] > 1 else np.array([[-1.0]])
+    assert linear_cka(x @ q, y) == pytest.approx(value, abs=1e-7)  # orthogonal invariance
+    assert linear_cka(3.7 * x + 5.0, y) == pytest.approx(value, abs=1e-7)  # isotropic scaling, translation
+
+
+@settings(max_examples=30, deadline=None)
+@given(feature_pairs(), st.lists(st.integers(1, 29), max_size=4))
+def test_batched_equals_one_shot_property(pair, cuts):
+    x, y = pair
+    edges = sorted({0, len(x), *[c for c in cuts if c < len(x)]})
+    acc = LinearCKAAccumulator()
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        acc.update(x[lo:hi], y[lo:hi])
+    assert acc.compute() == pytest.approx(linear_cka(x, y), abs=1e-9)
+
+
+def test_cosine_against_direct_formula_and_accumulator():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 5)), rng.normal(size=(20, 5))
+    expected = np.mean([a @ b / np.linalg.norm(a) / np.linalg.norm(b) for a, b in zip(x, y, strict=True)])
+    assert mean_cosine_similarity(x, y) == pytest.approx(expected, rel=1e-12)
+    acc = CosineAccumulator().update(x[:7], y[:7])
+    acc += CosineAccumulator().update(x[7:], y[7:])
+    assert acc.compute() == pytest.approx(expected, rel=1e-12)
+
+
+def test_fss_is_mean_over_layer_pairs_and_accepts_stacks():
+    x, y = _pair(n=50, dt=5, ds=5)
+    z = np.random.default_rng(9).normal(size=(50, 5))
+    expected = (linear_cka(x, y) + linear_cka(z, y)) / 2
+    assert feature_similarity_score([x, z], [y, y]) == pytest.approx(expected)
+    assert feature_similarity_score(np.stack([x, z]), np.stack([y, y])) == pytest.approx(expected)
+    assert feature_similarity_score(x, y, method="cosine") == pytest.approx(max(0.0, mean_cosine_similarity(x, y)))
+    assert layer_similarity(x, -x, method="cosine") == 0.0  # clipped at 0
+
+
+def test_cross_layer_matrix_matches_pairwise_and_streams():
+    rng = np.random.default_rng(1)
+    t_layers = [rng.normal(size=(40, 6)) for _ in range(3)]
+    s_layers = [t_layers[0] @ rng.normal(size=(6, 4)), rng.normal(size=(40, 4))]
+    expected = np.array([[linear_cka(t, s) for s in s_layers] for t in t_layers])
+    np.testing.assert_allclose(cross_layer_cka(t_layers, s_layers), expected, rtol=1e-10)
+    acc = CrossLayerCKAAccumulator()
+    for lo in range(0, 40, 16):
+        acc.update([t[lo : lo + 16] for t in t_layers], [s[lo : lo + 16] for s in s_layers])
+    np.testing.assert_allclose(acc.compute(), expected, rtol=1e-10)
+
+
+# ---- bad input: every error names the argument and what was expected -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("teacher", "student", "error", "match"),
+    [
+        (np.ones((5, 3)), np.ones((4, 3)), ValueError, "same examples.*5 rows for the teacher and 4"),
+        (np.ones(5), np.ones((5, 3)), ValueError, "`teacher_features` must be 2-D, got an array of shape \\(5,\\)"),
+        (np.ones((1, 3)), np.ones((1, 3)), ValueError, "at least 2 examples"),
+        (np.array([[1.0, np.nan], [0.0, 1.0]]), np.ones((2, 2)), ValueError, "`teacher_features` contains 1 NaN or Inf"),
+        (np.array([["a", "b"], ["c", "d"]]), np.ones((2, 2)), TypeError, "`teacher_features` must hold real numbers"),
+        ([[1.0, 2.0], [3.0]], np.ones((2, 2)), TypeError, "`teacher_features` must be a rectangular array"),
+        (np.ones((6, 3)), np.random.default_rng(0).normal(size=(6, 2)), ValueError, "`teacher_features` are constant"),
+    ],
+)
+def test_linear_cka_bad_input(teacher, student, error, match):
+    with pytest.raises(error, match=match):
+        linear_cka(teacher, student)
+
+
+def test_other_bad_inputs():
+    x, y = _pair(n=10, dt=3, ds=4)
+    with pytest.raises(ValueError, match="same width.*3 and student width 4.*linear_cka"):
+        mean_cosine_similarity(x, y)
+    with pytest.raises(ValueError, match="`fss_method` must be one of .*got 'cka'"):
+        feature_similarity_score(x, y, method="cka")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="pair layers one to one: got 2 teacher layer\\(s\\) and 1"):
+        feature_similarity_score([x, x], [y])
+    with pytest.raises(ValueError, match="needs at least 4 examples"):
+        linear_cka(x[:3], y[:3], debiased=True)
+    with pytest.raises(ValueError, match="widths changed between batches"):
+        LinearCKAAccumulator().update(x, y).update(x, y[:, :2])
+    with pytest.raises(ValueError, match="`sample_weight` must hold non-negative integer"):
+        LinearCKAAccumulator().update(x, y, sample_weight=np.full(10, 0.5))
+
+
+def test_torch_tensors_are_accepted():
+    torch = pytest.importorskip("torch")
+    x, y = _pair(n=30)
+    assert linear_cka(torch.tensor(x, dtype=torch.bfloat16), torch.tensor(y)) == pytest.approx(
+        linear_cka(torch.tensor(x, dtype=torch.bfloat16).float().numpy(), y), rel=1e-9
+    )
