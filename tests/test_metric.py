@@ -141,3 +141,11 @@ def test_module_folder_is_pushable_as_is():
     assert card.startswith("---\n") and "tags:" in card.split("---")[1]
     assert (folder / "knowledge_retention.py").exists()
     assert os.path.exists(folder / "requirements.txt")
+
+
+def test_metric_card_examples_run():
+    import doctest
+
+    card = Path(knowledge_retention.module_path()) / "README.md"
+    result = doctest.testfile(str(card), module_relative=False, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 5 and result.failed == 0
