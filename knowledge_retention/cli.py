@@ -1,0 +1,386 @@
+"""The ``knowledge-retention`` command line.
+
+``knowledge-retention`` with no arguments runs the main job on embedded defaults: a teacher and a
+student whose classification heads were trained on SST-2 (built by the distillation recipes at a
+quick scale on first run, then cached), evaluated on the SST-2 dev set, with the full report.
+
+Subcommands:
+
+* ``evaluate``        — teacher vs student (optional baseline student) on a dataset: report.
+* ``arrays``          — KRS from saved arrays (``.npz``/``.safetensors``), no models needed.
+* ``reproduce-sst2``  — train, distil, evaluate and tabulate the SST-2 experiments at a scale.
+
+Exit codes: 0 success; 2 bad arguments or input (a message, no stack trace); 3 a model or dataset
+could not be loaded; 1 an unexpected error (with the stack trace, which is a bug to report).
+Set ``KNOWLEDGE_RETENTION_DEBUG=1`` to see the stack trace of any error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LOAD = 0, 1, 2, 3
+
+FSS_CHOICES = ("linear_cka", "debiased_cka", "rbf_cka", "cosine")
+AOAG_CHOICES = ("kl", "js", "top1", "mse")
+TASK_CHOICES = ("classification", "nlp", "regression")
+
+
+class UserError(Exception):
+    """A mistake in the arguments or the input: printed as one message, exit code 2."""
+
+
+class LoadError(Exception):
+    """A model or dataset that could not be loaded: printed as one message, exit code 3."""
+
+
+# --- argument parsing ---------------------------------------------------------------------------------
+
+
+def _layers_arg(value: str) -> Any:
+    """``final``, ``uniform``, ``all`` or explicit pairs ``t:s,t:s`` (hidden-state indices)."""
+    if value in ("final", "uniform", "all"):
+        return value
+    try:
+        pairs = [tuple(int(x) for x in item.split(":")) for item in value.split(",")]
+    except ValueError:
+        pairs = []
+    if not pairs or any(len(p) != 2 for p in pairs):
+        raise argparse.ArgumentTypeError(
+            f"expected final, uniform, all or teacher:student index pairs like 0:0,6:3,12:6; got {value!r}"
+        )
+    return pairs
+
+
+def _unit_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {value}")
+    return number
+
+
+def _positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return number
+
+
+def _add_scoring_options(parser: argparse.ArgumentParser, *, default_task: str) -> None:
+    group = parser.add_argument_group("scoring")
+    group.add_argument("--task", choices=TASK_CHOICES, default=default_task,
+                       help="preset for (alpha, beta) and the default AOAg measure: classification (0.3, 0.7), "
+                            "nlp (0.5, 0.5, the paper's SST-2 setting), regression (0.5, 0.5). Default: %(default)s")
+    group.add_argument("--alpha", type=_unit_float, help="weight of FSS in [0, 1]; overrides the preset (beta = 1 - alpha)")
+    group.add_argument("--beta", type=_unit_float, help="weight of AOAg in [0, 1]; alpha + beta must be 1")
+    group.add_argument("--fss-method", choices=FSS_CHOICES, default="linear_cka",
+                       help="feature similarity: linear CKA (default), debiased CKA, RBF CKA (N <= 10,000) or cosine (equal widths)")
+    group.add_argument("--aoag-method", choices=AOAG_CHOICES,
+                       help="output agreement: kl = mean exp(-KL) (default for classification/nlp), js, top1, mse (regression)")
+    group.add_argument("--temperature", type=float, default=1.0, help="softmax temperature for kl/js (default 1)")
+
+
+def _add_report_options(parser: argparse.ArgumentParser, default_dir: str) -> None:
+    group = parser.add_argument_group("report")
+    group.add_argument("--output-dir", type=Path, default=Path(default_dir),
+                       help="where report.json, report.md and the figures are written (default: %(default)s)")
+    group.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                       help="bootstrap replicates for confidence intervals (0 turns them off; default %(default)s)")
+    group.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    group.add_argument("--top-k", type=int, default=10, help="examples listed where the student departs most (default 10)")
+    group.add_argument("--no-latency", action="store_true", help="skip the latency/throughput measurement")
+    group.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("extraction")
+    group.add_argument("--layers", type=_layers_arg, default="final",
+                       help="layer pairs for FSS: final (default, the paper's choice), uniform (PKD/TinyBERT mapping), "
+                            "all, or explicit hidden-state pairs teacher:student like 0:0,6:3,12:6 (0 = embeddings)")
+    group.add_argument("--pooling", choices=("cls", "mean", "last"), default="cls",
+                       help="one vector per example: cls = first token (default), mean over real tokens, last real token (decoders)")
+    group.add_argument("--batch-size", type=_positive_int, default=32, help="examples per batch (default 32)")
+    group.add_argument("--max-examples", type=_positive_int, help="use only the first N examples")
+    group.add_argument("--max-length", type=_positive_int, help="truncate inputs to this many tokens (default: model limit)")
+    group.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no",
+                       help="run the models in low precision on GPU (accumulation stays float64)")
+    group.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the hub (off by default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="knowledge-retention",
+        description="How much of the teacher did the distilled student keep? Knowledge Retention Score "
+                    "(KRS = alpha*FSS + beta*AOAg) with the diagnostics around it. With no subcommand: the "
+                    "main job on embedded defaults (an SST-2 teacher/student pair, the SST-2 dev set, the full report).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Exit codes: 0 ok, 2 bad arguments or input, 3 model/dataset not loadable, 1 unexpected error.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    main_job = sub.add_parser("default", help="the main job on embedded defaults (what no subcommand runs)")
+    _add_report_options(main_job, "krs_report")
+    main_job.add_argument("--sst2-dir", type=Path, help="folder with dev.tsv (default: $SST2_DIR or ../shared/data/sst2)")
+    main_job.add_argument("--max-examples", type=_positive_int, help="use only the first N dev sentences")
+
+    ev = sub.add_parser("evaluate", help="score a student against its teacher on a dataset and write the report",
+                        description="Score a student against its teacher on a dataset and write the report.")
+    ev.add_argument("--teacher", required=True, help="local model folder or hub name (AutoModelForSequenceClassification)")
+    ev.add_argument("--student", required=True, help="local model folder or hub name")
+    ev.add_argument("--baseline-student", help="the same student fine-tuned on labels only: was distillation worth it?")
+    ev.add_argument("--dataset", required=True,
+                    help="a local .csv/.tsv/.json/.jsonl/.parquet file, a folder (GLUE-style TSVs or a saved dataset), or a hub name")
+    ev.add_argument("--dataset-config", help="hub dataset configuration (e.g. sst2 for glue)")
+    ev.add_argument("--split", default="validation", help="split to evaluate (default: validation)")
+    ev.add_argument("--text-column", default="sentence", help="column of input texts (default: sentence)")
+    ev.add_argument("--label-column", help="column of gold labels (optional: without it, only teacher-relative figures)")
+    _add_extraction_options(ev)
+    _add_scoring_options(ev, default_task="nlp")
+    _add_report_options(ev, "krs_report")
+
+    arr = sub.add_parser("arrays", help="KRS from saved arrays (.npz or .safetensors), no models needed",
+                         description="KRS from saved arrays. Keys: teacher_features, student_features (N, D) or (N, L, D); "
+                                     "teacher_outputs/student_outputs (or teacher_logits/student_logits).")
+    arr.add_argument("path", type=Path, help=".npz or .safetensors file (pickles are never loaded)")
+    _add_scoring_options(arr, default_task="classification")
+    arr.add_argument("--inputs", choices=("logits", "probabilities"), default="logits",
+                     help="whether the outputs are logits (default) or probabilities")
+    arr.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    rep = sub.add_parser("reproduce-sst2", help="train, distil and evaluate the SST-2 experiments (Table 9 of the paper)",
+                         description="Train the teacher, the students before (hard labels) and after distillation "
+                                     "(DistilBERT-style, PKD, TinyBERT-style), evaluate KRS and accuracy, write tables and figures.")
+    rep.add_argument("--scale", choices=("smoke", "cpu", "full"), default="smoke",
+                     help="smoke: tiny random models, seconds (CI); cpu: MiniLM teacher, under an hour on 2 cores; "
+                          "full: bert-base-uncased teacher from the hub, GPUs (default: smoke)")
+    rep.add_argument("--output-dir", type=Path, help="default: results/sst2/<scale>")
+    rep.add_argument("--work-dir", type=Path, help="where checkpoints go (default: <output-dir>/checkpoints, git-ignored)")
+    rep.add_argument("--sst2-dir", type=Path, help="folder with train.tsv/dev.tsv (default: $SST2_DIR or ../shared/data/sst2)")
+    rep.add_argument("--skip-training", action="store_true", help="re-evaluate the checkpoints of an earlier run")
+    rep.add_argument("--quiet", action="store_true", help="no progress bars")
+    return parser
+
+
+# --- commands -------------------------------------------------------------------------------------------
+
+
+def _load_dataset(spec: str, split: str, config: str | None) -> Any:
+    """A local file or folder, or a hub dataset, as a ``datasets.Dataset``."""
+    import datasets
+
+    path = Path(spec)
+    try:
+        if path.is_file():
+            suffix = path.suffix.lower()
+            kinds = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+            if suffix not in kinds:
+                raise UserError(f"--dataset: unsupported file type {suffix!r}; expected one of {sorted(kinds)}")
+            extra = {"delimiter": "\t"} if suffix == ".tsv" else {}
+            return datasets.load_dataset(kinds[suffix], data_files={"data": str(path)}, split="data", **extra)
+        if path.is_dir():
+            if (path / "dataset_info.json").exists() or (path / "state.json").exists():
+                loaded = datasets.load_from_disk(str(path))
+                return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+            from .distillation.data import SPLIT_FILES, load_sst2
+
+            if any((path / name).exists() for name in SPLIT_FILES.values()):
+                return load_sst2(split, data_dir=path)  # type: ignore[arg-type]
+            return datasets.load_dataset(str(path), config, split=split)
+        return datasets.load_dataset(spec, config, split=split)
+    except UserError:
+        raise
+    except (FileNotFoundError, ValueError, ConnectionError, OSError) as err:
+        raise LoadError(f"--dataset {spec!r} (split {split!r}) could not be loaded: {err}") from None
+
+
+def _run_report(
+    teacher: Any,
+    student: Any,
+    dataset: Any,
+    *,
+    args: argparse.Namespace,
+    baseline: Any = None,
+    text_column: str = "sentence",
+    label_column: str | None = "label",
+    extraction: dict[str, Any] | None = None,
+    scoring: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    from .extraction import evaluate_pair
+    from .report import build_report, write_report
+
+    extraction = extraction or {}
+    scoring = scoring or {"task": "nlp"}
+    progress = not getattr(args, "quiet", False)
+    common = dict(text_column=text_column, label_column=label_column, progress=progress,
+                  keep_arrays=args.bootstrap > 0, **extraction, **scoring)
+    result = evaluate_pair(teacher, student, dataset, cross_layer=True, **common)
+    baseline_result = None
+    if baseline is not None:
+        baseline_result = evaluate_pair(teacher, baseline, dataset, cross_layer=False, **common)
+    report = build_report(
+        result,
+        baseline=baseline_result,
+        teacher=teacher,
+        student=student,
+        baseline_student=baseline,
+        dataset=dataset,
+        text_column=text_column,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        top_k=args.top_k,
+        measure_speed=not args.no_latency,
+        batch_size=extraction.get("batch_size", 32),
+    )
+    paths = write_report(report, args.output_dir)
+    _print_summary(report, paths)
+    return report
+
+
+def _print_summary(report: dict[str, Any], paths: dict[str, Any]) -> None:
+    headline = report.get("headline", {})
+    verdict = report.get("verdict", {})
+    print()
+    print(f"KRS {headline.get('krs', float('nan')):.3f}  (FSS {headline.get('fss', float('nan')):.3f}, "
+          f"AOAg {headline.get('aoag', float('nan')):.3f}; alpha={headline.get('alpha')}, beta={headline.get('beta')})")
+    if verdict:
+        print(f"Verdict: {verdict.get('level', '?').upper()} — {verdict.get('reason', '')}")
+    if report.get("tradeoff_sentence"):
+        print(report["tradeoff_sentence"])
+    if paths:
+        print("Report: " + ", ".join(str(p) for p in paths.values() if p))
+
+
+def cmd_default(args: argparse.Namespace) -> int:
+    from .distillation.data import load_sst2
+    from .distillation.defaults import ensure_default_pair
+
+    if args.sst2_dir is not None:
+        os.environ["SST2_DIR"] = str(args.sst2_dir)
+    print("Main job: an SST-2 teacher (all-MiniLM-L6-v2 fine-tuned) vs its 3-layer distilled student, on SST-2 dev.")
+    pair = ensure_default_pair(progress=not args.quiet)
+    try:
+        dev = load_sst2("validation", data_dir=args.sst2_dir)
+    except ValueError as err:
+        raise LoadError(str(err)) from None
+    extraction: dict[str, Any] = {"layers": "final", "pooling": "cls", "batch_size": 32}
+    if args.max_examples:
+        extraction["max_examples"] = args.max_examples
+    _run_report(pair["teacher"], pair["student"], dev, args=args, baseline=pair.get("baseline"),
+                extraction=extraction, scoring={"task": "nlp"})
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    dataset = _load_dataset(args.dataset, args.split, args.dataset_config)
+    extraction = {
+        "layers": args.layers, "pooling": args.pooling, "batch_size": args.batch_size,
+        "max_examples": args.max_examples, "max_length": args.max_length,
+        "mixed_precision": None if args.mixed_precision == "no" else args.mixed_precision,
+        "trust_remote_code": args.trust_remote_code,
+    }
+    scoring = {"task": args.task, "alpha": args.alpha, "beta": args.beta, "fss_method": args.fss_method,
+               "aoag_method": args.aoag_method, "temperature": args.temperature}
+    _run_report(args.teacher, args.student, dataset, args=args, baseline=args.baseline_student,
+                text_column=args.text_column, label_column=args.label_column,
+                extraction=extraction, scoring=scoring)
+    return EXIT_OK
+
+
+def load_arrays(path: Path) -> dict[str, Any]:
+    """Reads ``.npz`` (no pickles) or ``.safetensors`` into a dict of numpy arrays."""
+    import numpy as np
+
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except ValueError as err:
+            raise UserError(f"{path}: could not read it without unpickling objects ({err}); save plain numeric arrays") from None
+    if suffix == ".safetensors":
+        from safetensors.numpy import load_file
+
+        return dict(load_file(str(path)))
+    raise UserError(f"{path}: unsupported format {suffix!r}; expected .npz or .safetensors")
+
+
+def cmd_arrays(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .score import compute_krs
+
+    data = load_arrays(args.path)
+
+    def pick(*names: str) -> Any:
+        for name in names:
+            if name in data:
+                return data[name]
+        raise UserError(f"{args.path}: missing array {names[0]!r} (found: {sorted(data)})")
+
+    t_feat, s_feat = pick("teacher_features"), pick("student_features")
+    if np.ndim(t_feat) == 3:
+        t_feat, s_feat = list(np.moveaxis(t_feat, 1, 0)), list(np.moveaxis(s_feat, 1, 0))
+    out = compute_krs(t_feat, s_feat, pick("teacher_outputs", "teacher_logits"), pick("student_outputs", "student_logits"),
+                      task=args.task, alpha=args.alpha, beta=args.beta, fss_method=args.fss_method,
+                      aoag_method=args.aoag_method, temperature=args.temperature, inputs=args.inputs)
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"KRS {out['krs']:.4f}  FSS {out['fss']:.4f} ({out['fss_method']})  AOAg {out['aoag']:.4f} "
+              f"({out['aoag_method']})  alpha={out['alpha']} beta={out['beta']}  N={out['num_examples']}")
+    return EXIT_OK
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduction import reproduce_sst2
+
+    output_dir = args.output_dir or Path("results") / "sst2" / args.scale
+    reproduce_sst2(args.scale, output_dir, work_dir=args.work_dir, data_dir=args.sst2_dir,
+                   skip_training=args.skip_training, progress=not args.quiet)
+    return EXIT_OK
+
+
+COMMANDS = {"default": cmd_default, "evaluate": cmd_evaluate, "arrays": cmd_arrays, "reproduce-sst2": cmd_reproduce}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["default", *argv]
+    args = parser.parse_args(argv)
+    if args.command is None:
+        args = parser.parse_args(["default"])
+    try:
+        return COMMANDS[args.command](args)
+    except (UserError, ValueError, TypeError) as err:
+        if os.environ.get("KNOWLEDGE_RETENTION_DEBUG"):
+            raise
+        print(f"knowledge-retention: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except (LoadError, OSError) as err:
+        print(f"knowledge-retention: error: {err}", file=sys.stderr)
+        return EXIT_LOAD
+    except KeyboardInterrupt:
+        print("knowledge-retention: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
