@@ -1,7 +1,8 @@
 """Linear CKA scaling: streamed feature-space CKA vs the bare three-product floor and Gram-based CKA.
 
 For N from 2,000 to 67,349 (SST-2 train size), teacher width 768 and student width 384, features
-arrive in batches (as from a model).  Measured in the same run, interleaved, best (minimum) of repeats, the
+arrive in batches (as from a model).  The floor and the streamed CKA are timed
+batch by batch, interleaved (alternating which goes first), best (minimum) of repeats, the
 convention of ``timeit``: other load on the machine only ever adds time:
 
 * floor     — only ``XᵀX``, ``YᵀY``, ``YᵀX`` accumulated in float64 over the same batches;
@@ -76,15 +77,39 @@ def run_gram(data: Batches, dt: int, ds: int) -> float:
     return float(np.sum(k * l) / (np.linalg.norm(k) * np.linalg.norm(l)))
 
 
-def measure(fn: Callable[[Batches, int, int], float], data: Batches, dt: int, ds: int) -> tuple[float, float, float]:
-    """(seconds, peak MiB, value)."""
-    tracemalloc.start()
+def time_interleaved(data: Batches, dt: int, ds: int) -> tuple[float, float, float]:
+    """Seconds of the floor and of the streamed CKA, timed batch by batch, alternating which goes first.
+
+    Both see the same batches at the same moments, so load from other processes hits them alike.
+    Returns (floor seconds, streamed seconds, CKA).
+    """
+    tt, ss, st = np.zeros((dt, dt)), np.zeros((ds, ds)), np.zeros((ds, dt))
+    acc = LinearCKAAccumulator()
+    floor = streamed = 0.0
+    for i, (x, y) in enumerate(data):
+        for which in ((0, 1) if i % 2 == 0 else (1, 0)):
+            start = time.perf_counter()
+            if which == 0:
+                tt += x.T @ x
+                ss += y.T @ y
+                st += y.T @ x
+                floor += time.perf_counter() - start
+            else:
+                acc.update(x, y)
+                streamed += time.perf_counter() - start
     start = time.perf_counter()
-    value = fn(data, dt, ds)
-    seconds = time.perf_counter() - start
+    value = acc.compute()
+    streamed += time.perf_counter() - start
+    return floor, streamed, value
+
+
+def peak_mib(fn: Callable[[Batches, int, int], float], data: Batches, dt: int, ds: int) -> float:
+    """tracemalloc peak of ``fn`` (a separate, untimed pass)."""
+    tracemalloc.start()
+    fn(data, dt, ds)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return seconds, peak / 2**20, value
+    return peak / 2**20
 
 
 def main() -> None:
@@ -100,33 +125,31 @@ def main() -> None:
     rows = []
     for n in args.sizes:
         data = list(batches(n, dt, ds))
-        times: dict[str, list[float]] = {"floor": [], "streamed": [], "gram": []}
-        peaks: dict[str, float] = {}
-        values: dict[str, float] = {}
-        fns = {"floor": run_floor, "streamed": run_streamed}
+        time_interleaved(data[:2], dt, ds)  # warm-up (BLAS threads, page faults)
+        runs = [time_interleaved(data, dt, ds) for _ in range(args.repeats)]
+        floor_s = min(r[0] for r in runs)
+        streamed_s = min(r[1] for r in runs)
+        gram_s = gram_value = gram_peak = None
         if n <= GRAM_MAX_N:
-            fns["gram"] = run_gram
-        run_floor(data[:2], dt, ds)  # warm-up (BLAS threads, page faults)
-        run_streamed(data[:2], dt, ds)
-        for _ in range(args.repeats):  # interleaved, so load changes hit every method alike
-            for name, fn in fns.items():
-                sec, peak, value = measure(fn, data, dt, ds)
-                times[name].append(sec)
-                peaks[name] = max(peaks.get(name, 0.0), peak)
-                values[name] = value
-        med = {k: float(np.min(v)) for k, v in times.items() if v}
+            gram_times = []
+            for _ in range(args.repeats):
+                start = time.perf_counter()
+                gram_value = run_gram(data, dt, ds)
+                gram_times.append(time.perf_counter() - start)
+            gram_s = min(gram_times)
+            gram_peak = peak_mib(run_gram, data, dt, ds)
         row = {
             "n": n,
-            "floor_s": med["floor"],
-            "streamed_s": med["streamed"],
-            "ratio_streamed_to_floor": med["streamed"] / med["floor"],
-            "peak_mib_streamed": peaks["streamed"],
-            "peak_mib_floor": peaks["floor"],
-            "gram_s": med.get("gram"),
-            "ratio_gram_to_floor": med["gram"] / med["floor"] if "gram" in med else None,
-            "peak_mib_gram": peaks.get("gram"),
-            "cka_streamed": values["streamed"],
-            "cka_gram": values.get("gram"),
+            "floor_s": floor_s,
+            "streamed_s": streamed_s,
+            "ratio_streamed_to_floor": streamed_s / floor_s,
+            "peak_mib_streamed": peak_mib(run_streamed, data, dt, ds),
+            "peak_mib_floor": peak_mib(run_floor, data, dt, ds),
+            "gram_s": gram_s,
+            "ratio_gram_to_floor": gram_s / floor_s if gram_s is not None else None,
+            "peak_mib_gram": gram_peak,
+            "cka_streamed": runs[0][2],
+            "cka_gram": gram_value,
         }
         rows.append(row)
         print(json.dumps(row))
