@@ -1,0 +1,338 @@
+"""Knowledge Retention Score: the Hugging Face Space.
+
+Two tabs:
+
+* **Bring your own arrays**: upload teacher/student features and logits (``.npz``, ``.npy``,
+  ``.safetensors``; pickles are refused), get KRS, FSS, AOAg, task-quality retention, the
+  cross-layer CKA heatmap and the α-sensitivity curve; the α slider re-weights KRS live.
+* **Compare models**: a teacher/student pair of ``transformers`` classifiers on sentences
+  (typed, or a sample of SST-2 dev), through ``knowledge_retention.extraction``.
+
+Every number comes from the ``knowledge_retention`` package; this file only lays out the page.
+Run ``python spaces_app/app.py`` (port from ``$PORT`` / ``$GRADIO_SERVER_PORT``, default 7860).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:  # helper modules sit next to this file (the Space's root)
+    sys.path.insert(0, str(HERE))
+try:
+    import knowledge_retention  # noqa: F401
+except ImportError:  # running from a source checkout without `pip install -e .`
+    sys.path.insert(0, str(HERE.parent))
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+import space_compare  # noqa: E402
+from space_io import (  # noqa: E402
+    MAX_UPLOAD_BYTES,
+    InputError,
+    parse_arrays,
+    read_array_files,
+    synthetic_example,
+)
+from space_plots import alpha_curve_figure, cka_heatmap_figure  # noqa: E402
+from space_results import (  # noqa: E402
+    AOAG_CHOICES,
+    FSS_CHOICES,
+    TASK_CHOICES,
+    ScoreResult,
+    preset_alpha,
+    score_arrays,
+    summary_markdown,
+)
+
+logger = logging.getLogger("knowledge_retention.space")
+F = TypeVar("F", bound=Callable[..., Any])
+
+TITLE = "Knowledge Retention Score (KRS)"
+INTRO = """\
+# Knowledge Retention Score (KRS)
+How much of its teacher did a distilled student keep? **KRS = α·FSS + β·AOAg** (β = 1 − α), all in
+[0, 1], higher is better (Alba & Villaverde, 2025). **FSS** compares the two models' hidden features
+of the same examples (linear CKA by default: 1 = the same representation up to rotation and scale);
+**AOAg** compares their outputs (for classifiers, the mean of exp(−KL) between their softmax outputs).
+"""
+
+FORMAT_HELP = f"""\
+Upload **one `.npz` or `.safetensors` file** holding the arrays below by name, **or several `.npy`
+files named after their key** (`teacher_features.npy`, ...). Up to {MAX_UPLOAD_BYTES / 1024**2:.0f} MB.
+Pickles (`.pkl`, `.pt`, object arrays) are refused.
+
+| key | shape | |
+|---|---|---|
+| `teacher_features` | `(N, D_t)` one layer, or `(N, L, D_t)` L layers | required |
+| `student_features` | `(N, D_s)` or `(N, L, D_s)`; student layer *l* is compared with teacher layer *l* | required |
+| `teacher_logits` | `(N, C)` logits; regression `(N,)`/`(N, K)`; segmentation `(N, H, W)` label maps (alias `teacher_outputs`) | required |
+| `student_logits` | same layout as the teacher's (alias `student_outputs`) | required |
+| `labels` | `(N,)` class ids (regression: targets) → accuracy retention | optional |
+| `layer_map` | `(L_s,)` ints: teacher layer paired with each student layer, when L differs | optional |
+
+Layers of different widths: numbered keys `teacher_features_0`, `teacher_features_1`, ...
+
+```python
+np.savez("pair.npz", teacher_features=t_feats, student_features=s_feats,
+         teacher_logits=t_logits, student_logits=s_logits, labels=y)
+```
+"""
+
+CSS = """
+.krs-status p { margin: 0; }
+.krs-error { border-left: 4px solid #d62728; padding: 0.4em 0.8em; background: rgba(214, 39, 40, 0.08); }
+.krs-ok { border-left: 4px solid #2ca02c; padding: 0.4em 0.8em; background: rgba(44, 160, 44, 0.08); }
+"""
+
+_TASK_LABELS = [(f"{task} (α = {preset_alpha(task):.1f}, β = {1 - preset_alpha(task):.1f})", task)
+                for task in TASK_CHOICES]
+_AOAG_LABELS = [("auto (the task's default)" if m == "auto" else m, m) for m in AOAG_CHOICES]
+
+
+def _error_status(message: str) -> str:
+    return f"**Error — could not compute.** {message}"
+
+
+def _ok_status(message: str) -> str:
+    return f"**Done.** {message}"
+
+
+def _empty_outputs(status: str) -> tuple[Any, ...]:
+    """Outputs for a failed run: status shown, previous results cleared."""
+    return (
+        None,
+        gr.Markdown(status, elem_classes=["krs-status", "krs-error"]),
+        "",
+        gr.Plot(value=None, visible=False),
+        gr.Plot(value=None, visible=False),
+    )
+
+
+def _result_outputs(result: ScoreResult, alpha: float, status: str) -> tuple[Any, ...]:
+    heatmap = (
+        gr.Plot(
+            value=cka_heatmap_figure(result.cka, teacher_names=result.teacher_names,
+                                     student_names=result.student_names, paired=result.paired),
+            visible=True,
+        )
+        if result.cka is not None
+        else gr.Plot(value=None, visible=False)
+    )
+    return (
+        result,
+        gr.Markdown(status, elem_classes=["krs-status", "krs-ok"]),
+        summary_markdown(result, alpha),
+        _alpha_plot(result, alpha),
+        heatmap,
+    )
+
+
+def _alpha_plot(result: ScoreResult, alpha: float) -> Any:
+    """The α-curve component: the figure, or hidden when there is no AOAg (FSS-only results)."""
+    if result.aoag is None:
+        return gr.Plot(value=None, visible=False)
+    figure = alpha_curve_figure(result.fss, result.aoag, float(alpha), preset_alpha=preset_alpha(result.task),
+                                preset_name=result.task)
+    return gr.Plot(value=figure, visible=True)
+
+
+def guarded(function: F) -> F:
+    """Turns any exception of a callback into a status message: the page never shows a stack trace."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except (InputError, ValueError, TypeError) as err:
+            logger.info("input rejected: %s", err)
+            return _empty_outputs(_error_status(str(err)))
+        except MemoryError:
+            return _empty_outputs(_error_status("Out of memory: use fewer examples or narrower features."))
+        except Exception as err:  # noqa: BLE001 - last resort: the visitor sees a message, the log the trace
+            logger.exception("unexpected error in %s", function.__name__)
+            return _empty_outputs(_error_status(f"Unexpected error ({type(err).__name__}): {err}"))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _file_paths(files: Any) -> list[str]:
+    """Paths of what ``gr.File(file_count="multiple")`` hands over (paths, or objects with ``.name``)."""
+    if files is None:
+        return []
+    items = files if isinstance(files, (list, tuple)) else [files]
+    return [str(getattr(item, "name", item)) for item in items if item]
+
+
+@guarded
+def run_arrays(
+    files: Any, task: str, alpha: float, fss_method: str, aoag_method: str, temperature: float
+) -> tuple[Any, ...]:
+    """Callback of "Compute KRS": read, validate, score, draw."""
+    paths = _file_paths(files)
+    inputs = parse_arrays(read_array_files(paths))
+    names = ", ".join(Path(p).name for p in paths)
+    result = score_arrays(inputs, task=task, alpha=float(alpha), fss_method=fss_method, aoag_method=aoag_method,
+                          temperature=float(temperature), source=f"{names}: {inputs.describe()}")
+    return _result_outputs(result, alpha, _ok_status(f"Scored {names}."))
+
+
+def update_alpha(result: ScoreResult | None, alpha: float) -> tuple[Any, Any]:
+    """Callback of the α slider: KRS and the curve's marker from the stored FSS/AOAg (no recomputation)."""
+    if result is None:
+        return gr.skip(), gr.skip()
+    return summary_markdown(result, alpha), _alpha_plot(result, alpha)
+
+
+def example_file() -> list[str]:
+    """Writes the synthetic example (built in memory) to a temporary ``.npz`` shown in the upload box."""
+    directory = Path(tempfile.mkdtemp(prefix="krs_example_"))
+    path = directory / "synthetic_example.npz"
+    np.savez(path, **synthetic_example())  # type: ignore[arg-type]
+    return [str(path)]
+
+
+@guarded
+def run_models(
+    teacher: str | None,
+    student: str | None,
+    text_source: str,
+    sample_size: float,
+    sentences: str,
+    task: str,
+    alpha: float,
+    fss_method: str,
+    aoag_method: str,
+    temperature: float,
+    progress: gr.Progress = gr.Progress(),  # noqa: B008 - gradio's documented idiom
+) -> tuple[Any, ...]:
+    """Callback of "Compare models": run both models on the texts through ``knowledge_retention.extraction``."""
+    texts, labels, origin = space_compare.texts_for(text_source, sentences, int(sample_size))
+    result = space_compare.compare_models(
+        teacher, student, texts, labels, task=task, alpha=float(alpha), fss_method=fss_method,
+        aoag_method=aoag_method, temperature=float(temperature), source=origin,
+        progress=lambda fraction, message: progress(fraction, desc=message),
+    )
+    return _result_outputs(result, alpha, _ok_status(f"Compared {result.source}."))
+
+
+def _options(prefix: str, default_task: str) -> tuple[Any, Any, Any, Any, Any]:
+    """Task preset, α slider and the advanced options (FSS, AOAg, temperature)."""
+    task = gr.Dropdown(_TASK_LABELS, value=default_task, label="Task preset (sets α, β and the default AOAg)",
+                       elem_id=f"{prefix}-task")
+    alpha = gr.Slider(0.0, 1.0, value=preset_alpha(default_task), step=0.01, label="α: weight on FSS (β = 1 − α)",
+                      info="After computing, moving α updates KRS and the curve instantly (FSS and AOAg are kept).",
+                      elem_id=f"{prefix}-alpha")
+    with gr.Accordion("Advanced: FSS / AOAg measures, temperature", open=False):
+        fss = gr.Dropdown(list(FSS_CHOICES), value="linear_cka", label="FSS method", elem_id=f"{prefix}-fss")
+        aoag = gr.Dropdown(_AOAG_LABELS, value="auto", label="AOAg method", elem_id=f"{prefix}-aoag")
+        temperature = gr.Number(1.0, label="Softmax temperature (kl / js)", minimum=0.01,
+                                elem_id=f"{prefix}-temperature")
+    task.change(preset_alpha, inputs=task, outputs=alpha, show_progress="hidden")
+    return task, alpha, fss, aoag, temperature
+
+
+def _results_column(prefix: str, placeholder: str) -> tuple[Any, Any, Any, Any]:
+    status = gr.Markdown(placeholder, elem_id=f"{prefix}-status", elem_classes=["krs-status"])
+    summary = gr.Markdown("", elem_id=f"{prefix}-summary")
+    curve = gr.Plot(label="α-sensitivity", show_label=False, visible=False, elem_id=f"{prefix}-alpha-plot")
+    heatmap = gr.Plot(label="Cross-layer CKA", show_label=False, visible=False, elem_id=f"{prefix}-heatmap")
+    return status, summary, curve, heatmap
+
+
+def build_demo() -> gr.Blocks:
+    """The Space's page (not launched)."""
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(INTRO)
+        with gr.Tab("Bring your own arrays", id="arrays"):
+            arrays_state = gr.State(None)
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=2, min_width=320):
+                    files = gr.File(
+                        file_count="multiple",
+                        label=".npz / .safetensors (or .npy per key), teacher & student features and logits",
+                        elem_id="arrays-upload",
+                        height=140,
+                    )
+                    with gr.Row():
+                        example_button = gr.Button("Load example", elem_id="arrays-example", size="sm")
+                    with gr.Accordion("File format (keys and shapes)", open=False):
+                        gr.Markdown(FORMAT_HELP)
+                    task, alpha, fss, aoag, temperature = _options("arrays", "classification")
+                    run_button = gr.Button("Compute KRS", variant="primary", elem_id="arrays-run")
+                with gr.Column(scale=3, min_width=420):
+                    outputs = _results_column(
+                        "arrays", "Upload arrays (or press **Load example**), then press **Compute KRS**."
+                    )
+            status, summary, curve, heatmap = outputs
+            result_outputs = [arrays_state, status, summary, curve, heatmap]
+            option_inputs = [task, alpha, fss, aoag, temperature]
+            run_button.click(run_arrays, inputs=[files, *option_inputs], outputs=result_outputs,
+                             concurrency_limit=2)
+            example_button.click(example_file, outputs=files).then(
+                run_arrays, inputs=[files, *option_inputs], outputs=result_outputs
+            )
+            alpha.change(update_alpha, inputs=[arrays_state, alpha], outputs=[summary, curve],
+                         show_progress="hidden", trigger_mode="always_last")
+
+        with gr.Tab("Compare models", id="models"):
+            models_state = gr.State(None)
+            gr.Markdown(space_compare.TAB_HELP)
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=2, min_width=320):
+                    choices = space_compare.model_choices()
+                    teacher = gr.Dropdown(choices, value=space_compare.default_teacher(choices),
+                                          allow_custom_value=True, label="Teacher (pick, or type a local path / hub name)",
+                                          elem_id="models-teacher")
+                    student = gr.Dropdown(choices, value=space_compare.default_student(choices),
+                                          allow_custom_value=True, label="Student (pick, or type a local path / hub name)",
+                                          elem_id="models-student")
+                    sources = space_compare.text_sources()
+                    text_source = gr.Radio(sources, value=sources[0], label="Texts")
+                    sample_size = gr.Slider(8, space_compare.MAX_SAMPLE, value=64, step=8,
+                                            label="SST-2 dev sample size")
+                    sentences = gr.Textbox(lines=5, label="My sentences (one per line; optional TAB + label 0/1)",
+                                           placeholder=space_compare.SENTENCE_PLACEHOLDER)
+                    m_task, m_alpha, m_fss, m_aoag, m_temperature = _options("models", "nlp")
+                    compare_button = gr.Button("Compare models", variant="primary", elem_id="models-run")
+                with gr.Column(scale=3, min_width=420):
+                    m_status, m_summary, m_curve, m_heatmap = _results_column(
+                        "models", space_compare.availability_message()
+                    )
+            compare_button.click(
+                run_models,
+                inputs=[teacher, student, text_source, sample_size, sentences, m_task, m_alpha, m_fss, m_aoag,
+                        m_temperature],
+                outputs=[models_state, m_status, m_summary, m_curve, m_heatmap],
+                concurrency_limit=1,
+            )
+            m_alpha.change(update_alpha, inputs=[models_state, m_alpha], outputs=[m_summary, m_curve],
+                           show_progress="hidden", trigger_mode="always_last")
+    return demo
+
+
+demo = build_demo()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Launches the Space on ``0.0.0.0:$PORT`` (or ``$GRADIO_SERVER_PORT``, default 7860)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    port = int(os.environ.get("PORT", os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    demo.queue(default_concurrency_limit=2).launch(
+        server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
+        server_port=port,
+        max_file_size=MAX_UPLOAD_BYTES,
+        css=CSS,
+        footer_links=["api", "gradio"],
+    )
+
+
+if __name__ == "__main__":
+    main()

