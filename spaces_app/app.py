@@ -220,7 +220,9 @@ def run_models(
         aoag_method=aoag_method, temperature=float(temperature), source=origin,
         progress=lambda fraction, message: progress(fraction, desc=message),
     )
-    return _result_outputs(result, alpha, _ok_status(f"Compared {result.source}."))
+    teacher_name, student_name = space_compare.short_name(str(teacher)), space_compare.short_name(str(student))
+    return _result_outputs(result, alpha, _ok_status(f"Compared {teacher_name} (teacher) with {student_name} "
+                                                     f"(student) on {origin}."))
 
 
 def _options(prefix: str, default_task: str) -> tuple[Any, Any, Any, Any, Any]:
@@ -282,7 +284,7 @@ def build_demo() -> gr.Blocks:
             alpha.change(update_alpha, inputs=[arrays_state, alpha], outputs=[summary, curve],
                          show_progress="hidden", trigger_mode="always_last")
 
-        with gr.Tab("Compare models", id="models"):
+        with gr.Tab("Compare models", id="models") as models_tab:
             models_state = gr.State(None)
             gr.Markdown(space_compare.TAB_HELP)
             with gr.Row(equal_height=False):
@@ -297,15 +299,21 @@ def build_demo() -> gr.Blocks:
                     sources = space_compare.text_sources()
                     text_source = gr.Radio(sources, value=sources[0], label="Texts")
                     sample_size = gr.Slider(8, space_compare.MAX_SAMPLE, value=64, step=8,
-                                            label="SST-2 dev sample size")
+                                            label="SST-2 dev sample size", visible=sources[0] == space_compare.SOURCE_SST2)
                     sentences = gr.Textbox(lines=5, label="My sentences (one per line; optional TAB + label 0/1)",
-                                           placeholder=space_compare.SENTENCE_PLACEHOLDER)
+                                           placeholder=space_compare.SENTENCE_PLACEHOLDER, visible=False,
+                                           elem_id="models-sentences")
                     m_task, m_alpha, m_fss, m_aoag, m_temperature = _options("models", "nlp")
                     compare_button = gr.Button("Compare models", variant="primary", elem_id="models-run")
                 with gr.Column(scale=3, min_width=420):
                     m_status, m_summary, m_curve, m_heatmap = _results_column(
                         "models", space_compare.availability_message()
                     )
+            text_source.change(
+                lambda source: (gr.Slider(visible=source != space_compare.SOURCE_TYPED),
+                                gr.Textbox(visible=source == space_compare.SOURCE_TYPED)),
+                inputs=text_source, outputs=[sample_size, sentences], show_progress="hidden",
+            )
             compare_button.click(
                 run_models,
                 inputs=[teacher, student, text_source, sample_size, sentences, m_task, m_alpha, m_fss, m_aoag,
@@ -315,6 +323,9 @@ def build_demo() -> gr.Blocks:
             )
             m_alpha.change(update_alpha, inputs=[models_state, m_alpha], outputs=[m_summary, m_curve],
                            show_progress="hidden", trigger_mode="always_last")
+            # The cached default pair is looked up when the tab opens (it imports torch: seconds).
+            models_tab.select(space_compare.refresh_models, inputs=[teacher, student], outputs=[teacher, student],
+                              show_progress="minimal")
     return demo
 
 

@@ -39,6 +39,9 @@ __all__ = [
     "extraction_status",
     "model_choices",
     "parse_sentences",
+    "refresh_models",
+    "results_dirs",
+    "short_name",
     "sst2_dev_file",
     "text_sources",
     "texts_for",
@@ -190,28 +193,26 @@ def _results_models(root: Path, *, max_depth: int = 4) -> list[tuple[str, str]]:
         if len(directory.relative_to(root).parts) > max_depth or "checkpoint-" in str(directory):
             continue
         if _is_model_dir(directory):
-            found.append((f"{directory.relative_to(root.parent)}", str(directory)))
+            found.append((str(directory.relative_to(root.parent)), str(directory)))
     return found
 
 
 def _default_pair_models() -> list[tuple[str, str]]:
-    """Teacher/student directories of the default SST-2 pair, if already trained (never trains here)."""
+    """Teacher/student of the default SST-2 pair when already trained and cached (never trains here).
+
+    Imports ``knowledge_retention.distillation`` (and with it torch): called when the tab opens.
+    """
     try:
         defaults = importlib.import_module("knowledge_retention.distillation.defaults")
-    except Exception:  # noqa: BLE001 - optional module, any import problem means "not offered"
+        folder = Path(defaults.default_pair_dir())
+        if not (folder / defaults.COMPLETE).is_file():
+            return []
+        pair = defaults.ensure_default_pair(progress=False)  # complete: returns the cached paths at once
+    except Exception:  # noqa: BLE001 - optional: any problem means "not offered"
         return []
-    finder = getattr(defaults, "find_default_pair", None) or getattr(defaults, "cached_default_pair", None)
-    if finder is None:
-        return []
-    try:
-        pair = finder()
-    except Exception:  # noqa: BLE001
-        return []
-    if not pair:
-        return []
-    teacher, student = (pair.get("teacher"), pair.get("student")) if isinstance(pair, dict) else tuple(pair)[:2]
-    return [(f"default SST-2 {role} ({Path(str(p)).name})", str(p))
-            for role, p in (("teacher", teacher), ("student", student)) if p and _is_model_dir(Path(str(p)))]
+    return [(f"default SST-2 {role} ({Path(path).name}, cached)", str(path))
+            for role, path in (("teacher", pair.get("teacher")), ("student", pair.get("student")))
+            if path and _is_model_dir(Path(path))]
 
 
 def _minilm() -> list[tuple[str, str]]:
@@ -221,19 +222,45 @@ def _minilm() -> list[tuple[str, str]]:
     path = Path(spec.origin).parent / "model"
     if not (path / "config.json").is_file():
         return []
-    return [("all-MiniLM-L6-v2 (PyPI, pretrained encoder; classifier head untrained)", str(path))]
+    return [("all-MiniLM-L6-v2 (PyPI, pretrained encoder without classifier head: FSS only)", str(path))]
 
 
-def model_choices() -> list[tuple[str, str]]:
-    """``(label, path)`` of every model the dropdowns offer (the visitor may also type any path)."""
-    results = Path(os.environ.get("KRS_RESULTS_DIR", str(REPO_ROOT / "results")))
+def results_dirs() -> list[Path]:
+    """Folders searched for trained models: ``$KRS_RESULTS_DIR`` (``os.pathsep``-separated), else
+    ``<repo>/results`` and ``<repo>/runs`` (where the SST-2 pipeline writes)."""
+    configured = os.environ.get("KRS_RESULTS_DIR")
+    if configured:
+        return [Path(p) for p in configured.split(os.pathsep) if p]
+    return [REPO_ROOT / "results", REPO_ROOT / "runs"]
+
+
+def model_choices(*, include_default_pair: bool = False) -> list[tuple[str, str]]:
+    """``(label, path)`` of every model the dropdowns offer (the visitor may also type any path).
+
+    Args:
+        include_default_pair: also look up the cached default pair (imports torch: seconds).
+    """
+    found = _default_pair_models() if include_default_pair else []
+    for root in results_dirs():
+        found += _results_models(root)
     seen: set[str] = set()
     choices: list[tuple[str, str]] = []
-    for label, path in _default_pair_models() + _results_models(results) + _minilm():
+    for label, path in found + _minilm():
         if path not in seen:
             seen.add(path)
             choices.append((label, path))
     return choices
+
+
+def short_name(model: str) -> str:
+    """The last two parts of a model path (``students/distilbert-after``), or a hub name as it is.
+
+    Example:
+        >>> short_name("/x/runs/quick/students/distilbert-after")
+        'students/distilbert-after'
+    """
+    parts = Path(model).parts
+    return "/".join(parts[-2:]) if len(parts) >= 2 else model
 
 
 def _pick(choices: Sequence[tuple[str, str]], word: str) -> str | None:
@@ -376,6 +403,28 @@ def compare_models(
         teacher_names=names_t,
         student_names=names_s,
         quality=quality,
-        source=f"{Path(teacher).name} (teacher) vs {Path(student).name} (student) on {source}; layer pairs {pairs}",
+        source=f"{short_name(teacher)} (teacher) vs {short_name(student)} (student) on {source}; layer pairs {pairs}",
         notes=tuple(notes),
     )
+
+
+def refresh_models(teacher: str | None, student: str | None) -> tuple[Any, Any]:
+    """Callback when the tab opens: full model list (with the cached default pair); keeps typed choices.
+
+    Returns:
+        Two ``gr.Dropdown`` updates (teacher, student).
+    """
+    import gradio as gr
+
+    choices = model_choices(include_default_pair=True)
+    paths = {path for _, path in choices}
+    minilm = {path for _, path in _minilm()}
+
+    def keep(current: str | None, fallback: str | None) -> str | None:
+        # Replace only an empty choice or the untrained MiniLM placeholder by a better default.
+        return fallback if (not current or current in minilm) and fallback else current
+
+    new_teacher = keep(teacher, default_teacher(choices))
+    new_student = keep(student, default_student(choices))
+    extra = [(value, value) for value in (new_teacher, new_student) if value and value not in paths]
+    return (gr.Dropdown(choices=choices + extra, value=new_teacher), gr.Dropdown(choices=choices + extra, value=new_student))

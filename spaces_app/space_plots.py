@@ -89,21 +89,27 @@ def cka_heatmap_figure(
     height = min(1.8 + 0.4 * rows, 8.0)
     fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     ax = fig.add_subplot()
-    image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
+    image = ax.imshow(np.ma.masked_invalid(matrix), vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
     fig.colorbar(image, ax=ax, label="linear CKA")
     if rows * cols <= 400:
         for i in range(rows):
             for j in range(cols):
                 value = matrix[i, j]
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
-                        color="black" if value > 0.6 else "white")
+                if np.isfinite(value):
+                    ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                            color="black" if value > 0.6 else "white")
+                else:
+                    ax.text(j, i, "n/a", ha="center", va="center", fontsize=7, color="grey")
     for i, j in paired:
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="red", lw=2))
-    ax.set_xticks(range(cols), student_names, fontsize=8)
+    ax.set_xticks(range(cols), student_names, fontsize=8, rotation=45 if cols > 6 else 0,
+                  ha="right" if cols > 6 else "center")
     ax.set_yticks(range(rows), teacher_names, fontsize=8)
     ax.set_xlabel("student layer")
     ax.set_ylabel("teacher layer")
     title = "Cross-layer linear CKA"
+    if not np.all(np.isfinite(matrix)):
+        title += "\n(n/a: CKA undefined, e.g. constant [CLS] embeddings)"
     if paired:
         title += "\n(red boxes: the layer pairs averaged into FSS)"
     ax.set_title(title, fontsize=10)

@@ -40,6 +40,8 @@ FSS_CHOICES: tuple[str, ...] = FSS_METHODS
 AOAG_CHOICES: tuple[str, ...] = ("auto", "kl", "js", "top1", "mse", "mask_iou")
 #: The cross-layer CKA state holds about this many float64 numbers at most (400 MB).
 MAX_HEATMAP_FLOATS = 50_000_000
+#: Below this many examples the page warns that linear CKA is biased upwards.
+SMALL_N = 50
 
 
 @dataclass(frozen=True)
@@ -249,5 +251,9 @@ def summary_markdown(result: ScoreResult, alpha: float) -> str:
     if result.quality is not None:
         lines.extend(_quality_rows(result.quality))
     lines += ["", f"N = {result.num_examples} examples · task preset: **{result.task}** · {result.source}"]
-    lines += [f"\n> {note}" for note in result.notes]
+    notes = list(result.notes)
+    if result.num_examples < SMALL_N and result.fss_method == "linear_cka":
+        notes.append(f"Only {result.num_examples} examples: linear CKA is biased upwards when N is small compared "
+                     "with the feature width; use more examples or the debiased_cka method.")
+    lines += [f"\n> {note}" for note in notes]
     return "\n".join(lines)

