@@ -26,6 +26,7 @@ __all__ = [
     "every_other_layer_student",
     "lower_layers_student",
     "narrow_student",
+    "student_config",
     "student_layer_sources",
 ]
 
@@ -87,9 +88,7 @@ def copy_layers_student(teacher: Any, layer_indices: Sequence[int]) -> Any:
         raise ValueError(
             f"`layer_indices` must be a non-empty list of block indices in [0, {teacher_layers}), got {indices}"
         )
-    config = copy.deepcopy(teacher.config)
-    config.num_hidden_layers = len(indices)
-    student = type(teacher)(config)
+    student = type(teacher)(student_config(teacher.config, len(indices)))
     teacher_state = teacher.state_dict()
     state = {}
     for key in student.state_dict():
@@ -163,26 +162,61 @@ def narrow_student(
     Returns:
         ``AutoModelForSequenceClassification.from_config`` of the new config.
     """
-    from transformers import AutoModelForSequenceClassification, PretrainedConfig
+    from transformers import AutoModelForSequenceClassification
+
+    config = student_config(
+        teacher_config, num_layers, hidden_size=hidden_size, intermediate_size=intermediate_size, num_heads=num_heads
+    )
+    if seed is not None:
+        torch.manual_seed(seed)
+    return AutoModelForSequenceClassification.from_config(config)
+
+
+def student_config(
+    teacher_config: Any,
+    num_layers: int,
+    *,
+    hidden_size: int | None = None,
+    intermediate_size: int | None = None,
+    num_heads: int | None = None,
+) -> Any:
+    """A copy of ``teacher_config`` with the student's depth (and, optionally, widths and heads).
+
+    Args:
+        teacher_config: the teacher's ``PretrainedConfig``.
+        num_layers: student depth.
+        hidden_size: student width (default: the teacher's).
+        intermediate_size: feed-forward width (default: the teacher's).
+        num_heads: attention heads (default: the teacher's); must divide ``hidden_size``.
+
+    Returns:
+        A new config of the same class.
+
+    Example:
+        >>> from transformers import BertConfig
+        >>> student_config(BertConfig(), 6).num_hidden_layers
+        6
+    """
+    from transformers import PretrainedConfig
 
     if not isinstance(teacher_config, PretrainedConfig):
         raise TypeError(f"`teacher_config` must be a transformers PretrainedConfig, got {type(teacher_config).__name__}")
     sizes = {
         "num_layers": num_layers,
-        "hidden_size": hidden_size,
-        "intermediate_size": intermediate_size,
-        "num_heads": num_heads,
+        "hidden_size": teacher_config.hidden_size if hidden_size is None else hidden_size,
+        "intermediate_size": teacher_config.intermediate_size if intermediate_size is None else intermediate_size,
+        "num_heads": teacher_config.num_attention_heads if num_heads is None else num_heads,
     }
     for name, value in sizes.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"`{name}` must be an int >= 1, got {value!r}")
-    if hidden_size % num_heads:
-        raise ValueError(f"`hidden_size` ({hidden_size}) must be divisible by `num_heads`, got {num_heads}")
+    if sizes["hidden_size"] % sizes["num_heads"]:
+        raise ValueError(
+            f"`hidden_size` ({sizes['hidden_size']}) must be divisible by `num_heads`, got {sizes['num_heads']}"
+        )
     config = copy.deepcopy(teacher_config)
-    config.num_hidden_layers = num_layers
-    config.hidden_size = hidden_size
-    config.intermediate_size = intermediate_size
-    config.num_attention_heads = num_heads
-    if seed is not None:
-        torch.manual_seed(seed)
-    return AutoModelForSequenceClassification.from_config(config)
+    config.num_hidden_layers = sizes["num_layers"]
+    config.hidden_size = sizes["hidden_size"]
+    config.intermediate_size = sizes["intermediate_size"]
+    config.num_attention_heads = sizes["num_heads"]
+    return config

@@ -1,0 +1,185 @@
+"""The SST-2 reproduction at four scales, one code path (:func:`.sst2.train_pipeline`).
+
+=========  ==========================================  ===========================================
+scale      teacher                                     students ("before" = hard labels only,
+                                                       "after" = distilled)
+=========  ==========================================  ===========================================
+``smoke``  random BERT 4 x 32, a few dozen steps on     2-layer DistilBERT/PKD copies, 2 x 16 TinyBERT
+           templated sentences (same in CI and here)
+``quick``  MiniLM-L6 fine-tuned on 4,000 sentences      3-layer every-other student, vanilla KD (the
+                                                       CLI's default pair, "after" only)
+``cpu``    MiniLM-L6 fine-tuned on 24,000 sentences     3-layer DistilBERT, 3-layer PKD-Skip,
+                                                       4 x 192 TinyBERT, each before and after
+``full``   bert-base-uncased (Hub), all 67k, 3 epochs   6-layer DistilBERT, PKD-Skip, TinyBERT-6
+=========  ==========================================  ===========================================
+
+Hyper-parameters: the ``full`` scale follows the papers (batch 32, 3 epochs, learning rates from
+their grids: teacher 2e-5, students 5e-5; TinyBERT intermediate stage 10 epochs). The ``cpu`` scale
+uses the teacher settings measured in ``shared/MODELS.md`` (24,000 sentences, 1 epoch, lr 1e-4,
+about 88% dev accuracy) and student subsets sized to keep the whole run under an hour on 2 cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .layer_maps import LayerMapStrategy
+
+__all__ = ["SCALES", "ScaleConfig", "StudentSpec", "get_scale"]
+
+Variant = Literal["before", "after"]
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """One student architecture and how its "after" variant is distilled.
+
+    Attributes:
+        name: short name used in paths and the manifest (``distilbert``, ``pkd``, ``tinybert``).
+        init: ``"every_other"`` (DistilBERT), ``"lower"`` (PKD) or ``"narrow"`` (TinyBERT, random).
+        num_layers: student depth.
+        method: recipe of the "after" variant: ``vanilla``, ``distilbert``, ``pkd`` or ``tinybert``.
+        hidden_size, intermediate_size, num_heads: widths of a ``narrow`` student.
+        layer_map: teacher layer for each student layer (``skip`` = PKD-Skip / TinyBERT uniform).
+        learning_rate: overrides the scale's student learning rate (random-init students need more).
+    """
+
+    name: str
+    init: Literal["every_other", "lower", "narrow"]
+    num_layers: int
+    method: Literal["vanilla", "distilbert", "pkd", "tinybert"]
+    hidden_size: int | None = None
+    intermediate_size: int | None = None
+    num_heads: int | None = None
+    layer_map: LayerMapStrategy = "skip"
+    learning_rate: float | None = None
+
+
+@dataclass(frozen=True)
+class ScaleConfig:
+    """Everything that differs between scales. ``None`` sizes mean the whole split;
+    ``num_threads`` (torch intra-op threads during the run) ``None`` keeps torch's default."""
+
+    name: str
+    teacher: Literal["tiny-random", "minilm", "bert-base-uncased"]
+    students: tuple[StudentSpec, ...]
+    variants: tuple[Variant, ...] = ("before", "after")
+    data: Literal["sst2", "synthetic", "auto"] = "sst2"
+    teacher_train_size: int | None = None
+    student_train_size: int | None = None
+    dev_size: int | None = None
+    teacher_epochs: float = 1.0
+    teacher_lr: float = 1e-4
+    student_epochs: float = 1.0
+    student_lr: float = 1e-4
+    tinybert_intermediate_epochs: float = 1.0
+    tinybert_intermediate_lr: float = 1e-4
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    max_length: int = 64
+    warmup: float = 0.06
+    weight_decay: float = 0.01
+    seed: int = 42
+    use_cpu: bool = True
+    bf16: bool | None = False
+    cache_teacher: bool = True
+    logging_steps: int = 50
+    num_threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (nested student specs included)."""
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> ScaleConfig:
+        """A copy with some fields changed (unknown fields raise ``TypeError``)."""
+        return dataclasses.replace(self, **changes)
+
+
+_SMOKE_STUDENTS = (
+    StudentSpec("distilbert", "every_other", 2, "distilbert"),
+    StudentSpec("pkd", "lower", 2, "pkd"),
+    StudentSpec("tinybert", "narrow", 2, "tinybert", hidden_size=16, intermediate_size=32, num_heads=4),
+)
+_CPU_STUDENTS = (
+    StudentSpec("distilbert", "every_other", 3, "distilbert"),
+    StudentSpec("pkd", "lower", 3, "pkd"),
+    StudentSpec(
+        "tinybert", "narrow", 4, "tinybert", hidden_size=192, intermediate_size=768, num_heads=12, learning_rate=5e-4
+    ),
+)
+_FULL_STUDENTS = (
+    StudentSpec("distilbert", "every_other", 6, "distilbert"),
+    StudentSpec("pkd", "lower", 6, "pkd"),
+    StudentSpec("tinybert", "narrow", 6, "tinybert", hidden_size=768, intermediate_size=3072, num_heads=12),
+)
+
+SCALES: Mapping[str, ScaleConfig] = {
+    "smoke": ScaleConfig(
+        name="smoke",
+        teacher="tiny-random",
+        students=_SMOKE_STUDENTS,
+        data="synthetic",
+        teacher_train_size=512,
+        student_train_size=512,
+        dev_size=128,
+        teacher_epochs=4,
+        teacher_lr=3e-3,
+        student_epochs=1,
+        student_lr=3e-3,
+        tinybert_intermediate_epochs=1,
+        tinybert_intermediate_lr=3e-3,
+        max_length=48,
+        logging_steps=10,
+        num_threads=1,  # tiny matrices: a second thread only adds synchronisation (10x slower when shared)
+    ),
+    "quick": ScaleConfig(
+        name="quick",
+        teacher="minilm",
+        students=(StudentSpec("distilbert", "every_other", 3, "vanilla"),),
+        variants=("after",),
+        teacher_train_size=4000,
+        student_train_size=4000,
+        teacher_lr=1e-4,
+        student_lr=1e-4,
+        logging_steps=25,
+    ),
+    "cpu": ScaleConfig(
+        name="cpu",
+        teacher="minilm",
+        students=_CPU_STUDENTS,
+        teacher_train_size=24000,
+        student_train_size=12000,
+        teacher_lr=1e-4,
+        student_lr=1e-4,
+        tinybert_intermediate_epochs=1,
+        tinybert_intermediate_lr=5e-4,
+    ),
+    "full": ScaleConfig(
+        name="full",
+        teacher="bert-base-uncased",
+        students=_FULL_STUDENTS,
+        teacher_epochs=3,
+        teacher_lr=2e-5,
+        student_epochs=3,
+        student_lr=5e-5,
+        tinybert_intermediate_epochs=10,
+        tinybert_intermediate_lr=5e-5,
+        max_length=128,
+        eval_batch_size=256,
+        use_cpu=False,
+        bf16=None,
+        logging_steps=100,
+    ),
+}
+
+
+def get_scale(scale: str | ScaleConfig) -> ScaleConfig:
+    """Look up a scale by name (``smoke``, ``quick``, ``cpu``, ``full``) or pass a config through."""
+    if isinstance(scale, ScaleConfig):
+        return scale
+    if scale not in SCALES:
+        raise ValueError(f"`scale` must be one of {sorted(SCALES)} or a ScaleConfig, got {scale!r}")
+    return SCALES[scale]
