@@ -1,0 +1,315 @@
+"""What goes into the models: texts read batch by batch, each model with its own tokenizer.
+
+* :class:`TextSource` reads a ``datasets.Dataset``, a list of strings or a dict of columns by
+  example index, so only one batch of texts is materialised at a time (an Arrow-backed dataset
+  stays on disk).
+* :func:`load_model` / :func:`load_tokenizer` accept objects or local paths / hub names.
+* :class:`ModelRunner` tokenises a batch for one model (dynamic padding, truncation at the model's
+  limit, counted), runs it with ``output_hidden_states=True`` and returns hidden states and logits.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["ModelOutputs", "ModelRunner", "TextSource", "load_model", "load_tokenizer", "model_max_length"]
+
+# Model families whose position ids start after the padding index and are derived from the input ids
+# themselves (so they must not be overridden, and the usable length is shorter by that offset).
+_PADDING_OFFSET_POSITIONS = frozenset(
+    {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "ibert", "data2vec-text",
+     "roberta-prelayernorm", "luke", "mpnet"}
+)
+_NO_LIMIT = 1_000_000  # tokenizers without a real limit report 1e30
+
+
+class TextSource:
+    """Random access to the texts (and optional labels) of a dataset, by example index.
+
+    Args:
+        dataset: a ``datasets.Dataset``, a list of strings, or a dict of equal-length columns.
+        text_column: the column holding the input texts (ignored for a list of strings).
+        label_column: optional column of labels (ints or floats).
+        max_examples: keep only the first ``max_examples`` examples.
+
+    Raises:
+        TypeError: an unsupported dataset type (a ``DatasetDict`` must be indexed by split first).
+        ValueError: a missing column (the available ones are listed), columns of unequal length,
+            or an empty dataset.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        text_column: str = "sentence",
+        label_column: str | None = None,
+        max_examples: int | None = None,
+    ) -> None:
+        self.text_column = text_column
+        self.label_column = label_column
+        self._arrow = None
+        self._columns: Mapping[str, Sequence[Any]] | None = None
+        try:
+            import datasets
+
+            if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
+                raise TypeError(
+                    f"`dataset` is a DatasetDict with splits {sorted(dataset)}; pass one split, e.g. "
+                    f"dataset[{sorted(dataset)[0]!r}]."
+                )
+            if isinstance(dataset, datasets.IterableDataset):
+                raise TypeError("`dataset` is an IterableDataset; pass a map-style datasets.Dataset (it needs a length).")
+            is_arrow = isinstance(dataset, datasets.Dataset)
+        except ImportError:  # pragma: no cover - datasets is an extra
+            is_arrow = False
+        if is_arrow:
+            self._check_columns(list(dataset.column_names))
+            wanted = [text_column] + ([label_column] if label_column else [])
+            self._arrow = dataset.select_columns(wanted)
+            length = len(dataset)
+        elif isinstance(dataset, Mapping):
+            self._check_columns(list(dataset))
+            lengths = {name: len(dataset[name]) for name in dataset}
+            if len(set(lengths.values())) > 1:
+                raise ValueError(f"`dataset` columns must have the same length, got {lengths}.")
+            self._columns = dataset
+            length = len(dataset[text_column])
+        elif isinstance(dataset, Sequence) and not isinstance(dataset, (str, bytes)):
+            if label_column is not None:
+                raise ValueError(
+                    f"`label_column={label_column!r}` was given but `dataset` is a plain list of texts; pass a "
+                    "dict of columns or a datasets.Dataset to provide labels."
+                )
+            self._columns = {text_column: dataset}
+            length = len(dataset)
+        else:
+            raise TypeError(
+                "`dataset` must be a datasets.Dataset, a list of strings or a dict of columns, got "
+                f"{type(dataset).__name__}."
+            )
+        if max_examples is not None:
+            length = min(length, max_examples)
+        if length == 0:
+            raise ValueError("`dataset` is empty: there are no examples to evaluate.")
+        self.length = length
+
+    def _check_columns(self, available: list[str]) -> None:
+        for role, name in (("text_column", self.text_column), ("label_column", self.label_column)):
+            if name is not None and name not in available:
+                raise ValueError(f"`{role}={name!r}` is not a column of `dataset`; available columns: {available}.")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def batch(self, indices: Sequence[int]) -> tuple[list[str], list[Any] | None]:
+        """The texts and labels (None without a label column) of the given example indices."""
+        if self._arrow is not None:
+            rows = self._arrow[list(indices)]
+            texts, labels = rows[self.text_column], rows[self.label_column] if self.label_column else None
+        else:
+            assert self._columns is not None
+            texts = [self._columns[self.text_column][i] for i in indices]
+            labels = [self._columns[self.label_column][i] for i in indices] if self.label_column else None
+        for i, text in zip(indices, texts, strict=True):
+            if not isinstance(text, str):
+                raise TypeError(
+                    f"`dataset[{self.text_column!r}]` must hold strings; example {i} is a {type(text).__name__}."
+                )
+        return list(texts), labels
+
+
+def load_model(model: Any, role: str, *, trust_remote_code: bool = False) -> tuple[torch.nn.Module, str | None, bool]:
+    """A model object as is, or a local path / hub name loaded with its classification head if it has one.
+
+    A checkpoint whose ``config.architectures`` names a ``*ForSequenceClassification`` class is
+    loaded with ``AutoModelForSequenceClassification``; anything else with ``AutoModel`` (a random
+    classification head would make the output agreement meaningless).
+
+    Args:
+        model: a ``torch.nn.Module`` or a path / hub name.
+        role: ``"teacher"`` or ``"student"`` (for error messages).
+        trust_remote_code: passed to ``from_pretrained``.
+
+    Returns:
+        ``(model, path, loaded_without_head)``; ``path`` is None for objects without a
+        ``name_or_path``.
+    """
+    if isinstance(model, torch.nn.Module):
+        name = getattr(getattr(model, "config", None), "name_or_path", None) or None
+        return model, name, False
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(
+            f"`{role}` must be a torch.nn.Module or a local path / hub name, got {type(model).__name__}."
+        )
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
+    path = os.fspath(model)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    architectures = getattr(config, "architectures", None) or []
+    if any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        try:
+            loaded = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
+            return loaded, path, False
+        except ValueError:  # the config's model type has no sequence-classification class
+            pass
+    return AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code), path, True
+
+
+def load_tokenizer(tokenizer: Any, path: str | None, role: str, *, trust_remote_code: bool = False) -> Any:
+    """The given tokenizer, or ``AutoTokenizer.from_pretrained(path)``.
+
+    Raises:
+        TypeError: no tokenizer was given and the model has no path to load one from.
+    """
+    if tokenizer is not None:
+        if not callable(tokenizer):
+            raise TypeError(f"`{role}_tokenizer` must be a transformers tokenizer, got {type(tokenizer).__name__}.")
+        return tokenizer
+    if not path:
+        raise TypeError(
+            f"`{role}_tokenizer` is required: the {role} model object has no `config.name_or_path` to load "
+            "its tokenizer from."
+        )
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+
+def model_max_length(model: torch.nn.Module, tokenizer: Any) -> int | None:
+    """The longest input the model accepts: the tokenizer's ``model_max_length`` and the config's
+    position embeddings, whichever is smaller; None when neither is known."""
+    limits: list[int] = []
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_limit, int) and 0 < tok_limit < _NO_LIMIT:
+        limits.append(tok_limit)
+    config = getattr(model, "config", None)
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        if getattr(config, "model_type", None) in _PADDING_OFFSET_POSITIONS:
+            positions -= int(getattr(config, "pad_token_id", 1) or 0) + 1
+        limits.append(positions)
+    return min(limits) if limits else None
+
+
+@dataclass
+class ModelOutputs:
+    """One model's outputs for a batch: every hidden state ``(B, T, D)``, the mask ``(B, T)``, logits ``(B, C)``."""
+
+    hidden_states: tuple[torch.Tensor, ...]
+    attention_mask: torch.Tensor
+    logits: torch.Tensor | None
+
+
+@dataclass
+class ModelRunner:
+    """Tokenises and runs one model on batches of texts.
+
+    Args:
+        model: the model (already on its device, in eval mode).
+        tokenizer: its tokenizer; a missing pad token is set to the EOS token (GPT-2), and the
+            model's ``config.pad_token_id`` follows when unset.
+        role: ``"teacher"`` or ``"student"``.
+        max_length: user truncation length (None: the model's own limit).
+        device: where the inputs go.
+    """
+
+    model: torch.nn.Module
+    tokenizer: Any
+    role: str
+    max_length: int | None
+    device: torch.device
+    limit: int | None = field(init=False)
+    limit_source: str = field(init=False)
+    num_truncated: int = field(init=False, default=0)
+    tokenize_s: float = field(init=False, default=0.0)
+    forward_s: float = field(init=False, default=0.0)
+    _input_names: frozenset[str] | None = field(init=False)
+    _left_positions: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        if getattr(self.tokenizer, "pad_token", None) is None:
+            eos = getattr(self.tokenizer, "eos_token", None)
+            if eos is None:
+                raise ValueError(
+                    f"`{self.role}_tokenizer` has neither a pad token nor an EOS token to pad with; set "
+                    "tokenizer.pad_token before evaluating."
+                )
+            self.tokenizer.pad_token = eos
+        config = getattr(self.model, "config", None)
+        if config is not None and getattr(config, "pad_token_id", None) is None:
+            config.pad_token_id = self.tokenizer.pad_token_id
+        model_limit = model_max_length(self.model, self.tokenizer)
+        if self.max_length is not None and (model_limit is None or self.max_length <= model_limit):
+            self.limit, self.limit_source = self.max_length, "max_length"
+        else:
+            self.limit, self.limit_source = model_limit, "model"
+        params = inspect.signature(self.model.forward).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        self._input_names = None if takes_any else frozenset(params)
+        # Decoders like GPT-2 number positions 0..T-1 regardless of the mask: under left padding,
+        # give the real tokens the positions they would have alone.
+        self._left_positions = (
+            getattr(self.tokenizer, "padding_side", "right") == "left"
+            and "position_ids" in params
+            and getattr(config, "model_type", None) not in _PADDING_OFFSET_POSITIONS
+        )
+
+    def reset_counters(self) -> None:
+        """Zeroes the truncation count and the timers (after the probe batch)."""
+        self.num_truncated, self.tokenize_s, self.forward_s = 0, 0.0, 0.0
+
+    def __call__(self, texts: list[str], indices: Sequence[int]) -> ModelOutputs:
+        """Runs a batch (the caller holds ``torch.inference_mode`` and any autocast)."""
+        start = time.perf_counter()
+        encoded = self.tokenizer(
+            texts,
+            padding=True,
+            truncation=self.limit is not None,
+            max_length=self.limit,
+            return_tensors="pt",
+        )
+        if self.limit is not None:
+            self.num_truncated += self._count_truncated(encoded, texts)
+        mask = encoded["attention_mask"]
+        empty = (mask.sum(dim=1) == 0).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(
+                f"Example(s) {[indices[i] for i in empty]} tokenise to zero tokens for the {self.role}: "
+                "empty texts cannot be evaluated."
+            )
+        inputs = {k: v for k, v in encoded.items() if self._input_names is None or k in self._input_names}
+        if self._left_positions:
+            inputs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        tokenized = time.perf_counter()
+        outputs = self.model(**inputs, output_hidden_states=True, return_dict=True)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.tokenize_s += tokenized - start
+        self.forward_s += time.perf_counter() - tokenized
+        hidden = getattr(outputs, "hidden_states", None)
+        if hidden is None and isinstance(outputs, Mapping):
+            hidden = outputs.get("hidden_states")
+        if not hidden:
+            raise ValueError(
+                f"The {self.role} model returned no hidden states with output_hidden_states=True "
+                f"({type(self.model).__name__}); pass a transformers model (or one whose forward returns "
+                "`hidden_states`)."
+            )
+        logits = getattr(outputs, "logits", None)
+        return ModelOutputs(tuple(hidden), inputs["attention_mask"], logits)
+
+    def _count_truncated(self, encoded: Any, texts: list[str]) -> int:
+        encodings = getattr(encoded, "encodings", None)
+        if encodings:  # fast tokenizers keep what truncation cut off
+            return sum(1 for enc in encodings if enc.overflowing)
+        lengths = [len(ids) for ids in self.tokenizer(texts, truncation=False)["input_ids"]]
+        return int(np.sum(np.asarray(lengths) > (self.limit or 0)))

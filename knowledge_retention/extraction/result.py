@@ -1,0 +1,152 @@
+"""The outcome of one teacher-vs-student evaluation run."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ExtractionResult"]
+
+
+def _json_safe(value: Any) -> Any:
+    """Numpy scalars and arrays to Python numbers and lists; NaN/Inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        return _json_safe(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+@dataclass
+class ExtractionResult:
+    """Scores, per-layer similarities and the small per-example arrays of one evaluation.
+
+    Under ``accelerate`` every process holds the same, complete result (all rows, in example
+    order), except ``timings``.
+
+    Attributes:
+        fss: Feature Similarity Score in [0, 1] (mean of ``pair_scores``); higher is better.
+        aoag: Average Output Agreement in [0, 1], or None when a model has no logits.
+        krs: ``alpha * fss + beta * aoag`` in [0, 1], or None without ``aoag`` (unless beta = 0).
+        alpha: weight of FSS.
+        beta: weight of AOAg.
+        fss_method: the per-pair similarity (``linear_cka``, ``debiased_cka``, ``rbf_cka``, ``cosine``).
+        aoag_method: the agreement measure (``kl``, ``js``, ``top1``, ``mse``), None without logits.
+        layer_pairs: ``(teacher, student)`` hidden-state indices compared (0 = embeddings).
+        pair_scores: the similarity of each pair by ``fss_method`` (FSS scale, clipped to [0, 1]).
+        pair_linear_cka: linear CKA of each pair (equal to ``pair_scores`` for ``linear_cka``; next
+            to cosine / RBF scores it is NaN where undefined, e.g. constant features).
+        teacher_layer_names: names of all teacher hidden states (``embeddings``, ``layer_1``, ...).
+        student_layer_names: names of all student hidden states.
+        cross_layer_cka: ``(L_t, L_s)`` linear CKA of every teacher vs every student hidden state
+            (None with ``cross_layer=False``).
+        mean_kl: mean KL(teacher || student) in nats over examples (classification), lower is better.
+        top1_agreement: fraction of examples where both models predict the same class.
+        teacher_logits: ``(N, C)`` teacher logits in example order (None without logits).
+        student_logits: ``(N, C)`` student logits.
+        labels: ``(N,)`` labels from ``label_column`` (None without one).
+        example_indices: ``(N,)`` dataset index of each row (``0..N-1``).
+        num_examples: N.
+        options: the options used (JSON-safe), for reports.
+        timings: seconds spent tokenising, in each model's forward pass, pooling and accumulating
+            (``accumulate_s``), merging and computing the scores (``merge_s``), in total; and
+            ``examples_per_s``. Under ``accelerate`` these are the returning process's own.
+        truncation: per model, the token limit, where it came from (``max_length`` or ``model``)
+            and how many examples were truncated.
+        notes: plain-language remarks (e.g. why AOAg is missing).
+        teacher_features: with ``keep_arrays=True``, the pooled ``(N, D_t)`` teacher features of
+            each pair in ``layer_pairs``; None otherwise.
+        student_features: likewise ``(N, D_s)`` for the student.
+    """
+
+    fss: float
+    aoag: float | None
+    krs: float | None
+    alpha: float
+    beta: float
+    fss_method: str
+    aoag_method: str | None
+    layer_pairs: list[tuple[int, int]]
+    pair_scores: list[float]
+    pair_linear_cka: list[float]
+    teacher_layer_names: list[str]
+    student_layer_names: list[str]
+    cross_layer_cka: np.ndarray | None
+    mean_kl: float | None
+    top1_agreement: float | None
+    teacher_logits: np.ndarray | None
+    student_logits: np.ndarray | None
+    labels: np.ndarray | None
+    example_indices: np.ndarray
+    num_examples: int
+    options: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    truncation: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    teacher_features: list[np.ndarray] | None = field(default=None, repr=False)
+    student_features: list[np.ndarray] | None = field(default=None, repr=False)
+
+    def to_dict(self, *, include_arrays: bool = False) -> dict[str, Any]:
+        """A JSON-safe dict of the scores, layer details, options, timings and notes.
+
+        Args:
+            include_arrays: also include the per-example logits, labels and indices (and the
+                kept features), as nested lists.
+
+        Returns:
+            A dict of plain Python values (``json.dumps`` works on it).
+        """
+        pairs = [
+            {
+                "teacher": t,
+                "student": s,
+                "teacher_layer": self.teacher_layer_names[t],
+                "student_layer": self.student_layer_names[s],
+                "score": score,
+                "linear_cka": self.pair_linear_cka[k],
+            }
+            for k, ((t, s), score) in enumerate(zip(self.layer_pairs, self.pair_scores, strict=True))
+        ]
+        out: dict[str, Any] = {
+            "krs": self.krs,
+            "fss": self.fss,
+            "aoag": self.aoag,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "fss_method": self.fss_method,
+            "aoag_method": self.aoag_method,
+            "num_examples": self.num_examples,
+            "mean_kl": self.mean_kl,
+            "top1_agreement": self.top1_agreement,
+            "layer_pairs": pairs,
+            "cross_layer_cka": None
+            if self.cross_layer_cka is None
+            else {
+                "teacher_layers": self.teacher_layer_names,
+                "student_layers": self.student_layer_names,
+                "matrix": self.cross_layer_cka,
+            },
+            "options": self.options,
+            "timings": self.timings,
+            "truncation": self.truncation,
+            "notes": self.notes,
+        }
+        if include_arrays:
+            out["example_indices"] = self.example_indices
+            out["teacher_logits"] = self.teacher_logits
+            out["student_logits"] = self.student_logits
+            out["labels"] = self.labels
+            out["teacher_features"] = self.teacher_features
+            out["student_features"] = self.student_features
+        return _json_safe(out)

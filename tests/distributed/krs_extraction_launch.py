@@ -1,0 +1,59 @@
+"""Run by ``accelerate launch --cpu --num_processes 2`` from ``tests/test_extraction.py``.
+
+Evaluates the tiny teacher/student pair of ``krs_extraction_fixtures`` on datasets whose sizes do
+not divide by batch_size x processes, and writes every process's result to
+``<out_dir>/rank<k>.json`` so the test can compare them with a single-process run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import krs_extraction_fixtures as fx  # noqa: E402
+
+# name -> (number of examples, batch size): 37 over 2 x 4 leaves a last round with 5 real rows;
+# 3 over 2 x 4 gives process 1 nothing but padding.
+CASES = {"uneven": (37, 4), "tiny": (3, 4)}
+
+
+def run_case(n: int, batch_size: int, accelerator=None, distributed: bool = False) -> dict:  # type: ignore[no-untyped-def]
+    """The evaluation both the distributed and the single-process side run, as a JSON-safe dict."""
+    from knowledge_retention.extraction import evaluate_pair
+
+    texts = fx.sentences(n, seed=3)
+    dataset = {"sentence": texts, "label": [i % 2 for i in range(n)]}
+    result = evaluate_pair(
+        fx.tiny_bert(), fx.tiny_distilbert(), dataset,
+        teacher_tokenizer=fx.bert_tokenizer(), student_tokenizer=fx.bert_tokenizer(),
+        label_column="label", layers="uniform", pooling="mean", batch_size=batch_size,
+        keep_arrays=True, accelerator=accelerator, distributed=distributed, progress=False,
+    )
+    out = result.to_dict(include_arrays=True)
+    out["num_processes"] = result.options["num_processes"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out-dir", required=True)
+    args = parser.parse_args()
+    import torch
+    from accelerate import Accelerator
+
+    torch.set_num_threads(1)
+    accelerator = Accelerator(cpu=True)
+    results = {name: run_case(n, bs, accelerator) for name, (n, bs) in CASES.items()}
+    # distributed=True: evaluate_pair makes its own Accelerator (it joins the same process group)
+    results["own_accelerator"] = run_case(*CASES["uneven"], distributed=True)
+    path = Path(args.out_dir) / f"rank{accelerator.process_index}.json"
+    path.write_text(json.dumps(results))
+    accelerator.wait_for_everyone()
+
+
+if __name__ == "__main__":
+    main()
