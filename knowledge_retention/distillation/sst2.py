@@ -3,7 +3,7 @@
 Run it as::
 
     python -m knowledge_retention.distillation.sst2 --scale smoke --out runs/smoke   # < 1 min, CPU
-    python -m knowledge_retention.distillation.sst2 --scale cpu --out runs/sst2-cpu  # ~50 min, 2 cores
+    python -m knowledge_retention.distillation.sst2 --scale cpu --out runs/sst2-cpu  # ~20-40 min, 2 cores
     accelerate launch -m knowledge_retention.distillation.sst2 --scale full --out runs/sst2-full  # GPUs, Hub
 
 It writes ``teacher/``, ``students/<name>-<variant>/`` (model, tokenizer, ``run_config.json``) and
@@ -159,7 +159,9 @@ class _Runner:
             torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         )
 
-    def trainer(self, model: Any, train: Any, *, lr: float, epochs: float, run: str, **kwargs: Any) -> Any:
+    def trainer(
+        self, model: Any, train: Any, *, lr: float, epochs: float, run: str, grouped: bool | None = None, **kwargs: Any
+    ) -> Any:
         from transformers import PrinterCallback
 
         cfg = self.cfg
@@ -167,7 +169,8 @@ class _Runner:
         args = make_training_args(
             self.out_dir / "_scratch" / run, learning_rate=lr, epochs=epochs, batch_size=cfg.batch_size,
             eval_batch_size=cfg.eval_batch_size, seed=cfg.seed, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
-            logging_steps=cfg.logging_steps, use_cpu=cfg.use_cpu, bf16=self.bf16, progress=self.show, extra=extra,
+            logging_steps=cfg.logging_steps, use_cpu=cfg.use_cpu, bf16=self.bf16,
+            group_by_length=cfg.group_by_length if grouped is None else grouped, progress=self.show, extra=extra,
         )
         trainer = DistillationTrainer(
             model, args, train_dataset=train, data_collator=self.data.collator,
@@ -220,32 +223,33 @@ def _train_student(
     runner: _Runner, spec: StudentSpec, variant: str, teacher: Any, cache: TeacherCache | None
 ) -> dict[str, Any]:
     cfg = runner.cfg
-    lr = spec.learning_rate or cfg.student_lr
+    lr, epochs = spec.learning_rate or cfg.student_lr, spec.epochs or cfg.student_epochs
     student = build_student(spec, teacher, seed=cfg.seed)
     run = f"{spec.name}-{variant}"
     runner.progress(f"{run}: training ({spec.init} init, {spec.num_layers} layers, "
                     f"{'hard labels' if variant == 'before' else spec.method})")
     stages = []
-    common = {"lr": lr, "epochs": cfg.student_epochs}
+    common: dict[str, Any] = {"lr": lr, "epochs": epochs}
     if variant == "before":
         trainer = runner.trainer(student, runner.data.student_train, run=run, method="hard", **common)
-        stages.append(_stage_record(trainer, run_training(trainer), lr, cfg.student_epochs))
+        stages.append(_stage_record(trainer, run_training(trainer), lr, epochs))
     else:
         shared = {"teacher": teacher, "layer_map_strategy": spec.layer_map}
         if spec.method == "tinybert":
-            epochs, ilr = cfg.tinybert_intermediate_epochs, cfg.tinybert_intermediate_lr
+            iepochs, ilr = cfg.tinybert_intermediate_epochs, cfg.tinybert_intermediate_lr
             trainer = runner.trainer(
-                student, runner.data.student_train, run=f"{run}-intermediate", lr=ilr, epochs=epochs,
-                method="tinybert", stage="intermediate", **shared,
+                student, runner.data.student_train, run=f"{run}-intermediate", lr=ilr, epochs=iepochs,
+                method="tinybert", stage="intermediate", loss_weights=spec.intermediate_loss_weights, **shared,
             )
-            stages.append(_stage_record(trainer, run_training(trainer), ilr, epochs))
+            stages.append(_stage_record(trainer, run_training(trainer), ilr, iepochs))
             runner.progress(f"{run}: intermediate-layer stage done in {stages[-1]['seconds']:.0f} s")
         stage = "prediction" if spec.method == "tinybert" else None
+        extra_weights = {"hard": spec.prediction_hard_weight} if stage and spec.prediction_hard_weight else None
         trainer = runner.trainer(
-            student, runner.data.student_train, run=run, method=spec.method, stage=stage,
+            student, runner.data.student_train, run=run, method=spec.method, stage=stage, loss_weights=extra_weights,
             teacher_cache=cache, cache_teacher_outputs=cfg.cache_teacher, **shared, **common,
         )
-        stages.append(_stage_record(trainer, run_training(trainer), lr, cfg.student_epochs))
+        stages.append(_stage_record(trainer, run_training(trainer), lr, epochs))
     entry = {
         "role": "student", "name": spec.name, "variant": variant,
         "method": "hard" if variant == "before" else spec.method,
@@ -326,8 +330,9 @@ def _run(
     set_seed(cfg.seed)
     teacher = build_teacher(cfg, data.tokenizer)
     say(f"teacher: fine-tuning {cfg.teacher} ({cfg.teacher_epochs} epoch(s), lr {cfg.teacher_lr})")
+    grouped = cfg.group_by_length if cfg.teacher_group_by_length is None else cfg.teacher_group_by_length
     trainer = runner.trainer(teacher, data.teacher_train, run="teacher", lr=cfg.teacher_lr,
-                             epochs=cfg.teacher_epochs, method="hard")
+                             epochs=cfg.teacher_epochs, method="hard", grouped=grouped)
     stage = _stage_record(trainer, run_training(trainer), cfg.teacher_lr, cfg.teacher_epochs)
     models = [runner.finish(trainer, [stage], {"role": "teacher", "name": "teacher", "variant": None,
                                                 "method": "hard", "init": cfg.teacher, "path": "teacher"})]
@@ -405,8 +410,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = cfg.replace(student_train_size=cfg.teacher_train_size)
     manifest = train_pipeline(cfg, args.out, data_dir=args.data_dir, students=args.students,
                               variants=args.variants, progress=not args.quiet)
-    summary = [{k: m[k] for k in ("name", "variant", "dev_accuracy", "train_seconds")} for m in manifest["models"]]
-    print(json.dumps(summary, indent=2))
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:
+        summary = [{k: m[k] for k in ("name", "variant", "dev_accuracy", "train_seconds")} for m in manifest["models"]]
+        print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -229,3 +229,4 @@ def test_save_run_writes_model_tokenizer_and_run_config(make_bert, tokenizer, ti
     for key, value in model.state_dict().items():
         assert torch.equal(reloaded.state_dict()[key], value.cpu()), key
     assert AutoTokenizer.from_pretrained(out)("a good film .")["input_ids"] == tokenizer("a good film .")["input_ids"]
+
