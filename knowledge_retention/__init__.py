@@ -1,5 +1,8 @@
 """knowledge_retention: how much of the teacher did a distilled student keep?
 
+On models: ``knowledge_retention.evaluate_pair(teacher, student, texts)`` (transformers + accelerate,
+imported on first use), then ``build_report``/``write_report`` for the diagnostics.
+
 The maths (numpy/scipy only) is importable without torch, transformers or evaluate:
 
 >>> import numpy as np
@@ -52,6 +55,24 @@ def module_path() -> str:
     return str(Path(__file__).resolve().parent)
 
 
+_LAZY = {
+    "evaluate_pair": ("knowledge_retention.extraction", "evaluate_pair"),
+    "build_report": ("knowledge_retention.report", "build_report"),
+    "write_report": ("knowledge_retention.report", "write_report"),
+    "reproduce_sst2": ("knowledge_retention.reproduction", "reproduce_sst2"),
+}
+
+
+def __getattr__(name: str):  # type: ignore[no-untyped-def]
+    """Model-facing entry points (torch/transformers) are imported on first use, not with the package."""
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'knowledge_retention' has no attribute {name!r}")
+
+
 def load(**kwargs):  # type: ignore[no-untyped-def]
     """``evaluate.load`` of this metric (kwargs: ``num_process``, ``process_id``, ``experiment_id``...)."""
     import evaluate
@@ -70,9 +91,11 @@ __all__ = [
     "TASK_PRESETS",
     "alpha_sensitivity",
     "box_iou_agreement",
+    "build_report",
     "classification_agreement",
     "compute_krs",
     "cross_layer_cka",
+    "evaluate_pair",
     "feature_similarity_score",
     "knowledge_retention_score",
     "linear_cka",
@@ -84,5 +107,7 @@ __all__ = [
     "per_example_kl",
     "rbf_cka",
     "regression_agreement",
+    "reproduce_sst2",
     "resolve_weights",
+    "write_report",
 ]

@@ -98,18 +98,30 @@ def log_probabilities(
         return log_softmax(np.log(array) / temperature, axis=1)
 
 
-def _kl_rows(log_p: np.ndarray, log_q: np.ndarray) -> np.ndarray:
-    """Per-row KL(p || q) in nats, with 0 log 0 = 0 and +inf where q = 0 < p."""
+def kl_divergence_rows(log_p: np.ndarray, log_q: np.ndarray) -> np.ndarray:
+    """Per-row KL(p || q) in nats from ``(N, C)`` log-probabilities, with 0 log 0 = 0 and +inf where q = 0 < p.
+
+    Example:
+        >>> import numpy as np
+        >>> kl_divergence_rows(np.log([[0.5, 0.5]]), np.log([[0.5, 0.5]])).tolist()
+        [0.0]
+    """
     p = np.exp(log_p)
     with np.errstate(invalid="ignore"):
         terms = np.where(p > 0, p * (log_p - log_q), 0.0)
     return np.sum(terms, axis=1)
 
 
-def _js_rows_bits(log_p: np.ndarray, log_q: np.ndarray) -> np.ndarray:
-    """Per-row Jensen-Shannon divergence in bits, in [0, 1]."""
+def js_divergence_rows(log_p: np.ndarray, log_q: np.ndarray) -> np.ndarray:
+    """Per-row Jensen-Shannon divergence in bits (in [0, 1]) from ``(N, C)`` log-probabilities.
+
+    Example:
+        >>> import numpy as np
+        >>> js_divergence_rows(np.log([[1.0, 1e-300]]), np.log([[1e-300, 1.0]])).round(6).tolist()
+        [1.0]
+    """
     log_m = np.logaddexp(log_p, log_q) - np.log(2.0)
-    js = 0.5 * _kl_rows(log_p, log_m) + 0.5 * _kl_rows(log_q, log_m)
+    js = 0.5 * kl_divergence_rows(log_p, log_m) + 0.5 * kl_divergence_rows(log_q, log_m)
     return np.clip(js / np.log(2.0), 0.0, 1.0)
 
 
@@ -137,7 +149,7 @@ def per_example_kl(
         [0.0]
     """
     log_t, log_s = _classification_pair(teacher_logits, student_logits, temperature, inputs)
-    return _kl_rows(log_t, log_s)
+    return kl_divergence_rows(log_t, log_s)
 
 
 @dataclass
@@ -159,11 +171,11 @@ class ClassificationAgreementAccumulator:
         if self.num_classes is not None and log_t.shape[1] != self.num_classes:
             raise ValueError(f"Number of classes changed between batches: {self.num_classes} then {log_t.shape[1]}.")
         self.num_classes = log_t.shape[1]
-        kl = _kl_rows(log_t, log_s)
+        kl = kl_divergence_rows(log_t, log_s)
         self.n += log_t.shape[0]
         self.sum_exp_neg_kl += float(np.sum(np.exp(-kl)))
         self.sum_kl += float(np.sum(kl))
-        self.sum_js += float(np.sum(_js_rows_bits(log_t, log_s)))
+        self.sum_js += float(np.sum(js_divergence_rows(log_t, log_s)))
         self.top1_matches += int(np.sum(np.argmax(log_t, 1) == np.argmax(log_s, 1)))
         return self
 

@@ -162,13 +162,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce-sst2", help="train, distil and evaluate the SST-2 experiments (Table 9 of the paper)",
                          description="Train the teacher, the students before (hard labels) and after distillation "
                                      "(DistilBERT-style, PKD, TinyBERT-style), evaluate KRS and accuracy, write tables and figures.")
-    rep.add_argument("--scale", choices=("smoke", "cpu", "full"), default="smoke",
-                     help="smoke: tiny random models, seconds (CI); cpu: MiniLM teacher, under an hour on 2 cores; "
+    rep.add_argument("--scale", choices=("smoke", "quick", "cpu", "full"), default="smoke",
+                     help="smoke: tiny random models, seconds (CI); quick: MiniLM teacher, 4k sentences, minutes; "
+                          "cpu: MiniLM teacher, 24k sentences, under an hour on 2 cores; "
                           "full: bert-base-uncased teacher from the hub, GPUs (default: smoke)")
     rep.add_argument("--output-dir", type=Path, help="default: results/sst2/<scale>")
     rep.add_argument("--work-dir", type=Path, help="where checkpoints go (default: <output-dir>/checkpoints, git-ignored)")
     rep.add_argument("--sst2-dir", type=Path, help="folder with train.tsv/dev.tsv (default: $SST2_DIR or ../shared/data/sst2)")
     rep.add_argument("--skip-training", action="store_true", help="re-evaluate the checkpoints of an earlier run")
+    rep.add_argument("--students", nargs="+", choices=("distilbert", "pkd", "tinybert"),
+                     help="train and evaluate only these students (default: all three)")
     rep.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -242,10 +245,24 @@ def _run_report(
         top_k=args.top_k,
         measure_speed=not args.no_latency,
         batch_size=extraction.get("batch_size", 32),
+        options=_json_options(args),
     )
     paths = write_report(report, args.output_dir)
     _print_summary(report, paths)
     return report
+
+
+def _json_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The command line as recorded in the report: JSON-safe (paths as strings, layer pairs as lists)."""
+
+    def safe(value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, (list, tuple)):
+            return [safe(v) for v in value]
+        return value
+
+    return {key: safe(value) for key, value in vars(args).items()}
 
 
 def _print_summary(report: dict[str, Any], paths: dict[str, Any]) -> None:
@@ -346,11 +363,13 @@ def cmd_arrays(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduction import reproduce_sst2
+    from .reproduction import render_table, reproduce_sst2
 
     output_dir = args.output_dir or Path("results") / "sst2" / args.scale
-    reproduce_sst2(args.scale, output_dir, work_dir=args.work_dir, data_dir=args.sst2_dir,
-                   skip_training=args.skip_training, progress=not args.quiet)
+    results = reproduce_sst2(args.scale, output_dir, work_dir=args.work_dir, data_dir=args.sst2_dir,
+                             skip_training=args.skip_training, students=args.students, progress=not args.quiet)
+    print(render_table(results))
+    print("Written: " + ", ".join(str(Path(output_dir) / f) for f in results["files"].values()))
     return EXIT_OK
 
 

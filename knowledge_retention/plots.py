@@ -6,7 +6,7 @@ writes one PNG and returns its path:
 * :func:`plot_cross_layer_cka` - heatmap of linear CKA between every teacher and student layer,
   annotated, with the layer pairs used for FSS outlined;
 * :func:`plot_alpha_sensitivity` - KRS as α goes from 0 to 1 (:func:`knowledge_retention.score.alpha_sensitivity`),
-  the preset α marked;
+  the preset α marked; :func:`plot_alpha_sensitivity_curves` - one line per model on one figure;
 * :func:`plot_reliability_diagrams` - teacher and student side by side: accuracy vs confidence per
   bin, the gap to the diagonal, and the bin counts;
 * :func:`plot_baseline_comparison` - grouped bars, plain fine-tuned baseline vs distilled student.
@@ -164,6 +164,54 @@ def plot_alpha_sensitivity(
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower left", fontsize=8)
+    return _save(fig, path)
+
+
+def plot_alpha_sensitivity_curves(
+    curves: Mapping[str, tuple[float, float]],
+    path: str | os.PathLike[str],
+    *,
+    alpha: float | None = None,
+    title: str = "KRS sensitivity to the weight α",
+) -> Path:
+    """Several students on one α-sensitivity figure: one line KRS(α) = α·FSS + (1 − α)·AOAg each.
+
+    Labels ending in ``before``/``after`` share a colour per student name, dashed before, solid
+    after, so the effect of distillation reads as the gap between the two lines.
+
+    Args:
+        curves: ``{label: (fss, aoag)}``, in legend order.
+        path: output PNG path.
+        alpha: the α of the headline KRS (a vertical line), or None.
+        title: figure title.
+
+    Returns:
+        The path of the PNG written.
+    """
+    if not curves:
+        raise ValueError("`curves` must hold at least one {label: (fss, aoag)} entry, got none.")
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"]
+    colours: dict[str, Any] = {}
+    fig = _figure(7.2, 4.6)
+    ax = fig.add_subplot()
+    low = 1.0
+    for label, (fss, aoag) in curves.items():
+        alphas, krs = alpha_sensitivity(fss, aoag, step=0.01)
+        stem, _, variant = label.rpartition("-") if label.endswith(("-before", "-after")) else (label, "", "")
+        colour = colours.setdefault(stem, palette(len(colours) % 10))
+        ax.plot(alphas, krs, color=colour, linewidth=2.0, linestyle="--" if variant == "before" else "-", label=label)
+        low = min(low, fss, aoag)
+    if alpha is not None:
+        ax.axvline(alpha, color="black", linewidth=1.0, alpha=0.6, label=f"preset α = {alpha:g}")
+    ax.set_ylim(max(0.0, low - 0.05), 1.02)
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("α (weight of FSS; β = 1 − α weights AOAg)")
+    ax.set_ylabel("KRS")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     return _save(fig, path)
 
 

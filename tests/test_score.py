@@ -7,7 +7,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from knowledge_retention import TASK_PRESETS, alpha_sensitivity, compute_krs, knowledge_retention_score, resolve_weights
+from knowledge_retention import (
+    TASK_PRESETS,
+    alpha_sensitivity,
+    compute_krs,
+    knowledge_retention_score,
+    resolve_weights,
+)
 from knowledge_retention.agreement import classification_agreement, regression_agreement
 from knowledge_retention.similarity import linear_cka
 

@@ -49,7 +49,7 @@ from ..agreement import (
     CLASSIFICATION_METHODS,
     ClassificationAgreementAccumulator,
     InputKind,
-    _js_rows_bits,
+    js_divergence_rows,
     log_probabilities,
     per_example_kl,
 )
@@ -100,7 +100,7 @@ def _student_terms(
         raise ValueError(f"`teacher_logits` and `{name}` must have the same shape (N, C), got {log_t.shape} and {log_s.shape}.")
     kl = per_example_kl(teacher_logits, student_logits, temperature=temperature, inputs=inputs)
     match = (np.argmax(log_t, axis=1) == np.argmax(log_s, axis=1)).astype(np.float64)
-    terms = np.stack([np.exp(-kl), kl, _js_rows_bits(log_t, log_s), match], axis=1)
+    terms = np.stack([np.exp(-kl), kl, js_divergence_rows(log_t, log_s), match], axis=1)
     return terms, np.argmax(log_s, axis=1), np.argmax(log_t, axis=1)
 
 

@@ -34,7 +34,9 @@ from .students import every_other_layer_student, lower_layers_student, narrow_st
 from .targets import TargetSpec, TeacherCache
 from .trainer import DistillationTrainer, plan_targets, recipe_for
 
-__all__ = ["PipelineData", "build_student", "build_teacher", "load_pipeline_data", "train_pipeline"]
+__all__ = [
+    "PipelineData", "build_student", "build_teacher", "load_pipeline_data", "load_pipeline_splits", "train_pipeline",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +62,13 @@ class _Progress:
             print(f"[sst2:{self.scale} +{time.perf_counter() - self.start:6.0f}s] {message}", file=sys.stderr, flush=True)
 
 
-def load_pipeline_data(cfg: ScaleConfig, *, data_dir: str | Path | None = None) -> PipelineData:
-    """Load, subset and tokenise the splits a scale needs.
+def load_pipeline_splits(cfg: ScaleConfig, *, data_dir: str | Path | None = None) -> tuple[Any, Any, Any, str]:
+    """The raw (untokenised) ``sentence``/``label`` splits a scale trains and evaluates on.
 
-    The student training set is the first ``student_train_size`` sentences of the teacher's (same
-    shuffle), so students are distilled on data the teacher was trained on.
+    Returns ``(teacher_train, student_train, dev, source)``. The student training set is the first
+    ``student_train_size`` sentences of the teacher's (same shuffle), so students are distilled on
+    data the teacher was trained on. The evaluation step reads the same ``dev`` texts.
     """
-    tokenizer = load_tokenizer()
     use_sst2 = cfg.data == "sst2" or (cfg.data == "auto" and sst2_data.find_sst2_dir(data_dir) is not None)
     if use_sst2:
         train, dev = sst2_data.load_sst2("train", data_dir=data_dir), sst2_data.load_sst2("validation", data_dir=data_dir)
@@ -84,6 +86,13 @@ def load_pipeline_data(cfg: ScaleConfig, *, data_dir: str | Path | None = None) 
         )
     student_train = teacher_train.select(range(student_size))
     dev = sst2_data.subset(dev, cfg.dev_size, seed=cfg.seed)
+    return teacher_train, student_train, dev, source
+
+
+def load_pipeline_data(cfg: ScaleConfig, *, data_dir: str | Path | None = None) -> PipelineData:
+    """Load, subset and tokenise the splits a scale needs (see :func:`load_pipeline_splits`)."""
+    tokenizer = load_tokenizer()
+    teacher_train, student_train, dev, source = load_pipeline_splits(cfg, data_dir=data_dir)
 
     def tok(ds: Any) -> Any:
         return sst2_data.tokenize_dataset(ds, tokenizer, max_length=cfg.max_length)

@@ -1,0 +1,240 @@
+"""The ``knowledge-retention`` command line: values against the library, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "distributed"))
+
+import krs_extraction_fixtures as fx  # noqa: E402
+
+from knowledge_retention import compute_krs  # noqa: E402
+from knowledge_retention.cli import EXIT_LOAD, EXIT_OK, EXIT_USAGE, build_parser, main  # noqa: E402
+
+
+@pytest.fixture
+def arrays(tmp_path):
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=(64, 12))
+    s = t @ rng.normal(size=(12, 8)) + 0.3 * rng.normal(size=(64, 8))
+    tl, sl = rng.normal(size=(64, 3)), rng.normal(size=(64, 3))
+    path = tmp_path / "arrays.npz"
+    np.savez(path, teacher_features=t, student_features=s, teacher_logits=tl, student_logits=sl)
+    return path, (t, s, tl, sl)
+
+
+def _json_out(capsys) -> dict:
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("task", ["classification", "nlp"])
+def test_arrays_equals_compute_krs(arrays, capsys, task):
+    path, (t, s, tl, sl) = arrays
+    assert main(["arrays", str(path), "--json", "--task", task]) == EXIT_OK
+    out = _json_out(capsys)
+    expected = compute_krs(t, s, tl, sl, task=task)
+    for key in ("krs", "fss", "aoag", "alpha", "beta"):
+        assert out[key] == pytest.approx(expected[key], abs=1e-12), key
+
+
+def test_arrays_options_and_layer_stacks(tmp_path, arrays, capsys):
+    _, (t, s, tl, sl) = arrays
+    path = tmp_path / "layers.npz"
+    np.savez(path, teacher_features=np.stack([t, 2 * t], axis=1), student_features=np.stack([s, s], axis=1),
+             teacher_outputs=tl, student_outputs=sl)
+    assert main(["arrays", str(path), "--json", "--alpha", "0.2", "--beta", "0.8", "--aoag-method", "js",
+                 "--fss-method", "debiased_cka", "--temperature", "2"]) == EXIT_OK
+    out = _json_out(capsys)
+    expected = compute_krs([t, 2 * t], [s, s], tl, sl, alpha=0.2, beta=0.8, aoag_method="js",
+                           fss_method="debiased_cka", temperature=2.0)
+    assert out["krs"] == pytest.approx(expected["krs"], abs=1e-12)
+    assert out["alpha"] == 0.2 and out["aoag_method"] == "js"
+
+
+def test_arrays_safetensors_and_text_output(tmp_path, arrays, capsys):
+    from safetensors.numpy import save_file
+
+    _, (t, s, tl, sl) = arrays
+    path = tmp_path / "a.safetensors"
+    save_file({"teacher_features": t, "student_features": s, "teacher_logits": tl, "student_logits": sl}, str(path))
+    assert main(["arrays", str(path)]) == EXIT_OK
+    text = capsys.readouterr().out
+    assert text.startswith("KRS ") and f"{compute_krs(t, s, tl, sl)['krs']:.4f}" in text
+
+
+@pytest.mark.parametrize(
+    ("make", "args", "message"),
+    [
+        (None, [], "no such file"),
+        ("txt", [], "unsupported format '.txt'"),
+        ("missing", [], "missing array 'student_features'"),
+        ("pickle", [], "without unpickling"),
+        ("probs", ["--inputs", "logits"], "probabilities"),
+        ("nan", [], "NaN"),
+        ("short", [], "63 rows for the teacher and 64"),
+        ("ok", ["--alpha", "0.3", "--beta", "0.3"], "`alpha` + `beta` must equal 1"),
+    ],
+)
+def test_arrays_user_errors_exit_2_with_a_message(tmp_path, arrays, capsys, make, args, message):
+    _, (t, s, tl, sl) = arrays
+    path = tmp_path / "bad.npz"
+    if make == "txt":
+        path = tmp_path / "bad.txt"
+        path.write_text("x")
+    elif make == "missing":
+        np.savez(path, teacher_features=t, teacher_logits=tl, student_logits=sl)
+    elif make == "pickle":
+        obj = np.empty(1, dtype=object)
+        obj[0] = {"a": 1}
+        np.savez(path, teacher_features=obj, student_features=s, teacher_logits=tl, student_logits=sl)
+    elif make == "probs":
+        p = np.exp(tl) / np.exp(tl).sum(axis=1, keepdims=True)
+        np.savez(path, teacher_features=t, student_features=s, teacher_logits=p, student_logits=p)
+    elif make == "nan":
+        bad = t.copy()
+        bad[3, 2] = np.nan
+        np.savez(path, teacher_features=bad, student_features=s, teacher_logits=tl, student_logits=sl)
+    elif make == "short":
+        np.savez(path, teacher_features=t[:-1], student_features=s, teacher_logits=tl, student_logits=sl)
+    elif make == "ok":
+        np.savez(path, teacher_features=t, student_features=s, teacher_logits=tl, student_logits=sl)
+    assert main(["arrays", str(path), *args]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("knowledge-retention: error:") and message.lower() in err.lower()
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["arrays", "x.npz", "--alpha", "1.5"], ["evaluate", "--teacher", "t", "--student", "s", "--dataset", "d",
+                                              "--layers", "0:0,6"], ["evaluate", "--batch-size", "0"]],
+)
+def test_bad_arguments_are_argparse_errors(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    assert exc.value.code == EXIT_USAGE
+    assert "error:" in capsys.readouterr().err
+
+
+def test_layers_argument_forms():
+    parser = build_parser()
+    base = ["evaluate", "--teacher", "t", "--student", "s", "--dataset", "d"]
+    assert parser.parse_args([*base, "--layers", "uniform"]).layers == "uniform"
+    assert parser.parse_args([*base, "--layers", "0:0,4:2"]).layers == [(0, 0), (4, 2)]
+
+
+# --- on tiny models -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def saved_pair(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    tok = fx.bert_tokenizer()
+    for name, model in (("teacher", fx.tiny_bert(num_layers=4, hidden=48)), ("student", fx.tiny_bert(2, 32, seed=3)),
+                        ("baseline", fx.tiny_bert(2, 32, seed=4))):
+        model.save_pretrained(root / name)
+        tok.save_pretrained(root / name)
+    texts = fx.sentences(40, seed=5)
+    labels = np.random.default_rng(5).integers(0, 2, size=40)
+    csv = root / "data.csv"
+    csv.write_text("sentence,label\n" + "".join(f"{t},{y}\n" for t, y in zip(texts, labels, strict=True)))
+    tsv_dir = root / "sst2"
+    tsv_dir.mkdir()
+    (tsv_dir / "dev.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in zip(texts, labels, strict=True)))
+    return root, texts, labels
+
+
+def test_evaluate_writes_the_report_with_the_library_s_numbers(saved_pair, tmp_path, capsys):
+    from knowledge_retention.extraction import evaluate_pair
+
+    root, texts, labels = saved_pair
+    out = tmp_path / "report"
+    argv = ["evaluate", "--teacher", str(root / "teacher"), "--student", str(root / "student"),
+            "--baseline-student", str(root / "baseline"), "--dataset", str(root / "data.csv"), "--label-column",
+            "label", "--split", "data", "--bootstrap", "50", "--no-latency", "--quiet", "--output-dir", str(out),
+            "--layers", "uniform", "--batch-size", "7"]
+    assert main(argv) == EXIT_OK
+    stdout = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    direct = evaluate_pair(str(root / "teacher"), str(root / "student"), texts, layers="uniform", progress=False)
+    assert report["headline"]["krs"] == pytest.approx(direct.krs, abs=1e-6)
+    assert f"KRS {direct.krs:.3f}" in stdout
+    assert (out / "report.md").is_file() and any(out.glob("*.png"))
+    run = report["options"]["run"]
+    assert run["teacher"] == str(root / "teacher") and run["output_dir"] == str(out) and run["layers"] == "uniform"
+    assert report["baseline"] is not None
+
+
+def test_evaluate_load_errors_exit_3(saved_pair, tmp_path, capsys):
+    root, _, _ = saved_pair
+    argv = ["evaluate", "--teacher", str(tmp_path / "nope"), "--student", str(root / "student"), "--dataset",
+            str(root / "data.csv"), "--split", "data", "--bootstrap", "0", "--no-latency", "--quiet",
+            "--output-dir", str(tmp_path / "r")]
+    assert main(argv) == EXIT_LOAD
+    assert "nope" in capsys.readouterr().err
+    bad = tmp_path / "data.xml"
+    bad.write_text("<x/>")
+    argv = ["evaluate", "--teacher", str(root / "teacher"), "--student", str(root / "student"), "--dataset", str(bad)]
+    assert main(argv) == EXIT_USAGE
+    assert "--dataset: unsupported file type '.xml'" in capsys.readouterr().err
+
+
+def test_main_job_runs_on_the_default_pair(saved_pair, tmp_path, monkeypatch, capsys):
+    """No arguments = the main job; the default pair (trained on first use) is replaced by tiny models."""
+    import knowledge_retention.distillation.defaults as defaults
+
+    root, _, labels = saved_pair
+    calls = []
+
+    def fake_pair(*args, **kwargs):
+        calls.append(kwargs)
+        return {"teacher": str(root / "teacher"), "student": str(root / "student")}
+
+    monkeypatch.setattr(defaults, "ensure_default_pair", fake_pair)
+    out = tmp_path / "krs_report"
+    assert main(["--sst2-dir", str(root / "sst2"), "--max-examples", "30", "--bootstrap", "0", "--no-latency",
+                 "--quiet", "--output-dir", str(out)]) == EXIT_OK
+    assert calls == [{"progress": False}]
+    report = json.loads((out / "report.json").read_text())
+    assert report["num_examples"] == 30 and report["has_labels"]
+    assert report["headline"]["alpha"] == 0.5 and 0.0 <= report["headline"]["krs"] <= 1.0
+    assert report["quality"]["teacher"]["accuracy"] is not None
+    assert "Main job" in capsys.readouterr().out
+
+
+def test_reproduce_sst2_smoke_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "sst2"
+    assert main(["reproduce-sst2", "--scale", "smoke", "--students", "pkd", "--output-dir", str(out), "--quiet"]) == 0
+    stdout = capsys.readouterr().out
+    assert "| PKD |" in stdout and "Table 9" in stdout
+    results = json.loads((out / "results.json").read_text())
+    assert [(r["name"], r["variant"]) for r in results["students"]] == [("pkd", "before"), ("pkd", "after")]
+    assert (out / "checkpoints" / "manifest.json").is_file()
+
+
+def test_console_script_help_and_debug_flag(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "knowledge_retention.cli", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "reproduce-sst2" in done.stdout
+    missing = tmp_path / "missing.npz"
+    done = subprocess.run([sys.executable, "-m", "knowledge_retention.cli", "arrays", str(missing)],
+                          capture_output=True, text=True)
+    assert done.returncode == EXIT_USAGE and "Traceback" not in done.stderr
+    env = {**__import__("os").environ, "KNOWLEDGE_RETENTION_DEBUG": "1"}
+    done = subprocess.run([sys.executable, "-m", "knowledge_retention.cli", "arrays", str(missing)],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode != 0 and "Traceback" in done.stderr
+
+
+def test_pickles_are_never_loaded(tmp_path, capsys):
+    path = tmp_path / "evil.npz"
+    with open(path, "wb") as fh:
+        pickle.dump({"teacher_features": 1}, fh)
+    assert main(["arrays", str(path)]) == EXIT_USAGE
+    assert "Traceback" not in capsys.readouterr().err
