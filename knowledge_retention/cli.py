@@ -285,7 +285,8 @@ def cmd_default(args: argparse.Namespace) -> int:
 
     if args.sst2_dir is not None:
         os.environ["SST2_DIR"] = str(args.sst2_dir)
-    print("Main job: an SST-2 teacher (all-MiniLM-L6-v2 fine-tuned) vs its 3-layer distilled student, on SST-2 dev.")
+    print("Main job: an SST-2 teacher (all-MiniLM-L6-v2 fine-tuned) vs its 3-layer distilled student, on SST-2 dev;\n"
+          "baseline: the same 3-layer student fine-tuned on the labels only (was distillation worth it?).")
     pair = ensure_default_pair(progress=not args.quiet)
     try:
         dev = load_sst2("validation", data_dir=args.sst2_dir)

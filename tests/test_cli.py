@@ -195,7 +195,7 @@ def test_main_job_runs_on_the_default_pair(saved_pair, tmp_path, monkeypatch, ca
 
     def fake_pair(*args, **kwargs):
         calls.append(kwargs)
-        return {"teacher": str(root / "teacher"), "student": str(root / "student")}
+        return {"teacher": str(root / "teacher"), "student": str(root / "student"), "baseline": str(root / "baseline")}
 
     monkeypatch.setattr(defaults, "ensure_default_pair", fake_pair)
     out = tmp_path / "krs_report"
@@ -206,6 +206,7 @@ def test_main_job_runs_on_the_default_pair(saved_pair, tmp_path, monkeypatch, ca
     assert report["num_examples"] == 30 and report["has_labels"]
     assert report["headline"]["alpha"] == 0.5 and 0.0 <= report["headline"]["krs"] <= 1.0
     assert report["quality"]["teacher"]["accuracy"] is not None
+    assert report["baseline"]["comparison"] is not None  # the distill-vs-fine-tune check ran
     assert "Main job" in capsys.readouterr().out
 
 

@@ -2,7 +2,9 @@
 
 Both classification heads are really trained on SST-2: the teacher is all-MiniLM-L6-v2 fine-tuned
 on 4,000 SST-2 training sentences, the student its 3-layer every-other-layer copy distilled with
-vanilla KD (the ``quick`` scale of :mod:`.scales`, built by the same pipeline code). The first call
+vanilla KD, and the baseline the same 3-layer copy fine-tuned on the hard labels only (the ``quick``
+scale of :mod:`.scales`, built by the same pipeline code) - so the main job can answer "was
+distillation worth it?". The first call
 trains them (a few minutes on 2 CPU cores, with progress); later calls return at once.
 
 Cache location: ``<root>/default_pair/<version-hash>/`` where ``<root>`` is ``cache_dir``, else
@@ -29,7 +31,7 @@ __all__ = ["COMPLETE", "default_pair_dir", "ensure_default_pair", "version_hash"
 
 COMPLETE = "COMPLETE.json"
 _RECIPE_VERSION = 1  # bump when the recipe changes in a way the scale config does not show
-_TEACHER, _STUDENT = "teacher", "students/distilbert-after"
+_TEACHER, _STUDENT, _BASELINE = "teacher", "students/distilbert-after", "students/distilbert-before"
 
 
 def version_hash() -> str:
@@ -51,11 +53,11 @@ def _is_model_dir(path: Path) -> bool:
 
 
 def _complete(path: Path) -> bool:
-    return (path / COMPLETE).is_file() and _is_model_dir(path / _TEACHER) and _is_model_dir(path / _STUDENT)
+    return (path / COMPLETE).is_file() and all(_is_model_dir(path / p) for p in (_TEACHER, _STUDENT, _BASELINE))
 
 
 def _pair(path: Path) -> dict[str, str]:
-    return {"teacher": str(path / _TEACHER), "student": str(path / _STUDENT)}
+    return {"teacher": str(path / _TEACHER), "student": str(path / _STUDENT), "baseline": str(path / _BASELINE)}
 
 
 @contextlib.contextmanager
@@ -82,7 +84,7 @@ def ensure_default_pair(cache_dir: str | os.PathLike[str] | None = None, *, prog
         progress: print progress and timings to stderr while training.
 
     Returns:
-        ``{"teacher": path, "student": path}``: folders loadable with
+        ``{"teacher": path, "student": path, "baseline": path}``: folders loadable with
         ``AutoModelForSequenceClassification.from_pretrained`` / ``AutoTokenizer.from_pretrained``.
     """
     final = default_pair_dir(cache_dir)
@@ -122,6 +124,8 @@ def _build(final: Path, *, progress: bool) -> None:
             "student": _STUDENT,
             "teacher_dev_accuracy": models[_TEACHER]["dev_accuracy"],
             "student_dev_accuracy": models[_STUDENT]["dev_accuracy"],
+            "baseline": _BASELINE,
+            "baseline_dev_accuracy": models[_BASELINE]["dev_accuracy"],
             "total_seconds": manifest["timings"]["total_seconds"],
         }
         (partial / COMPLETE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")

@@ -69,14 +69,14 @@ def test_scale_configs_are_consistent():
     assert full.teacher == "bert-base-uncased" and full.teacher_epochs == 3 and full.batch_size == 32
     assert all(s.num_layers == 6 for s in full.students)
     quick = SCALES["quick"]
-    assert [(s.name, s.method) for s in quick.students] == [("distilbert", "vanilla")] and quick.variants == ("after",)
+    assert [(s.name, s.method) for s in quick.students] == [("distilbert", "vanilla")] and quick.variants == ("before", "after")
 
 
 @pytest.fixture
 def tiny_quick_scale(monkeypatch):
     """Make the default pair's recipe tiny so that building it takes seconds."""
     tiny = SCALES["smoke"].replace(
-        name="quick", students=(StudentSpec("distilbert", "every_other", 2, "vanilla"),), variants=("after",)
+        name="quick", students=(StudentSpec("distilbert", "every_other", 2, "vanilla"),), variants=("before", "after")
     )
     monkeypatch.setitem(scales.SCALES, "quick", tiny)
     return tiny
@@ -88,7 +88,8 @@ def test_default_pair_is_built_once_and_reused(tmp_path, tiny_quick_scale, monke
     pair = defaults.ensure_default_pair(progress=False)
     folder = defaults.default_pair_dir()
     assert folder.parent == tmp_path / "cache" / "default_pair"
-    assert pair == {"teacher": str(folder / "teacher"), "student": str(folder / "students/distilbert-after")}
+    assert pair == {"teacher": str(folder / "teacher"), "student": str(folder / "students/distilbert-after"),
+                    "baseline": str(folder / "students/distilbert-before")}
     marker = json.loads((folder / defaults.COMPLETE).read_text())
     assert marker["teacher_dev_accuracy"] > 0.9
     assert not list(folder.parent.glob("*.partial-*"))
