@@ -13,6 +13,9 @@ Subcommands:
 Exit codes: 0 success; 2 bad arguments or input (a message, no stack trace); 3 a model or dataset
 could not be loaded; 1 an unexpected error (with the stack trace, which is a bug to report).
 Set ``KNOWLEDGE_RETENTION_DEBUG=1`` to see the stack trace of any error.
+
+On several GPUs or processes: ``accelerate launch -m knowledge_retention.cli evaluate ...`` (or
+``torchrun``) shards the examples over the processes; the main process writes the report.
 """
 
 from __future__ import annotations
@@ -226,12 +229,20 @@ def _run_report(
     extraction = extraction or {}
     scoring = scoring or {"task": "nlp"}
     progress = not getattr(args, "quiet", False)
+    # under `accelerate launch` / torchrun the examples are sharded over the processes; every process
+    # gets the full result and only the main one writes the report
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     common = dict(text_column=text_column, label_column=label_column, progress=progress,
-                  keep_arrays=args.bootstrap > 0, **extraction, **scoring)
+                  keep_arrays=args.bootstrap > 0, distributed=distributed, **extraction, **scoring)
     result = evaluate_pair(teacher, student, dataset, cross_layer=True, **common)
     baseline_result = None
     if baseline is not None:
         baseline_result = evaluate_pair(teacher, baseline, dataset, cross_layer=False, **common)
+    if distributed:
+        from accelerate import PartialState
+
+        if not PartialState().is_main_process:
+            return {}
     report = build_report(
         result,
         baseline=baseline_result,

@@ -239,3 +239,32 @@ def test_pickles_are_never_loaded(tmp_path, capsys):
         pickle.dump({"teacher_features": 1}, fh)
     assert main(["arrays", str(path)]) == EXIT_USAGE
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_evaluate_under_torchrun_shards_and_writes_one_report(saved_pair, tmp_path):
+    """Two CPU processes (gloo): the examples are split, the main process writes the same report."""
+    import os
+    import socket
+
+    root, _, _ = saved_pair
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    common = ["evaluate", "--teacher", str(root / "teacher"), "--student", str(root / "student"), "--dataset",
+              str(root / "data.csv"), "--split", "data", "--label-column", "label", "--bootstrap", "0",
+              "--no-latency", "--quiet", "--batch-size", "3"]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           "-m", "knowledge_retention.cli", *common, "--output-dir", str(tmp_path / "dist")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("Report: ") == 1, proc.stdout  # one summary: the main process's
+    assert main([*common, "--output-dir", str(tmp_path / "single")]) == EXIT_OK
+    dist = json.loads((tmp_path / "dist" / "report.json").read_text())
+    single = json.loads((tmp_path / "single" / "report.json").read_text())
+    assert dist["num_examples"] == single["num_examples"] == 40
+    assert dist["options"]["extraction"].get("num_processes", 2) == 2
+    for key in ("krs", "fss", "aoag"):
+        assert dist["headline"][key] == pytest.approx(single["headline"][key], rel=1e-6), key
+    assert dist["quality"]["student"]["accuracy"] == single["quality"]["student"]["accuracy"]

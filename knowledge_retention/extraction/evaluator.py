@@ -221,7 +221,9 @@ def evaluate_pair(
     if accelerator is None and distributed:
         from accelerate import Accelerator
 
-        accelerator = Accelerator(mixed_precision=mixed_precision or "no")
+        # without a GPU, accelerate joins a torchrun/`accelerate launch` process group only with
+        # cpu=True (gloo); otherwise every process would see a world of one and redo all examples
+        accelerator = Accelerator(mixed_precision=mixed_precision or "no", cpu=not torch.cuda.is_available())
     if accelerator is not None:
         if not hasattr(accelerator, "prepare") or not hasattr(accelerator, "gradient_state"):
             raise TypeError(f"`accelerator` must be an accelerate.Accelerator, got {type(accelerator).__name__}.")
