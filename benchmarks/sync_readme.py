@@ -1,0 +1,149 @@
+"""Copy the measured numbers into the README, between ``<!-- BEGIN name -->`` / ``<!-- END name -->`` markers.
+
+The README shows no number typed by hand: every table comes from a file that a script in this
+repository writes. ``python benchmarks/sync_readme.py`` rewrites the sections; ``--check`` only
+reports whether they are in sync (exit code 1 if not; ``tests/test_readme.py`` runs it).
+
+Sections and their sources:
+
+* ``main-job``   ``results/main_job/report.json`` (``knowledge-retention --output-dir results/main_job``)
+* ``sst2``       ``results/sst2/cpu/table.md`` (``knowledge-retention reproduce-sst2 --scale cpu``)
+* ``benchmarks`` ``benchmarks/results/{cka_scaling,extraction_overhead,evaluate_overhead}.md``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = (
+    ("cka_scaling", "Streaming CKA against its floor, and against Gram-matrix CKA"),
+    ("extraction_overhead", "Extraction: overhead over a bare forward loop, and memory against N"),
+    ("evaluate_overhead", "The `evaluate` module against a direct call"),
+)
+
+
+def _missing(what: str, command: str) -> str:
+    return f"_Not measured yet: run `{command}` ({what} missing), then `python benchmarks/sync_readme.py`._\n"
+
+
+def _pct(value: Any) -> str:
+    return "n/a" if value is None else f"{100 * float(value):.1f}%"
+
+
+def _num(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.3f}"
+
+
+def _interval(report: dict[str, Any], key: str) -> str:
+    ci = (report.get("headline", {}).get("intervals") or {}).get(key) or {}
+    low, high = ci.get("low"), ci.get("high")
+    return "" if low is None or high is None else f" [{low:.3f}, {high:.3f}]"
+
+
+def main_job_section(root: Path = ROOT) -> str:
+    path = root / "results" / "main_job" / "report.json"
+    if not path.is_file():
+        return _missing("results/main_job/report.json", "knowledge-retention --output-dir results/main_job")
+    report = json.loads(path.read_text(encoding="utf-8"))
+    head, quality = report["headline"], report.get("quality") or {}
+    teacher_acc = (quality.get("teacher") or {}).get("accuracy")
+    student_acc = (quality.get("student") or {}).get("accuracy")
+    retained = (quality.get("retained") or {}).get("accuracy")
+    lines = [
+        f"What it printed here ({report['num_examples']} SST-2 dev sentences; "
+        f"[`results/main_job/report.md`](results/main_job/report.md) is the full report):",
+        "",
+        "| | value |",
+        "|---|---|",
+        f"| KRS (α = {head['alpha']}, β = {head['beta']}) | {_num(head['krs'])}{_interval(report, 'krs')} |",
+        f"| FSS ({head.get('fss_method')}, final layer) | {_num(head['fss'])}{_interval(report, 'fss')} |",
+        f"| AOAg ({head.get('aoag_method')}) | {_num(head['aoag'])}{_interval(report, 'aoag')} |",
+        f"| accuracy teacher → student | {_pct(teacher_acc)} → {_pct(student_acc)} (retained {_pct(retained)}) |",
+    ]
+    baseline = report.get("baseline") or {}
+    base_quality = ((baseline.get("quality") or {}).get("student") or {}).get("accuracy")
+    if baseline:
+        base_head = baseline.get("headline") or {}
+        lines.append(f"| baseline (same student, labels only): accuracy, KRS | {_pct(base_quality)}, "
+                     f"{_num(base_head.get('krs'))} |")
+    verdict = report.get("verdict") or {}
+    if verdict:
+        lines.append(f"| verdict | {verdict.get('level', '?')} — {verdict.get('reason', '')} |")
+    if report.get("tradeoff_sentence"):
+        lines.append(f"| trade-off | {report['tradeoff_sentence']} |")
+    comparison = baseline.get("comparison") or {}
+    if comparison.get("summary"):
+        lines.append(f"| distillation vs fine-tuning | {comparison['summary']} |")
+    return "\n".join(lines) + "\n"
+
+
+def sst2_section(root: Path = ROOT) -> str:
+    folder = root / "results" / "sst2" / "cpu"
+    table = folder / "table.md"
+    if not table.is_file():
+        return _missing("results/sst2/cpu/table.md", "knowledge-retention reproduce-sst2 --scale cpu")
+    results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    timings = results.get("timings", {})
+    train = timings.get("training_manifest_seconds")
+    parts = [
+        table.read_text(encoding="utf-8").rstrip("\n"),
+        "",
+        f"Run time: training {train / 60:.0f} min, evaluation {timings.get('evaluation_seconds', 0) / 60:.1f} min "
+        f"(`{results.get('command')}`, torch {results['versions']['torch']}, "
+        f"transformers {results['versions']['transformers']}).",
+        "",
+        "![KRS against α for every student](results/sst2/cpu/alpha_sensitivity.png)",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def benchmarks_section(root: Path = ROOT) -> str:
+    parts = []
+    for name, title in BENCHMARKS:
+        path = root / "benchmarks" / "results" / f"{name}.md"
+        body = path.read_text(encoding="utf-8").strip() if path.is_file() else _missing(
+            f"benchmarks/results/{name}.md", f"python benchmarks/{name}.py").strip()
+        body = re.sub(r"^# .*\n+", "", body)  # the file's own title: the README gives one
+        body = re.sub(r"^#{1,4} ", "##### ", body, flags=re.M)  # its sub-headings go under the README's
+        parts.append(f"#### {title}\n\n{body}\n")
+    return "\n".join(parts)
+
+
+SECTIONS = {"main-job": main_job_section, "sst2": sst2_section, "benchmarks": benchmarks_section}
+
+
+def render(readme: str, root: Path = ROOT) -> str:
+    """The README with every section replaced by what its source files say now."""
+    for name, make in SECTIONS.items():
+        pattern = re.compile(rf"(<!-- BEGIN {name} -->\n).*?(<!-- END {name} -->)", re.S)
+        if not pattern.search(readme):
+            raise ValueError(f"README.md lacks the markers of section {name!r}")
+        body = make(root)
+        readme = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(2), readme)
+    return readme
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only check; exit 1 if the README is out of date")
+    args = parser.parse_args(argv)
+    path = ROOT / "README.md"
+    current = path.read_text(encoding="utf-8")
+    wanted = render(current)
+    if args.check:
+        if wanted != current:
+            print("README.md is out of date: run python benchmarks/sync_readme.py", file=sys.stderr)
+            return 1
+        return 0
+    path.write_text(wanted, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
