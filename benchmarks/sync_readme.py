@@ -41,7 +41,7 @@ def _num(value: Any) -> str:
 
 
 def _interval(report: dict[str, Any], key: str) -> str:
-    ci = (report.get("headline", {}).get("intervals") or {}).get(key) or {}
+    ci = ((report.get("uncertainty") or {}).get("intervals") or {}).get(key) or {}
     low, high = ci.get("low"), ci.get("high")
     return "" if low is None or high is None else f" [{low:.3f}, {high:.3f}]"
 

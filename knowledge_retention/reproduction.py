@@ -59,6 +59,9 @@ def evaluate_manifest(
     *,
     batch_size: int = 64,
     max_length: int | None = None,
+    report_dir: str | os.PathLike[str] | None = None,
+    bootstrap: int = 200,
+    measure_speed: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Scores every student of a training run against its teacher (the paper's SST-2 setting).
@@ -68,14 +71,21 @@ def evaluate_manifest(
         dev: the evaluation set, a ``datasets.Dataset`` with ``sentence`` and ``label`` columns.
         batch_size: examples per forward pass (does not change the scores).
         max_length: token limit (the training scale's, so the models see what they were trained on).
+        report_dir: where to write each student's full report (:func:`knowledge_retention.report.build_report`:
+            calibration, error analysis, size/latency, bootstrap intervals) as ``<name>-<variant>.json``;
+            None skips the reports.
+        bootstrap: bootstrap replicates of the reports' confidence intervals.
+        measure_speed: measure each model's latency in the reports.
         progress: progress bars and one line per model on stderr.
 
     Returns:
         ``{"teacher": {...}, "students": [{...}, ...]}``: for the teacher its dev accuracy and size;
         for each student ``name``, ``variant``, ``method``, ``accuracy``, ``quality_retained``
         (student / teacher accuracy), ``krs``, ``fss``, ``aoag``, ``mean_kl``, ``top1_agreement``,
-        ``parameters``, ``num_layers``, ``hidden_size``, ``train_seconds`` and ``extraction``
-        (:meth:`ExtractionResult.to_dict`, with the cross-layer CKA matrix).
+        ``parameters``, ``num_layers``, ``hidden_size``, ``train_seconds``, ``extraction``
+        (:meth:`ExtractionResult.to_dict`, with the cross-layer CKA matrix) and, with ``report_dir``,
+        ``report`` (the file name), ``krs_interval``, ``ece`` (teacher, student), ``verdict`` and
+        ``tradeoff`` (the report's sentence).
     """
     import numpy as np
 
@@ -96,6 +106,7 @@ def evaluate_manifest(
             pair["teacher"], pair["student"], dev, text_column="sentence", label_column="label",
             layers="final", pooling="cls", task="nlp", fss_method="linear_cka", aoag_method="kl",
             batch_size=batch_size, max_length=max_length, cross_layer=True, progress=progress,
+            keep_arrays=report_dir is not None,
         )
         assert result.teacher_logits is not None and result.student_logits is not None
         if teacher_accuracy is None:
@@ -119,6 +130,9 @@ def evaluate_manifest(
             "train_seconds": entry.get("train_seconds"),
             "extraction": result.to_dict(),
         }
+        if report_dir is not None:
+            row.update(_write_student_report(result, pair, dev, Path(report_dir), bootstrap=bootstrap,
+                                             measure_speed=measure_speed, batch_size=batch_size))
         students.append(row)
         _say(progress, start, f"{pair['name']}-{pair['variant']}: accuracy {accuracy:.4f}, KRS {result.krs:.4f} "
                               f"(FSS {result.fss:.4f}, AOAg {result.aoag:.4f})")
@@ -131,6 +145,34 @@ def evaluate_manifest(
         "init": teacher_entry.get("init"),
     }
     return {"teacher": teacher, "students": students}
+
+
+def _write_student_report(
+    result: Any, pair: Mapping[str, Any], dev: Any, out: Path, *, bootstrap: int, measure_speed: bool, batch_size: int
+) -> dict[str, Any]:
+    """The report's diagnostics of one student, written as ``<out>/<name>-<variant>.json``; a summary back."""
+    from .report import build_report
+
+    report = build_report(
+        result, teacher=pair["teacher"], student=pair["student"], dataset=dev, text_column="sentence",
+        bootstrap=bootstrap, feature_bootstrap=min(bootstrap, 100), seed=0, top_k=5,
+        measure_speed=measure_speed, batch_size=batch_size,
+        options={"reproduction": {"name": pair["name"], "variant": pair["variant"], "method": pair["method"]}},
+    )
+    for key in ("teacher", "student"):  # absolute checkpoint paths say nothing to a reader of the results
+        report["models"][key] = Path(str(report["models"][key])).name if report["models"].get(key) else None
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"{pair['name']}-{pair['variant']}.json"
+    (out / name).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    krs_ci = ((report.get("uncertainty") or {}).get("intervals") or {}).get("krs") or {}
+    calibration = report.get("calibration") or {}
+    return {
+        "report": f"{out.name}/{name}",
+        "krs_interval": [krs_ci.get("low"), krs_ci.get("high")] if krs_ci else None,
+        "ece": {k: (calibration.get(k) or {}).get("ece") for k in ("teacher", "student")},
+        "verdict": (report.get("verdict") or {}).get("level"),
+        "tradeoff": report.get("tradeoff_sentence"),
+    }
 
 
 def _pct(value: float | None) -> str:
@@ -146,7 +188,7 @@ def _arrow(before: str, after: str) -> str:
 
 
 def render_table(results: Mapping[str, Any]) -> str:
-    """The Table-9-style Markdown of a reproduction: ours, then the paper's numbers for reference.
+    """The Table-9-style Markdown of a reproduction, the paper's numbers in the columns next to ours.
 
     Args:
         results: what :func:`reproduce_sst2` returns (or ``results.json``).
@@ -165,16 +207,19 @@ def render_table(results: Mapping[str, Any]) -> str:
         f"dev accuracy {_pct(teacher['accuracy'])}; {data.get('dev', '?')} dev sentences, "
         f"{data.get('teacher_train', '?')} teacher / {data.get('student_train', '?')} student training sentences. "
         "KRS = 0.5·FSS + 0.5·AOAg (FSS: linear CKA of the final [CLS] state; AOAg: mean exp(−KL)). "
-        "\"before\" = the same student initialisation fine-tuned on hard labels only.",
+        "\"before\" = the same student initialisation fine-tuned on hard labels only. "
+        "Paper: Table 9 of Alba & Villaverde (2025), BERT-base teacher, 6-layer students, all of SST-2 "
+        "(— = not reported).",
         "",
-        "| student | layers×width | params | accuracy before → after | retained (after) | KRS before → after "
-        "| FSS before → after | AOAg before → after |",
-        "|---|---|---:|---|---:|---|---|---|",
+        "| student | layers×width | params | accuracy before → after | paper | retained (after) "
+        "| KRS before → after | paper | FSS before → after | AOAg before → after |",
+        "|---|---|---:|---|---|---:|---|---|---|---|",
     ]
     for name, variants in rows.items():
         before, after = variants.get("before"), variants.get("after")
         some = after or before
         assert some is not None
+        paper = PAPER_TABLE9.get(name, {})
 
         def field(row: Mapping[str, Any] | None, key: str, fmt: Any) -> str:
             return fmt(row[key]) if row is not None else "—"
@@ -182,23 +227,31 @@ def render_table(results: Mapping[str, Any]) -> str:
         lines.append(
             f"| {_DISPLAY.get(name, name)} | {some['num_layers']}×{some['hidden_size']} | {some['parameters'] / 1e6:.1f} M "
             f"| {_arrow(field(before, 'accuracy', _pct), field(after, 'accuracy', _pct))} "
+            f"| {_arrow(_pct(paper.get('accuracy_before')), _pct(paper.get('accuracy_after')))} "
             f"| {field(after, 'quality_retained', lambda v: f'{100 * v:.1f}%')} "
             f"| {_arrow(field(before, 'krs', _num), field(after, 'krs', _num))} "
+            f"| {_arrow(_num(paper.get('krs_before'), 2), _num(paper.get('krs_after'), 2))} "
             f"| {_arrow(field(before, 'fss', _num), field(after, 'fss', _num))} "
             f"| {_arrow(field(before, 'aoag', _num), field(after, 'aoag', _num))} |"
         )
-    lines += [
-        "",
-        "The paper's Table 9 (BERT-base teacher, 6-layer students, full SST-2 training; — = not reported):",
-        "",
-        "| student | accuracy before → after | KRS before → after |",
-        "|---|---|---|",
-    ]
-    for name, paper in PAPER_TABLE9.items():
-        lines.append(
-            f"| {_DISPLAY.get(name, name)} | {_arrow(_pct(paper['accuracy_before']), _pct(paper['accuracy_after']))} "
-            f"| {_arrow(_num(paper['krs_before'], 2), _num(paper['krs_after'], 2))} |"
-        )
+    diagnostics = [r for r in results["students"] if r.get("report")]
+    if diagnostics:
+        lines += [
+            "",
+            "From each student's report (`models/<student>-<variant>.json`): 95% bootstrap interval of KRS, "
+            "calibration (ECE, 15 bins) and the verdict.",
+            "",
+            "| student | KRS [95% CI] | ECE teacher / student | verdict |",
+            "|---|---|---|---|",
+        ]
+        for row in diagnostics:
+            ci = row.get("krs_interval") or [None, None]
+            interval = f" [{_num(ci[0])}, {_num(ci[1])}]" if None not in ci else ""
+            ece = row.get("ece") or {}
+            lines.append(
+                f"| {_DISPLAY.get(row['name'], row['name'])} {row['variant']} | {_num(row['krs'])}{interval} "
+                f"| {_num(ece.get('teacher'))} / {_num(ece.get('student'))} | {row.get('verdict') or '—'} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -233,6 +286,8 @@ def reproduce_sst2(
     skip_training: bool = False,
     students: Sequence[str] | None = None,
     batch_size: int = 64,
+    bootstrap: int = 200,
+    measure_speed: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Trains, distils, evaluates and tabulates the SST-2 experiment at ``scale``.
@@ -246,6 +301,8 @@ def reproduce_sst2(
         skip_training: re-evaluate the models of an earlier run in ``work_dir``.
         students: subset of the scale's students (default: all).
         batch_size: evaluation batch size.
+        bootstrap: bootstrap replicates of each student's report (``models/<name>-<variant>.json``).
+        measure_speed: measure latency in those reports.
         progress: progress on stderr.
 
     Returns:
@@ -272,7 +329,9 @@ def reproduce_sst2(
     _, _, dev, source = load_pipeline_splits(cfg, data_dir=data_dir)
     _say(progress, start, f"evaluating {sum(m['role'] == 'student' for m in manifest['models'])} students on "
                           f"{len(dev)} dev sentences ({source})")
-    evaluation = evaluate_manifest(manifest, dev, batch_size=batch_size, max_length=cfg.max_length, progress=progress)
+    evaluation = evaluate_manifest(manifest, dev, batch_size=batch_size, max_length=cfg.max_length,
+                                   report_dir=out / "models", bootstrap=bootstrap, measure_speed=measure_speed,
+                                   progress=progress)
     evaluation["teacher"]["init"] = cfg.teacher
     import torch
     import transformers

@@ -18,7 +18,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("sst2-smoke")
-    return out, reproduce_sst2("smoke", out, progress=False)
+    return out, reproduce_sst2("smoke", out, bootstrap=50, measure_speed=False, progress=False)
 
 
 def test_results_cover_every_student_before_and_after(run):
@@ -51,9 +51,11 @@ def test_table_and_figures_are_written(run):
     out, results = run
     table = (out / "table.md").read_text()
     for name in ("DistilBERT-style", "PKD", "TinyBERT-style"):
-        assert table.count(f"| {name} |") == 2  # ours and the paper's
+        assert table.count(f"| {name} |") == 1
+        for variant in ("before", "after"):
+            assert f"| {name} {variant} |" in table  # the diagnostics table
     first = results["students"][0]
-    assert f"{first['krs']:.3f}" in table and "89.31% → 92.27%" in table
+    assert f"{first['krs']:.3f}" in table and "| 89.31% → 92.27% |" in table and "| 0.41 → 0.68 |" in table
     for name in results["files"].values():
         assert (out / name).is_file()
     pngs = [n for n in results["files"].values() if n.endswith(".png")]
@@ -61,10 +63,23 @@ def test_table_and_figures_are_written(run):
     assert all((out / n).read_bytes()[:8] == PNG for n in pngs)
 
 
+def test_each_student_has_its_report(run):
+    out, results = run
+    for row in results["students"]:
+        report = json.loads((out / row["report"]).read_text())
+        assert report["schema_version"] == "1.0"
+        assert report["headline"]["krs"] == pytest.approx(row["krs"], abs=1e-9)
+        assert report["quality"]["student"]["accuracy"] == pytest.approx(row["accuracy"], abs=1e-9)
+        low, high = row["krs_interval"]
+        assert low <= row["krs"] <= high
+        assert row["ece"]["student"] == report["calibration"]["student"]["ece"]
+        assert row["verdict"] in {"excellent", "good", "acceptable", "weak"}
+
+
 def test_skip_training_reevaluates_the_same_models(run, tmp_path):
     out, results = run
     again = reproduce_sst2("smoke", tmp_path, work_dir=out / "checkpoints", skip_training=True,
-                           students=None, progress=False)
+                           bootstrap=0, measure_speed=False, progress=False)
     assert again["timings"]["training_seconds"] is None
     for a, b in zip(results["students"], again["students"], strict=True):
         assert a["krs"] == pytest.approx(b["krs"], abs=1e-9) and a["accuracy"] == b["accuracy"]
@@ -82,7 +97,7 @@ def test_render_table_marks_missing_variants():
            "aoag": 0.8, "num_layers": 3, "hidden_size": 384, "parameters": 17_400_000}
     table = render_table({"teacher": {"accuracy": 0.947, "num_layers": 6, "hidden_size": 384, "parameters": 22.7e6,
                                       "init": "minilm"}, "students": [row], "scale": "x", "data": {"dev": 872}})
-    assert "| PKD | 3×384 | 17.4 M | — → 90.00% | 95.0% | — → 0.700 | — → 0.600 | — → 0.800 |" in table
+    assert "| PKD | 3×384 | 17.4 M | — → 90.00% | — → 93.12% | 95.0% | — → 0.700 | — → — | — → 0.600 | — → 0.800 |" in table
     assert "dev accuracy 94.70%" in table
 
 
