@@ -265,15 +265,9 @@ def _run_report(
 
 def _json_options(args: argparse.Namespace) -> dict[str, Any]:
     """The command line as recorded in the report: JSON-safe (paths as strings, layer pairs as lists)."""
+    from ._json import jsonable
 
-    def safe(value: Any) -> Any:
-        if isinstance(value, Path):
-            return str(value)
-        if isinstance(value, (list, tuple)):
-            return [safe(v) for v in value]
-        return value
-
-    return {key: safe(value) for key, value in vars(args).items()}
+    return jsonable(vars(args))  # type: ignore[no-any-return]
 
 
 def _print_summary(report: dict[str, Any], paths: dict[str, Any]) -> None:

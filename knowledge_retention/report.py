@@ -74,6 +74,7 @@ from typing import Any
 
 import numpy as np
 
+from ._json import jsonable
 from .diagnostics import (
     VerdictThresholds,
     bootstrap_confidence_intervals,
@@ -105,27 +106,6 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
         return default
     value = obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
     return default if value is None else value
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON values: numpy to Python, tuples to lists, NaN/Inf to None, dataclasses to dicts."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _jsonable(dataclasses.asdict(value))
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return str(value)
 
 
 def _model_name(model: Any) -> str | None:
@@ -235,7 +215,7 @@ def _efficiency(
     texts: Sequence[str] | None, measure_speed: bool, batch_size: int, latency_batches: int, notes: list[str],
 ) -> dict[str, Any] | None:
     if efficiency is not None:
-        return {**_jsonable(efficiency), "speed_source": efficiency.get("speed_source", "given")}
+        return {**jsonable(efficiency), "speed_source": efficiency.get("speed_source", "given")}
     models = {"teacher": teacher, "student": student, "baseline_student": baseline_student}
     section: dict[str, Any] = {role: _size(m, role, notes) for role, m in models.items() if m is not None}
     section["speed_source"] = None
@@ -543,7 +523,7 @@ def build_report(
         "notes": list(dict.fromkeys(notes)),
         "figures": {},
     }
-    return _jsonable(report)
+    return jsonable(report)
 
 
 def _package_version() -> str:
@@ -617,7 +597,7 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> 
     final = dict(report)
     final["figures"] = {name: path.name for name, path in figures.items()}
     json_path = out / "report.json"
-    json_path.write_text(json.dumps(_jsonable(final), indent=2, allow_nan=False, ensure_ascii=False) + "\n", encoding="utf-8")
+    json_path.write_text(json.dumps(jsonable(final), indent=2, allow_nan=False, ensure_ascii=False) + "\n", encoding="utf-8")
     md_path = out / "report.md"
     md_path.write_text(render_markdown(final), encoding="utf-8")
     return {"json": json_path, "markdown": md_path, **figures}

@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from .._json import jsonable
+
 __all__ = ["ExtractionResult"]
-
-
-def _json_safe(value: Any) -> Any:
-    """Numpy scalars and arrays to Python numbers and lists; NaN/Inf to None."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        return _json_safe(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
 
 
 @dataclass
@@ -149,4 +133,4 @@ class ExtractionResult:
             out["labels"] = self.labels
             out["teacher_features"] = self.teacher_features
             out["student_features"] = self.student_features
-        return _json_safe(out)
+        return jsonable(out)
