@@ -77,9 +77,15 @@ def main_job_section(root: Path = ROOT) -> str:
         lines.append(f"| verdict | {verdict.get('level', '?')} — {verdict.get('reason', '')} |")
     if report.get("tradeoff_sentence"):
         lines.append(f"| trade-off | {report['tradeoff_sentence']} |")
-    comparison = baseline.get("comparison") or {}
-    if comparison.get("summary"):
-        lines.append(f"| distillation vs fine-tuning | {comparison['summary']} |")
+    differences = (baseline.get("paired") or {}).get("differences") or {}
+    cells = []
+    for key, label in (("student_accuracy", "accuracy"), ("krs", "KRS")):
+        d = differences.get(key)
+        if d:
+            verdict = "interval excludes 0" if d.get("excludes_zero") else "interval includes 0"
+            cells.append(f"{label} Δ {d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], {verdict}")
+    if cells:
+        lines.append("| distilled − baseline (paired bootstrap, 95%) | " + "; ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
