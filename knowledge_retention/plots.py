@@ -99,13 +99,19 @@ def plot_cross_layer_cka(
                 if np.isfinite(values[i, j]):
                     colour = "black" if values[i, j] > 0.6 else "white"
                     ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=size, color=colour)
+    handles = []
     if pairs:
         for k, (i, j) in enumerate(pairs):
-            ax.add_patch(
-                Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.0,
-                          label="layer pairs used for FSS" if k == 0 else None)
-            )
-        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.12), frameon=False, fontsize=8)
+            patch = Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2.0,
+                              label="layer pairs used for FSS")
+            ax.add_patch(patch)
+            if k == 0:
+                handles.append(patch)
+    if not np.all(np.isfinite(values)):
+        handles.append(Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="0.6",
+                                 label="blank: undefined (constant features)"))
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0.0, -0.12), frameon=False, fontsize=8)
     ax.set_xticks(range(n_s), s_names, rotation=45 if n_s > 6 else 0, ha="right" if n_s > 6 else "center")
     ax.set_yticks(range(n_t), t_names)
     ax.set_xlabel("student layer")
