@@ -51,6 +51,7 @@ def as_float_array(
     ndim: int | Sequence[int] = 2,
     min_rows: int = 1,
     dtype: type = np.float64,
+    check_finite: bool = True,
 ) -> np.ndarray:
     """Returns ``value`` as a finite float array with the expected number of dimensions.
 
@@ -60,6 +61,8 @@ def as_float_array(
         ndim: allowed number of dimensions (one int or a sequence of ints).
         min_rows: the smallest allowed size of the first dimension.
         dtype: output float dtype (float64 by default: accumulation happens in float64).
+        check_finite: look for NaN/Inf (callers that detect them more cheaply afterwards, e.g. in
+            the sums they compute anyway, pass False and call :func:`check_finite` on failure).
 
     Raises:
         TypeError: non-numeric input (strings, booleans are accepted as 0/1 only via ints).
@@ -77,10 +80,16 @@ def as_float_array(
     if array.ndim >= 2 and 0 in array.shape[1:]:
         raise ValueError(f"`{name}` has an empty dimension: shape {array.shape}.")
     array = np.asarray(array, dtype=dtype)
+    if check_finite:
+        check_finite_values(array, name)
+    return array
+
+
+def check_finite_values(array: np.ndarray, name: str) -> None:
+    """Raises ``ValueError`` naming ``name`` and the count if ``array`` holds NaN or Inf."""
     if not np.all(np.isfinite(array)):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
         raise ValueError(f"`{name}` contains {bad} NaN or Inf value(s); all values must be finite.")
-    return array
 
 
 def check_same_length(teacher: np.ndarray, student: np.ndarray, teacher_name: str, student_name: str) -> None:

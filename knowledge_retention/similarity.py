@@ -37,7 +37,14 @@ from typing import Literal, cast
 
 import numpy as np
 
-from ._validation import ArrayLike, as_float_array, as_layer_list, check_choice, check_same_length
+from ._validation import (
+    ArrayLike,
+    as_float_array,
+    as_layer_list,
+    check_choice,
+    check_finite_values,
+    check_same_length,
+)
 
 FSSMethod = Literal["linear_cka", "debiased_cka", "rbf_cka", "cosine"]
 FSS_METHODS: tuple[str, ...] = ("linear_cka", "debiased_cka", "rbf_cka", "cosine")
@@ -107,6 +114,10 @@ class LinearCKAAccumulator:
     Feed batches with :meth:`update`; merge states of other batches or processes with ``+`` (every
     field is a sum); read the score with :meth:`compute`.  All sums are float64.
 
+    ``track_debiased=False`` skips the extra sums of the debiased estimator (about a fifth of the
+    cost of a batch of 1024 × 768/384 features); ``compute(debiased=True)`` then refuses. A merge
+    keeps them only if both sides have them.
+
     Example:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
@@ -135,6 +146,7 @@ class LinearCKAAccumulator:
     # every sum is of rows minus these shifts (the first batch's means); None = no shift
     shift_t: np.ndarray | None = None
     shift_s: np.ndarray | None = None
+    track_debiased: bool = True
 
     def update(
         self, teacher: ArrayLike, student: ArrayLike, *, sample_weight: ArrayLike | None = None
@@ -144,7 +156,11 @@ class LinearCKAAccumulator:
         ``sample_weight`` (``(B,)``, non-negative integers) counts each example that many times:
         the bootstrap's resampling multiplicities.
         """
-        t, s = _validate_pair(teacher, student, min_rows=1)
+        # NaN/Inf are found below from the batch's own sums (a NaN or Inf in a row makes the
+        # diagonal of XᵀX non-finite), which saves a pass over the batch
+        t = as_float_array(teacher, "teacher_features", ndim=2, min_rows=1, check_finite=False)
+        s = as_float_array(student, "student_features", ndim=2, min_rows=1, check_finite=False)
+        check_same_length(t, s, "teacher_features", "student_features")
         weights = None
         if sample_weight is not None:
             weights = as_float_array(sample_weight, "sample_weight", ndim=1)
@@ -158,25 +174,50 @@ class LinearCKAAccumulator:
                 f"{self.tt.shape[0]} and student width {self.ss.shape[0]}, the batch has "  # type: ignore[union-attr]
                 f"{t.shape[1]} and {s.shape[1]}."
             )
-        if self.n == 0 and self.shift_t is None:
+        shift_t, shift_s = self.shift_t, self.shift_s
+        if self.n == 0 and shift_t is None:
             # Shifted sums: CKA is translation invariant, and sums of rows taken about a point near
             # their mean keep the digits that raw sums lose to cancellation when the features sit
             # far from the origin (outlier dimensions of transformer states); the debiased
-            # estimator's fourth-order sums lost 1e-2 relative at a mean offset of 1000 standard
-            # deviations without it.
-            self.shift_t, self.shift_s = t.mean(axis=0), s.mean(axis=0)
-        batch = _batch_sums(t - self.shift_t if self.shift_t is not None else t,
-                            s - self.shift_s if self.shift_s is not None else s, weights)
-        batch.shift_t, batch.shift_s = self.shift_t, self.shift_s
+            # estimator lost 2e-4 relative at a mean offset of 1000 standard deviations without it.
+            shift_t, shift_s = t.mean(axis=0), s.mean(axis=0)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite input is reported just below
+            batch = _batch_sums(self._shifted(t, shift_t, "t"), self._shifted(s, shift_s, "s"), weights,
+                                debiased=self.track_debiased)
+        if not (np.isfinite(np.trace(batch.tt)) and np.isfinite(np.trace(batch.ss))):  # type: ignore[arg-type]
+            check_finite_values(t, "teacher_features")
+            check_finite_values(s, "student_features")
+            raise ValueError(
+                "`teacher_features`/`student_features` overflow float64 when squared (values near 1e154); "
+                "rescale the features (CKA is invariant to isotropic scaling)."
+            )
+        self.shift_t, self.shift_s = shift_t, shift_s  # only once the batch is known to be finite
+        batch.shift_t, batch.shift_s = shift_t, shift_s
+        if self.n == 0:  # the batch's arrays are new and ours: adopt them instead of copying
+            for name in (*_ARRAY_FIELDS, "n", "q_tt", "q_ss", "q_ts"):
+                setattr(self, name, getattr(batch, name))
+            return self
         self.__iadd__(batch)
         return self
+
+    def _shifted(self, rows: np.ndarray, shift: np.ndarray | None, side: str) -> np.ndarray:
+        """``rows - shift``, written into a buffer reused across batches of one shape."""
+        if shift is None:
+            return rows
+        buffers = self.__dict__.setdefault("_buffers", {})
+        buf = buffers.get(side)
+        if buf is None or buf.shape[1] != rows.shape[1] or buf.shape[0] < rows.shape[0]:
+            buf = buffers[side] = np.empty(rows.shape, dtype=np.float64)
+        return np.subtract(rows, shift, out=buf[: rows.shape[0]])
 
     def __iadd__(self, other: LinearCKAAccumulator) -> LinearCKAAccumulator:
         if other.n == 0:
             return self
         if self.n == 0:
+            self.track_debiased = self.track_debiased and other.track_debiased
             for name in _ARRAY_FIELDS:
-                setattr(self, name, np.array(getattr(other, name), dtype=np.float64, copy=True))
+                value = getattr(other, name) if self.track_debiased or name in _BASE_FIELDS else None
+                setattr(self, name, None if value is None else np.array(value, dtype=np.float64, copy=True))
             for name in ("shift_t", "shift_s"):
                 value = getattr(other, name)
                 setattr(self, name, None if value is None else np.array(value, dtype=np.float64, copy=True))
@@ -187,12 +228,18 @@ class LinearCKAAccumulator:
                     "(student x teacher)."
                 )
             other = _reshifted(other, self.shift_t, self.shift_s)
-            for name in _ARRAY_FIELDS:
+            if self.track_debiased and not other.track_debiased:
+                self.track_debiased = False
+                self.w_tt = self.w_ss = self.w_ts = self.w_st = None
+            for name in _BASE_FIELDS + (_DEBIASED_FIELDS if self.track_debiased else ()):
                 getattr(self, name).__iadd__(getattr(other, name))
         self.n += other.n
-        self.q_tt += other.q_tt
-        self.q_ss += other.q_ss
-        self.q_ts += other.q_ts
+        if self.track_debiased:
+            self.q_tt += other.q_tt
+            self.q_ss += other.q_ss
+            self.q_ts += other.q_ts
+        else:
+            self.q_tt = self.q_ss = self.q_ts = 0.0
         return self
 
     def __add__(self, other: LinearCKAAccumulator) -> LinearCKAAccumulator:
@@ -218,18 +265,34 @@ class LinearCKAAccumulator:
         n = self.n
         mu_t = self.sum_t / n
         mu_s = self.sum_s / n
-        c_tt = self.tt - n * np.outer(mu_t, mu_t)
-        c_ss = self.ss - n * np.outer(mu_s, mu_s)
-        c_st = self.st - n * np.outer(mu_s, mu_t)
-        var_t = float(np.trace(c_tt))  # sum_i ||t_i - mu_t||^2
-        var_s = float(np.trace(c_ss))
-        _check_not_constant(var_t, float(np.trace(self.tt)), "teacher_features")
-        _check_not_constant(var_s, float(np.trace(self.ss)), "student_features")
-        hsic_ts = float(np.sum(c_st * c_st))
-        hsic_tt = float(np.sum(c_tt * c_tt))
-        hsic_ss = float(np.sum(c_ss * c_ss))
+        # ‖XᵀX − n μμᵀ‖²_F = ‖XᵀX‖²_F − 2n μᵀXᵀXμ + n²‖μ‖⁴ (and likewise for YᵀX), without forming
+        # the centred D×D matrices; the sums are taken about the first batch's mean, so μ is small
+        # and nothing cancels
+        m_t, m_s = float(mu_t @ mu_t), float(mu_s @ mu_s)
+        var_t = float(np.trace(self.tt)) - n * m_t  # sum_i ||t_i - mu_t||^2
+        var_s = float(np.trace(self.ss)) - n * m_s
+        # "constant" is judged against the rows' size about the origin, not about the shift (about
+        # the shift, a constant feature leaves only rounding noise, which is not a representation)
+        for var, second, mu, shift, name in ((var_t, self.tt, mu_t, self.shift_t, "teacher_features"),
+                                             (var_s, self.ss, mu_s, self.shift_s, "student_features")):
+            origin_mean = mu if shift is None else mu + shift
+            _check_not_constant(var, float(np.trace(second)) + n * float(origin_mean @ origin_mean), name)
+        if self.shift_t is not None and self.shift_s is not None:
+            hsic_ts = float(np.vdot(self.st, self.st)) - 2 * n * float(mu_s @ self.st @ mu_t) + n * n * m_s * m_t
+            hsic_tt = float(np.vdot(self.tt, self.tt)) - 2 * n * float(mu_t @ self.tt @ mu_t) + n * n * m_t * m_t
+            hsic_ss = float(np.vdot(self.ss, self.ss)) - 2 * n * float(mu_s @ self.ss @ mu_s) + n * n * m_s * m_s
+        else:  # sums about the origin (built by hand): centre the matrices first, the mean may be large
+            hsic_ts, hsic_tt, hsic_ss = (
+                float(np.sum(np.square(c - n * np.outer(a, b))))
+                for c, a, b in ((self.st, mu_s, mu_t), (self.tt, mu_t, mu_t), (self.ss, mu_s, mu_s))
+            )
         if not debiased:
             return _clip_unit(hsic_ts / np.sqrt(hsic_tt * hsic_ss))
+        if not self.track_debiased:
+            raise ValueError(
+                "`debiased=True` needs the extra sums of the debiased estimator, which this accumulator "
+                "does not keep (created with track_debiased=False, or merged with one that was)."
+            )
         assert self.w_tt is not None and self.w_ss is not None
         assert self.w_ts is not None and self.w_st is not None
         sq_t = float(np.trace(self.tt))
@@ -251,7 +314,8 @@ class LinearCKAAccumulator:
     def state_dict(self) -> dict[str, np.ndarray | int | float]:
         """The sums as a flat dict (for saving or sending between processes)."""
         state: dict[str, np.ndarray | int | float] = {
-            "n": self.n, "q_tt": self.q_tt, "q_ss": self.q_ss, "q_ts": self.q_ts
+            "n": self.n, "q_tt": self.q_tt, "q_ss": self.q_ss, "q_ts": self.q_ts,
+            "track_debiased": int(self.track_debiased),
         }
         for name in (*_ARRAY_FIELDS, "shift_t", "shift_s"):
             value = getattr(self, name)
@@ -263,14 +327,21 @@ class LinearCKAAccumulator:
     def from_state_dict(cls, state: dict[str, np.ndarray | int | float]) -> LinearCKAAccumulator:
         """Inverse of :meth:`state_dict`."""
         acc = cls(n=int(state["n"]), q_tt=float(state["q_tt"]), q_ss=float(state["q_ss"]),  # type: ignore[arg-type]
-                  q_ts=float(state["q_ts"]))  # type: ignore[arg-type]
+                  q_ts=float(state["q_ts"]), track_debiased=bool(state.get("track_debiased", True)))  # type: ignore[arg-type]
         for name in (*_ARRAY_FIELDS, "shift_t", "shift_s"):
             if name in state:
                 setattr(acc, name, np.asarray(state[name], dtype=np.float64))
         return acc
 
 
-_ARRAY_FIELDS = ("sum_t", "sum_s", "tt", "ss", "st", "w_tt", "w_ss", "w_ts", "w_st")
+_BASE_FIELDS: tuple[str, ...] = ("sum_t", "sum_s", "tt", "ss", "st")
+_DEBIASED_FIELDS: tuple[str, ...] = ("w_tt", "w_ss", "w_ts", "w_st")
+_ARRAY_FIELDS = _BASE_FIELDS + _DEBIASED_FIELDS
+
+
+def _shift_cross(c: np.ndarray, sum_r: np.ndarray, sum_c: np.ndarray, d_r: np.ndarray, d_c: np.ndarray, n: int) -> np.ndarray:
+    r""":math:`\sum_i (r_i + d_r)(c_i + d_c)^\top` from :math:`C = \sum_i r_i c_i^\top` and the column sums."""
+    return c + np.outer(sum_r, d_c) + np.outer(d_r, sum_c) + n * np.outer(d_r, d_c)
 
 
 def _reshifted(acc: LinearCKAAccumulator, shift_t: np.ndarray | None, shift_s: np.ndarray | None) -> LinearCKAAccumulator:
@@ -293,11 +364,11 @@ def _reshifted(acc: LinearCKAAccumulator, shift_t: np.ndarray | None, shift_s: n
     nt, ns = float(dt @ dt), float(ds @ ds)  # squared norms of the deltas
     sq_t, sq_s = float(np.trace(tt)), float(np.trace(ss))  # sum ||u||^2, sum ||v||^2
     mt, ms = float(st_ @ dt), float(ss_ @ ds)  # sum u.dt, sum v.ds
-    out = LinearCKAAccumulator(n=n, shift_t=shift_t, shift_s=shift_s)
+    out = LinearCKAAccumulator(n=n, shift_t=shift_t, shift_s=shift_s, track_debiased=acc.track_debiased)
     out.sum_t, out.sum_s = st_ + n * dt, ss_ + n * ds
-    out.tt = tt + np.outer(st_, dt) + np.outer(dt, st_) + n * np.outer(dt, dt)
-    out.ss = ss + np.outer(ss_, ds) + np.outer(ds, ss_) + n * np.outer(ds, ds)
-    out.st = st + np.outer(ss_, dt) + np.outer(ds, st_) + n * np.outer(ds, dt)  # sum v u^T
+    out.tt = _shift_cross(tt, st_, st_, dt, dt, n)
+    out.ss = _shift_cross(ss, ss_, ss_, ds, ds, n)
+    out.st = _shift_cross(st, ss_, st_, ds, dt, n)  # sum v u^T
     if acc.w_tt is not None and acc.w_ss is not None and acc.w_ts is not None and acc.w_st is not None:
         out.q_tt = acc.q_tt + 4 * float(acc.w_tt @ dt) + 2 * nt * sq_t + 4 * float(dt @ tt @ dt) + 4 * nt * mt + n * nt**2
         out.q_ss = acc.q_ss + 4 * float(acc.w_ss @ ds) + 2 * ns * sq_s + 4 * float(ds @ ss @ ds) + 4 * ns * ms + n * ns**2
@@ -310,19 +381,21 @@ def _reshifted(acc: LinearCKAAccumulator, shift_t: np.ndarray | None, shift_s: n
     return out
 
 
-def _batch_sums(t: np.ndarray, s: np.ndarray, weights: np.ndarray | None = None) -> LinearCKAAccumulator:
+def _batch_sums(
+    t: np.ndarray, s: np.ndarray, weights: np.ndarray | None = None, *, debiased: bool = True
+) -> LinearCKAAccumulator:
     """The additive sums of one validated float64 batch (each row counted ``weights[i]`` times)."""
+    wt, ws = (t, s) if weights is None else (t * weights[:, None], s * weights[:, None])
+    n = t.shape[0] if weights is None else int(round(weights.sum()))
+    base = {"sum_t": wt.sum(axis=0), "sum_s": ws.sum(axis=0), "tt": wt.T @ t, "ss": ws.T @ s, "st": ws.T @ t}
+    if not debiased:
+        return LinearCKAAccumulator(n=n, track_debiased=False, **base)
     nt = np.einsum("ij,ij->i", t, t)  # ||t_i||^2
     ns = np.einsum("ij,ij->i", s, s)
-    wt, ws = (t, s) if weights is None else (t * weights[:, None], s * weights[:, None])
     w = np.ones(t.shape[0]) if weights is None else weights
     return LinearCKAAccumulator(
-        n=int(round(w.sum())),
-        sum_t=wt.sum(axis=0),
-        sum_s=ws.sum(axis=0),
-        tt=wt.T @ t,
-        ss=ws.T @ s,
-        st=ws.T @ t,
+        n=n,
+        **base,
         q_tt=float((w * nt) @ nt),
         q_ss=float((w * ns) @ ns),
         q_ts=float((w * nt) @ ns),
@@ -370,7 +443,7 @@ def linear_cka(teacher: ArrayLike, student: ArrayLike, *, debiased: bool = False
         >>> round(linear_cka(x, 3.0 * x), 6)
         1.0
     """
-    return LinearCKAAccumulator().update(teacher, student).compute(debiased=debiased)
+    return LinearCKAAccumulator(track_debiased=debiased).update(teacher, student).compute(debiased=debiased)
 
 
 # --- Gram-space (example-space) CKA: O(N^2) memory, needed for non-linear kernels -------------------
@@ -576,7 +649,8 @@ class CrossLayerCKAAccumulator:
     """Additive state for the ``(L_t, L_s)`` matrix of linear CKA between every teacher and student layer.
 
     Memory: :math:`\\sum_l D_t^2 + \\sum_l D_s^2 + L_t L_s D_t D_s` float64 values (13 x 7 layers of
-    width 768: about 0.45 GB), independent of N.
+    width 768: about 0.45 GB), independent of N. Like :class:`LinearCKAAccumulator`, the sums are
+    taken about each layer's first-batch mean.
     """
 
     n: int = 0
@@ -585,6 +659,8 @@ class CrossLayerCKAAccumulator:
     tt: list[np.ndarray] = field(default_factory=list)
     ss: list[np.ndarray] = field(default_factory=list)
     st: list[list[np.ndarray]] = field(default_factory=list)  # st[i][j] = S_j^T T_i
+    shift_t: list[np.ndarray] = field(default_factory=list)
+    shift_s: list[np.ndarray] = field(default_factory=list)
 
     def update(self, teacher_layers: Sequence[ArrayLike], student_layers: Sequence[ArrayLike]) -> CrossLayerCKAAccumulator:
         """Adds a batch: lists of ``(B, D)`` arrays, one per teacher layer and one per student layer."""
@@ -599,7 +675,12 @@ class CrossLayerCKAAccumulator:
             raise ValueError(
                 f"Number of layers changed between batches: {len(self.tt)}x{len(self.ss)} before, {len(ts)}x{len(ss)} now."
             )
+        if self.n == 0:
+            self.shift_t, self.shift_s = [x.mean(axis=0) for x in ts], [y.mean(axis=0) for y in ss]
+        ts = [x - a for x, a in zip(ts, self.shift_t, strict=True)]
+        ss = [y - b for y, b in zip(ss, self.shift_s, strict=True)]
         batch = CrossLayerCKAAccumulator(
+            shift_t=self.shift_t, shift_s=self.shift_s,
             n=ts[0].shape[0],
             sum_t=[x.sum(0) for x in ts],
             sum_s=[y.sum(0) for y in ss],
@@ -619,7 +700,10 @@ class CrossLayerCKAAccumulator:
             self.tt = [a.copy() for a in other.tt]
             self.ss = [a.copy() for a in other.ss]
             self.st = [[a.copy() for a in row] for row in other.st]
+            self.shift_t = [a.copy() for a in other.shift_t]
+            self.shift_s = [a.copy() for a in other.shift_s]
         else:
+            other = other._reshifted(self.shift_t, self.shift_s)
             for mine, theirs in ((self.sum_t, other.sum_t), (self.sum_s, other.sum_s), (self.tt, other.tt), (self.ss, other.ss)):
                 for a, b in zip(mine, theirs, strict=True):
                     a += b
@@ -629,10 +713,32 @@ class CrossLayerCKAAccumulator:
         self.n += other.n
         return self
 
+    def _reshifted(self, shift_t: list[np.ndarray], shift_s: list[np.ndarray]) -> CrossLayerCKAAccumulator:
+        """These sums re-expressed about other shifts (for merging states of other processes)."""
+        if len(shift_t) != len(self.shift_t) or len(shift_s) != len(self.shift_s):
+            raise ValueError(
+                f"Cannot merge cross-layer CKA states of {len(self.shift_t)}x{len(self.shift_s)} and "
+                f"{len(shift_t)}x{len(shift_s)} layers."
+            )
+        dt = [a - b for a, b in zip(self.shift_t, shift_t, strict=True)]
+        ds = [a - b for a, b in zip(self.shift_s, shift_s, strict=True)]
+        n = self.n
+        return CrossLayerCKAAccumulator(
+            n=n,
+            sum_t=[a + n * d for a, d in zip(self.sum_t, dt, strict=True)],
+            sum_s=[a + n * d for a, d in zip(self.sum_s, ds, strict=True)],
+            tt=[_shift_cross(c, a, a, d, d, n) for c, a, d in zip(self.tt, self.sum_t, dt, strict=True)],
+            ss=[_shift_cross(c, a, a, d, d, n) for c, a, d in zip(self.ss, self.sum_s, ds, strict=True)],
+            st=[[_shift_cross(self.st[i][j], self.sum_s[j], self.sum_t[i], ds[j], dt[i], n) for j in range(len(ds))]
+                for i in range(len(dt))],
+            shift_t=shift_t, shift_s=shift_s,
+        )
+
     def pair(self, i: int, j: int) -> LinearCKAAccumulator:
         """The (biased) linear-CKA state of teacher layer ``i`` and student layer ``j``."""
         return LinearCKAAccumulator(
-            n=self.n, sum_t=self.sum_t[i], sum_s=self.sum_s[j], tt=self.tt[i], ss=self.ss[j], st=self.st[i][j]
+            n=self.n, sum_t=self.sum_t[i], sum_s=self.sum_s[j], tt=self.tt[i], ss=self.ss[j], st=self.st[i][j],
+            shift_t=self.shift_t[i], shift_s=self.shift_s[j], track_debiased=False,
         )
 
     def compute(self) -> np.ndarray:

@@ -277,3 +277,71 @@ def test_torch_tensors_are_accepted():
     assert linear_cka(torch.tensor(x, dtype=torch.bfloat16), torch.tensor(y)) == pytest.approx(
         linear_cka(torch.tensor(x, dtype=torch.bfloat16).float().numpy(), y), rel=1e-9
     )
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_batch_is_refused_and_leaves_the_state_unchanged(bad):
+    x, y = _pair(n=30)
+    acc = LinearCKAAccumulator().update(x[:10], y[:10])
+    before = acc.compute()
+    broken = x[10:].copy()
+    broken[4, 3] = bad
+    with pytest.raises(ValueError, match=r"`teacher_features` contains 1 NaN or Inf"):
+        acc.update(broken, y[10:])
+    with pytest.raises(ValueError, match=r"`student_features` contains 1 NaN or Inf"):
+        acc.update(x[10:], np.where(np.arange(y[10:].size).reshape(y[10:].shape) == 7, bad, y[10:]))
+    with pytest.raises(ValueError, match="overflow float64 when squared"):
+        acc.update(x[10:] * 1e160, y[10:])
+    assert acc.n == 10 and acc.compute() == before
+
+
+def test_accumulators_without_the_debiased_sums():
+    x, y = _pair(n=40)
+    light = LinearCKAAccumulator(track_debiased=False).update(x[:25], y[:25])
+    full = LinearCKAAccumulator().update(x[25:], y[25:])
+    assert light.w_tt is None and full.w_tt is not None
+    with pytest.raises(ValueError, match="track_debiased=False"):
+        light.compute(debiased=True)
+    for merged in (light + full, full + light, LinearCKAAccumulator.from_state_dict((light + full).state_dict())):
+        assert not merged.track_debiased and merged.n == 40
+        assert merged.compute() == pytest.approx(linear_cka(x, y), rel=1e-12)
+        with pytest.raises(ValueError, match="debiased"):
+            merged.compute(debiased=True)
+    both = full + LinearCKAAccumulator().update(x[:25], y[:25])
+    assert both.compute(debiased=True) == pytest.approx(linear_cka(x, y, debiased=True), rel=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_constant_features_are_refused_whatever_their_value(seed):
+    """About the first batch's mean, a constant column leaves only rounding noise: still constant."""
+    rng = np.random.default_rng(seed)
+    constant = np.tile(rng.normal(size=12) * 10 ** rng.uniform(-3, 3), (45, 1))
+    y = rng.normal(size=(45, 5))
+    for debiased in (False, True):
+        with pytest.raises(ValueError, match="`teacher_features` are constant across examples"):
+            linear_cka(constant, y, debiased=debiased)
+        acc = LinearCKAAccumulator()
+        for lo in range(0, 45, 10):
+            acc.update(constant[lo:lo + 10], y[lo:lo + 10])
+        with pytest.raises(ValueError, match="constant across examples"):
+            acc.compute(debiased=debiased)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1000.0])
+def test_cross_layer_cka_far_from_the_origin_and_merged(offset):
+    x, y = _pair(offset=offset, n=70)
+    expected = naive_linear_cka(x - x.mean(axis=0), y - y.mean(axis=0), False)
+    parts = [CrossLayerCKAAccumulator().update([x[a:b], 3 * x[a:b]], [y[a:b]]) for a, b in ((0, 9), (9, 40), (40, 70))]
+    merged = CrossLayerCKAAccumulator()
+    for part in parts:
+        merged += part
+    np.testing.assert_allclose(merged.compute(), [[expected], [expected]], rtol=1e-9)
+    np.testing.assert_allclose(cross_layer_cka([x], [y]), [[expected]], rtol=1e-9)
+    raw = merged.pair(0, 0)  # the same sums re-expressed about the origin (no shift) still centre right
+    raw = LinearCKAAccumulator(n=raw.n, sum_t=raw.sum_t, sum_s=raw.sum_s, tt=raw.tt, ss=raw.ss, st=raw.st,
+                               shift_t=raw.shift_t, shift_s=raw.shift_s, track_debiased=False)
+    from knowledge_retention.similarity import _reshifted
+
+    origin = _reshifted(raw, None, None)
+    assert origin.shift_t is None
+    assert origin.compute() == pytest.approx(expected, rel=1e-6 if offset else 1e-12)

@@ -165,7 +165,8 @@ def _fss_statistic(teacher_layers: list[np.ndarray], student_layers: list[np.nda
     used = weights > 0  # rows drawn 0 times add nothing: leave them out of the products
     for t, s in zip(teacher_layers, student_layers, strict=True):
         try:
-            cka = LinearCKAAccumulator().update(t[used], s[used], sample_weight=weights[used]).compute(debiased=debiased)
+            cka = (LinearCKAAccumulator(track_debiased=debiased)
+                   .update(t[used], s[used], sample_weight=weights[used]).compute(debiased=debiased))
         except ValueError:  # e.g. a resample whose features are constant
             return float("nan")
         scores.append(min(max(cka, 0.0), 1.0))
