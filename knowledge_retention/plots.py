@@ -120,6 +120,16 @@ def plot_cross_layer_cka(
     return _save(fig, path)
 
 
+def _alpha_axes(ax: Any, bottom: float, title: str) -> None:
+    """Axes of a KRS-against-α figure: α from 0 to 1, KRS from ``bottom`` (at least 0) to 1."""
+    ax.set_ylim(max(0.0, bottom), 1.02)
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("α (weight of FSS; β = 1 − α weights AOAg)")
+    ax.set_ylabel("KRS")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+
+
 def plot_alpha_sensitivity(
     fss: float,
     aoag: float,
@@ -162,13 +172,7 @@ def plot_alpha_sensitivity(
             ax.errorbar([alpha], [value], yerr=[[value - interval[0]], [interval[1] - value]], fmt="none",
                         ecolor="black", capsize=4, label=interval_label)
         ax.plot([alpha], [value], "o", color="black", label=f"preset α = {alpha:g}: KRS = {value:.3f}")
-    low = min(fss, aoag)
-    ax.set_ylim(max(0.0, low - 0.1), 1.02)
-    ax.set_xlim(0.0, 1.0)
-    ax.set_xlabel("α (weight of FSS; β = 1 − α weights AOAg)")
-    ax.set_ylabel("KRS")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
+    _alpha_axes(ax, min(fss, aoag) - 0.1, title)
     ax.legend(loc="lower left", fontsize=8)
     return _save(fig, path)
 
@@ -211,12 +215,7 @@ def plot_alpha_sensitivity_curves(
         low = min(low, fss, aoag)
     if alpha is not None:
         ax.axvline(alpha, color="black", linewidth=1.0, alpha=0.6, label=f"preset α = {alpha:g}")
-    ax.set_ylim(max(0.0, low - 0.05), 1.02)
-    ax.set_xlim(0.0, 1.0)
-    ax.set_xlabel("α (weight of FSS; β = 1 − α weights AOAg)")
-    ax.set_ylabel("KRS")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
+    _alpha_axes(ax, low - 0.05, title)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     return _save(fig, path)
 
