@@ -147,6 +147,19 @@ def evaluate_manifest(
     return {"teacher": teacher, "students": students}
 
 
+def _relative_to(value: Any, out: Path) -> Any:
+    """Absolute paths under ``out`` (the checkpoints) written relative to it: results that read the
+    same on every machine."""
+    root = str(out.resolve())
+    if isinstance(value, dict):
+        return {k: _relative_to(v, out) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative_to(v, out) for v in value]
+    if isinstance(value, str) and value.startswith(root + os.sep):
+        return os.path.relpath(value, root)
+    return value
+
+
 def _write_student_report(
     result: Any, pair: Mapping[str, Any], dev: Any, out: Path, *, bootstrap: int, measure_speed: bool, batch_size: int
 ) -> dict[str, Any]:
@@ -163,6 +176,7 @@ def _write_student_report(
         report["models"][key] = Path(str(report["models"][key])).name if report["models"].get(key) else None
     out.mkdir(parents=True, exist_ok=True)
     name = f"{pair['name']}-{pair['variant']}.json"
+    report = _relative_to(report, out.parent)
     (out / name).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     krs_ci = ((report.get("uncertainty") or {}).get("intervals") or {}).get("krs") or {}
     calibration = report.get("calibration") or {}
@@ -351,6 +365,7 @@ def reproduce_sst2(
                     "evaluation_seconds": round(time.perf_counter() - start - train_seconds, 1)},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
+    results = _relative_to(results, out)
     out.mkdir(parents=True, exist_ok=True)
     files = _figures(results, out)
     (out / "table.md").write_text(render_table(results), encoding="utf-8")

@@ -27,6 +27,9 @@ def test_results_cover_every_student_before_and_after(run):
         (name, variant) for name in ("distilbert", "pkd", "tinybert") for variant in ("before", "after")
     ]
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
+    for path in (out / "results.json", *(out / "models").glob("*.json")):  # no machine-specific paths
+        assert str(out.resolve()) not in path.read_text(), path
+    assert results["students"][0]["extraction"]["options"]["teacher"] == "checkpoints/teacher"
     assert results["data"]["dev"] == 128 and results["paper"] == PAPER_TABLE9
 
 
