@@ -172,9 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--output-dir", type=Path, help="default: results/sst2/<scale>")
     rep.add_argument("--work-dir", type=Path, help="where checkpoints go (default: <output-dir>/checkpoints, git-ignored)")
     rep.add_argument("--sst2-dir", type=Path, help="folder with train.tsv/dev.tsv (default: $SST2_DIR or ../shared/data/sst2)")
-    rep.add_argument("--skip-training", action="store_true", help="re-evaluate the checkpoints of an earlier run")
+    rep.add_argument("--skip-training", action="store_true", help="re-evaluate the checkpoints of an earlier run (extra seeds it lacks are trained)")
     rep.add_argument("--students", nargs="+", choices=("distilbert", "pkd", "tinybert"),
                      help="train and evaluate only these students (default: all three)")
+    rep.add_argument("--extra-seeds", nargs="+", type=int, default=[], metavar="SEED",
+                     help="retrain the students with these seeds too (same teacher and data) and report the "
+                          "mean and standard deviation over seeds")
     rep.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -373,7 +376,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     output_dir = args.output_dir or Path("results") / "sst2" / args.scale
     results = reproduce_sst2(args.scale, output_dir, work_dir=args.work_dir, data_dir=args.sst2_dir,
-                             skip_training=args.skip_training, students=args.students, progress=not args.quiet)
+                             skip_training=args.skip_training, students=args.students,
+                             extra_seeds=args.extra_seeds, progress=not args.quiet)
     print(render_table(results))
     print("Written: " + ", ".join(str(Path(output_dir) / f) for f in results["files"].values()))
     return EXIT_OK

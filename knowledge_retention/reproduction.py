@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PAPER_TABLE9", "evaluate_manifest", "render_table", "reproduce_sst2"]
+__all__ = ["PAPER_TABLE9", "evaluate_manifest", "render_table", "reproduce_sst2", "seed_summary"]
 
 PAPER_TABLE9: dict[str, dict[str, float | None]] = {
     "distilbert": {"accuracy_before": 0.8931, "accuracy_after": 0.9227, "krs_before": 0.41, "krs_after": 0.68},
@@ -189,6 +189,54 @@ def _write_student_report(
     }
 
 
+def seed_summary(per_seed: Mapping[int, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
+    """Means and standard deviations (ddof 1) over seeds, and the paired gains after − before.
+
+    Args:
+        per_seed: ``{seed: student rows}`` as :func:`evaluate_manifest` returns them.
+
+    Returns:
+        ``{"seeds", "per_seed": {seed: [{name, variant, accuracy, krs, fss, aoag}]}, "summary":
+        [{name, variant, n, <metric>_mean, <metric>_sd}], "gains": [{name, n, accuracy_gain_mean,
+        accuracy_gain_sd, krs_gain_mean, krs_gain_sd, accuracy_raised, krs_raised}]}``; ``*_raised``
+        counts the seeds where distillation raised the figure.
+    """
+    import numpy as np
+
+    keys = ("accuracy", "krs", "fss", "aoag")
+    light = {seed: [{"name": r["name"], "variant": r["variant"], **{k: r[k] for k in keys}} for r in rows]
+             for seed, rows in per_seed.items()}
+    by_model: dict[tuple[str, str], dict[int, Mapping[str, Any]]] = {}
+    for seed, rows in light.items():
+        for row in rows:
+            by_model.setdefault((row["name"], row["variant"]), {})[seed] = row
+
+    def stats(values: list[float], prefix: str) -> dict[str, float | None]:
+        arr = np.asarray(values, dtype=np.float64)
+        return {f"{prefix}_mean": float(arr.mean()), f"{prefix}_sd": float(arr.std(ddof=1)) if arr.size > 1 else None}
+
+    summary = []
+    for (name, variant), model_rows in by_model.items():
+        entry: dict[str, Any] = {"name": name, "variant": variant, "n": len(model_rows)}
+        for key in keys:
+            entry.update(stats([r[key] for r in model_rows.values()], key))
+        summary.append(entry)
+    gains = []
+    for name in dict.fromkeys(name for name, _ in by_model):
+        before, after = by_model.get((name, "before"), {}), by_model.get((name, "after"), {})
+        common = sorted(set(before) & set(after))
+        if not common:
+            continue
+        gain: dict[str, Any] = {"name": name, "n": len(common)}
+        for key in ("accuracy", "krs"):
+            diffs = [after[s][key] - before[s][key] for s in common]
+            gain.update(stats(diffs, f"{key}_gain"))
+            gain[f"{key}_raised"] = int(sum(d > 0 for d in diffs))
+        gains.append(gain)
+    return {"seeds": sorted(per_seed), "per_seed": {str(k): v for k, v in light.items()},
+            "summary": summary, "gains": gains}
+
+
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f}%"
 
@@ -266,7 +314,38 @@ def render_table(results: Mapping[str, Any]) -> str:
                 f"| {_DISPLAY.get(row['name'], row['name'])} {row['variant']} | {_num(row['krs'])}{interval} "
                 f"| {_num(ece.get('teacher'))} / {_num(ece.get('student'))} | {row.get('verdict') or '—'} |"
             )
+    seeds = results.get("seeds")
+    if seeds and len(seeds["seeds"]) > 1:
+        lines += _seed_table(seeds)
     return "\n".join(lines) + "\n"
+
+
+def _seed_table(seeds: Mapping[str, Any]) -> list[str]:
+    def pm(mean: float, sd: float | None, scale: float = 1.0, digits: int = 3) -> str:
+        return f"{scale * mean:.{digits}f}" + ("" if sd is None else f" ± {scale * sd:.{digits}f}")
+
+    summary = {(r["name"], r["variant"]): r for r in seeds["summary"]}
+    lines = [
+        "",
+        f"Across {len(seeds['seeds'])} student seeds ({', '.join(map(str, seeds['seeds']))}; same teacher, same data; "
+        "the seed sets random initialisation, batch order and dropout): mean ± standard deviation, and the "
+        "paired gain after − before.",
+        "",
+        "| student | accuracy before | accuracy after | accuracy gain (points) | KRS before | KRS after | KRS gain "
+        "| seeds where distillation raised accuracy / KRS |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for gain in seeds["gains"]:
+        b, a = summary[(gain["name"], "before")], summary[(gain["name"], "after")]
+        lines.append(
+            f"| {_DISPLAY.get(gain['name'], gain['name'])} | {pm(b['accuracy_mean'], b['accuracy_sd'], 100, 2)}% "
+            f"| {pm(a['accuracy_mean'], a['accuracy_sd'], 100, 2)}% "
+            f"| {pm(gain['accuracy_gain_mean'], gain['accuracy_gain_sd'], 100, 2)} "
+            f"| {pm(b['krs_mean'], b['krs_sd'])} | {pm(a['krs_mean'], a['krs_sd'])} "
+            f"| {pm(gain['krs_gain_mean'], gain['krs_gain_sd'])} "
+            f"| {gain['accuracy_raised']} / {gain['krs_raised']} of {gain['n']} |"
+        )
+    return lines
 
 
 def _figures(results: Mapping[str, Any], out: Path) -> dict[str, str]:
@@ -299,6 +378,7 @@ def reproduce_sst2(
     data_dir: str | Path | None = None,
     skip_training: bool = False,
     students: Sequence[str] | None = None,
+    extra_seeds: Sequence[int] = (),
     batch_size: int = 64,
     bootstrap: int = 200,
     measure_speed: bool = True,
@@ -312,8 +392,12 @@ def reproduce_sst2(
         work_dir: where the trained models go (default ``<output_dir>/checkpoints``, git-ignored).
         data_dir: folder with the GLUE SST-2 ``train.tsv``/``dev.tsv`` (default: ``$SST2_DIR``, then
             ``../shared/data/sst2``, then ``load_dataset("glue", "sst2")`` from the Hub).
-        skip_training: re-evaluate the models of an earlier run in ``work_dir``.
+        skip_training: re-evaluate the models of an earlier run in ``work_dir`` (extra seeds that it
+            lacks are trained).
         students: subset of the scale's students (default: all).
+        extra_seeds: more seeds for the students (same teacher, same data;
+            :func:`~knowledge_retention.distillation.sst2.train_student_seeds`), to measure run-to-run
+            variation: ``results["seeds"]`` and a table of means and standard deviations.
         batch_size: evaluation batch size.
         bootstrap: bootstrap replicates of each student's report (``models/<name>-<variant>.json``).
         measure_speed: measure latency in those reports.
@@ -321,14 +405,15 @@ def reproduce_sst2(
 
     Returns:
         The content of ``results.json``: ``scale``, ``data``, ``teacher``, ``students`` (see
-        :func:`evaluate_manifest`), ``paper`` (:data:`PAPER_TABLE9`), ``timings``, ``versions``
-        and ``files`` (paths of what was written).
+        :func:`evaluate_manifest`), ``paper`` (:data:`PAPER_TABLE9`), ``seeds`` (with
+        ``extra_seeds``), ``timings``, ``versions`` and ``files`` (paths of what was written).
     """
     from .distillation.manifest import load_manifest
     from .distillation.scales import get_scale
-    from .distillation.sst2 import load_pipeline_splits, train_pipeline
+    from .distillation.sst2 import load_pipeline_splits, train_pipeline, train_student_seeds
 
     cfg = get_scale(scale)
+    extra_seeds = [int(seed) for seed in extra_seeds if int(seed) != cfg.seed]
     out = Path(output_dir)
     work = Path(work_dir) if work_dir is not None else out / "checkpoints"
     start = time.perf_counter()
@@ -347,6 +432,17 @@ def reproduce_sst2(
                                    report_dir=out / "models", bootstrap=bootstrap, measure_speed=measure_speed,
                                    progress=progress)
     evaluation["teacher"]["init"] = cfg.teacher
+    per_seed = {cfg.seed: evaluation["students"]}
+    seed_training = {}
+    for seed in extra_seeds:
+        seed_dir = work / "seeds" / str(seed)
+        if not skip_training or not (seed_dir / "manifest.json").is_file():
+            train_student_seeds(cfg, work, seed, data_dir=data_dir, students=students, progress=progress)
+        seed_manifest = load_manifest(seed_dir)
+        seed_training[str(seed)] = seed_manifest.get("timings", {}).get("total_seconds")
+        _say(progress, start, f"seed {seed}: evaluating its students")
+        per_seed[seed] = evaluate_manifest(seed_manifest, dev, batch_size=batch_size, max_length=cfg.max_length,
+                                           progress=progress)["students"]
     import torch
     import transformers
 
@@ -360,8 +456,10 @@ def reproduce_sst2(
         "data": {**manifest.get("data", {}), "dev": len(dev), "source": source},
         **evaluation,
         "paper": PAPER_TABLE9,
+        **({"seeds": seed_summary(per_seed)} if extra_seeds else {}),
         "timings": {"training_seconds": round(train_seconds, 1) if not skip_training else None,
                     "training_manifest_seconds": manifest.get("timings", {}).get("total_seconds"),
+                    "seed_training_seconds": seed_training or None,
                     "evaluation_seconds": round(time.perf_counter() - start - train_seconds, 1)},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }

@@ -110,3 +110,29 @@ def test_alpha_curves_figure(tmp_path):
     assert path.read_bytes()[:8] == PNG
     with pytest.raises(ValueError, match="`curves`"):
         plot_alpha_sensitivity_curves({}, tmp_path / "x.png")
+
+
+def test_extra_seeds_measure_run_to_run_variation(tmp_path):
+    from knowledge_retention.distillation.scales import SCALES
+
+    own = SCALES["smoke"].seed
+    results = reproduce_sst2("smoke", tmp_path, students=["tinybert"], extra_seeds=[own, 7], bootstrap=0,
+                             measure_speed=False, progress=False)
+    seeds = results["seeds"]
+    assert seeds["seeds"] == sorted([own, 7])  # the scale's own seed is not trained twice
+    assert (tmp_path / "checkpoints" / "seeds" / "7" / "manifest.json").is_file()
+    assert not (tmp_path / "checkpoints" / "seeds" / str(own)).exists()
+    rows = {seed: {r["variant"]: r for r in seeds["per_seed"][str(seed)]} for seed in (own, 7)}
+    # a random-init student: another seed is another model, evaluated against the same teacher
+    assert rows[own]["before"]["krs"] != rows[7]["before"]["krs"]
+    gain = seeds["gains"][0]
+    diffs = [rows[s]["after"]["krs"] - rows[s]["before"]["krs"] for s in sorted([own, 7])]
+    assert gain["krs_gain_mean"] == pytest.approx(np.mean(diffs))
+    assert gain["krs_gain_sd"] == pytest.approx(np.std(diffs, ddof=1))
+    assert gain["krs_raised"] == sum(d > 0 for d in diffs) and gain["n"] == 2
+    table = (tmp_path / "table.md").read_text()
+    assert f"Across 2 student seeds ({', '.join(map(str, sorted([own, 7])))};" in table
+    assert "| TinyBERT-style |" in table
+    again = reproduce_sst2("smoke", tmp_path / "again", work_dir=tmp_path / "checkpoints", skip_training=True,
+                           students=["tinybert"], extra_seeds=[7], bootstrap=0, measure_speed=False, progress=False)
+    assert again["seeds"]["per_seed"]["7"] == seeds["per_seed"]["7"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -36,6 +37,7 @@ from .trainer import DistillationTrainer, plan_targets, recipe_for
 
 __all__ = [
     "PipelineData", "build_student", "build_teacher", "load_pipeline_data", "load_pipeline_splits", "train_pipeline",
+    "train_student_seeds",
 ]
 
 logger = logging.getLogger(__name__)
@@ -295,17 +297,7 @@ def train_pipeline(
         trained model with ``role``, ``name``, ``variant``, ``method``, ``path`` relative to
         ``out_dir``, ``train_seconds``, ``train_loss``, ``dev_accuracy``, ``parameters``).
     """
-    cfg = get_scale(scale)
-    names = [s.name for s in cfg.students]
-    if students is not None:
-        unknown = sorted(set(students) - set(names))
-        if unknown:
-            raise ValueError(f"`students` must be a subset of {names}, got unknown {unknown}")
-        cfg = cfg.replace(students=tuple(s for s in cfg.students if s.name in students))
-    if variants is not None:
-        if not variants or set(variants) - {"before", "after"}:
-            raise ValueError(f"`variants` must be a non-empty subset of ('before', 'after'), got {variants}")
-        cfg = cfg.replace(variants=tuple(v for v in ("before", "after") if v in variants))
+    cfg = _select(get_scale(scale), students, variants)
     threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -348,16 +340,8 @@ def _run(
     teacher = trainer.model
     teacher.eval().requires_grad_(False)
 
-    cache, cache_spec = None, _cached_spec(cfg, teacher)
-    if cfg.cache_teacher and cache_spec.keys:
-        cache = TeacherCache.build(teacher, data.student_train, data.collator, cache_spec,
-                                   batch_size=cfg.eval_batch_size, device=trainer.args.device)
-        say(f"teacher outputs cached once for all students: {len(cache)} examples, {', '.join(cache_spec.keys)}, "
-            f"{cache.nbytes / 2**20:.0f} MB, {cache.seconds:.0f} s")
-
-    for spec in cfg.students:
-        for variant in cfg.variants:
-            models.append(_train_student(runner, spec, variant, teacher, cache))
+    students, cache = _train_students(runner, teacher, trainer.args.device, say)
+    models += students
 
     total = round(time.perf_counter() - start, 1)
     manifest: dict[str, Any] = {
@@ -377,6 +361,105 @@ def _run(
         shutil.rmtree(out / "_scratch", ignore_errors=True)
         say(f"done in {total:.0f} s; manifest: {manifest_path}")
     return manifest, main_process
+
+
+def _train_students(
+    runner: _Runner, teacher: Any, device: Any, say: _Progress
+) -> tuple[list[dict[str, Any]], TeacherCache | None]:
+    """Every student of the runner's scale, before and after, against a trained, frozen teacher."""
+    cfg, data = runner.cfg, runner.data
+    cache, cache_spec = None, _cached_spec(cfg, teacher)
+    if cfg.cache_teacher and cache_spec.keys:
+        cache = TeacherCache.build(teacher, data.student_train, data.collator, cache_spec,
+                                   batch_size=cfg.eval_batch_size, device=device)
+        say(f"teacher outputs cached once for all students: {len(cache)} examples, {', '.join(cache_spec.keys)}, "
+            f"{cache.nbytes / 2**20:.0f} MB, {cache.seconds:.0f} s")
+    models = [_train_student(runner, spec, variant, teacher, cache) for spec in cfg.students for variant in cfg.variants]
+    return models, cache
+
+
+def _select(cfg: ScaleConfig, students: Sequence[str] | None, variants: Sequence[str] | None) -> ScaleConfig:
+    names = [s.name for s in cfg.students]
+    if students is not None:
+        unknown = sorted(set(students) - set(names))
+        if unknown:
+            raise ValueError(f"`students` must be a subset of {names}, got unknown {unknown}")
+        cfg = cfg.replace(students=tuple(s for s in cfg.students if s.name in students))
+    if variants is not None:
+        if not variants or set(variants) - {"before", "after"}:
+            raise ValueError(f"`variants` must be a non-empty subset of ('before', 'after'), got {variants}")
+        cfg = cfg.replace(variants=tuple(v for v in ("before", "after") if v in variants))
+    return cfg
+
+
+def train_student_seeds(
+    scale: str | ScaleConfig,
+    run_dir: str | Path,
+    seed: int,
+    *,
+    data_dir: str | Path | None = None,
+    students: Sequence[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Retrains the students of an earlier run with another seed: same teacher, same data.
+
+    The seed sets the students' initialisation where it is random (TinyBERT-style), the order of the
+    training batches and dropout; the teacher (``<run_dir>/teacher``) and the data subsets are those
+    of the run. This measures run-to-run variation of "before" and "after".
+
+    Args:
+        scale: the run's scale (name or config).
+        run_dir: the folder of the earlier :func:`train_pipeline` run (holds ``manifest.json``).
+        seed: the students' seed.
+        data_dir: SST-2 folder, as for :func:`train_pipeline`.
+        students: subset of the scale's student names (default: all).
+        progress: progress on stderr.
+
+    Returns:
+        The manifest written to ``<run_dir>/seeds/<seed>/manifest.json`` (its teacher entry points
+        to the run's teacher).
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    from .manifest import load_manifest
+
+    cfg = _select(get_scale(scale), students, None)
+    run_dir = Path(run_dir)
+    base = load_manifest(run_dir)
+    out = run_dir / "seeds" / str(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    seeded = cfg.replace(seed=seed)
+    say = _Progress(f"{cfg.name}/seed {seed}", progress, True)
+    start = time.perf_counter()
+    threads = torch.get_num_threads()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    try:
+        data = load_pipeline_data(cfg, data_dir=data_dir)  # the run's own subsets (its seed, not this one)
+        runner = _Runner(seeded, data, out, say, progress)
+        device = torch.device("cuda" if torch.cuda.is_available() and not cfg.use_cpu else "cpu")
+        teacher = AutoModelForSequenceClassification.from_pretrained(run_dir / "teacher").to(device)
+        teacher.eval().requires_grad_(False)
+        models, cache = _train_students(runner, teacher, device, say)
+    finally:
+        torch.set_num_threads(threads)
+    teacher_entry = next(m for m in base["models"] if m["role"] == "teacher")
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "scale": cfg.name,
+        "seed": seed,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "config": seeded.to_dict(),
+        "data": base["data"],
+        "timings": {"total_seconds": round(time.perf_counter() - start, 1),
+                    "teacher_cache_seconds": round(cache.seconds, 1) if cache else None},
+        "versions": _versions(),
+        "models": [{**teacher_entry, "path": os.path.relpath(run_dir / teacher_entry["path"], out)}, *models],
+    }
+    write_manifest(manifest, out)
+    shutil.rmtree(out / "_scratch", ignore_errors=True)
+    say(f"done in {manifest['timings']['total_seconds']:.0f} s")
+    return manifest
 
 
 def _versions() -> dict[str, str]:
