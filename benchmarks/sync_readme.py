@@ -97,11 +97,15 @@ def sst2_section(root: Path = ROOT) -> str:
     results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
     timings = results.get("timings", {})
     train = timings.get("training_manifest_seconds")
+    seeds = timings.get("seed_training_seconds") or {}
+    seed_text = (", each extra student seed " + " / ".join(f"{v / 60:.1f}" for v in seeds.values()) + " min"
+                 if seeds else "")
     parts = [
         table.read_text(encoding="utf-8").rstrip("\n"),
         "",
-        f"Run time: training {train / 60:.0f} min, evaluation {timings.get('evaluation_seconds', 0) / 60:.1f} min "
-        f"(`{results.get('command')}`, torch {results['versions']['torch']}, "
+        f"Run time: training {train / 60:.0f} min{seed_text}; evaluation {timings.get('evaluation_seconds', 0) / 60:.1f} min "
+        f"(`{results.get('command')}{' --extra-seeds ' + ' '.join(seeds) if seeds else ''}`, "
+        f"torch {results['versions']['torch']}, "
         f"transformers {results['versions']['transformers']}).",
         "",
         "![KRS against α for every student](results/sst2/cpu/alpha_sensitivity.png)",
