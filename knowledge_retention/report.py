@@ -108,6 +108,16 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
+def _better(point_estimate_better: bool, difference: Mapping[str, Any] | None) -> str:
+    """Reads a distilled-vs-baseline difference with its paired interval: only an interval that
+    excludes 0 decides; otherwise the point estimate is shown as such."""
+    if difference and difference.get("low") is not None:
+        if difference.get("excludes_zero"):
+            return "yes" if point_estimate_better else "no, the baseline is better"
+        return f"undecided: the interval includes 0 (point estimate: {'yes' if point_estimate_better else 'no'})"
+    return f"{'yes' if point_estimate_better else 'no'} (point estimate, no interval)"
+
+
 def _model_name(model: Any) -> str | None:
     if model is None:
         return None
@@ -778,7 +788,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                 d = paired.get(diff_key)
                 interval = "—" if not d or d.get("low") is None else f"[{d['low']:+.3f}, {d['high']:+.3f}]"
                 rows.append([name, _f(c["baseline"]), _f(c["distilled"]), f"{c['delta']:+.3f}", interval,
-                             "yes" if c["distillation_better"] else "no"])
+                             _better(c["distillation_better"], d)])
         lines += [f"Baseline student: `{base.get('model') or '—'}` (same student, fine-tuned on the labels only).", ""]
         lines += _table(["metric", "baseline", "distilled", "Δ", f"{level}% interval of Δ", "distillation better?"], rows)
         mcnemar = (base.get("paired") or {}).get("mcnemar")

@@ -281,3 +281,14 @@ def test_end_to_end_with_tiny_models(tmp_path: Path) -> None:
     assert report["errors"]["top_disagreements"][0]["text"] in texts
     paths = write_report(report, tmp_path / "report")
     assert paths["json"].is_file() and "cross_layer_cka" in paths
+
+
+def test_distillation_verdict_needs_an_interval_that_excludes_zero() -> None:
+    from knowledge_retention.report import _better
+
+    assert _better(True, {"low": 0.01, "high": 0.03, "excludes_zero": True}) == "yes"
+    assert _better(False, {"low": -0.03, "high": -0.01, "excludes_zero": True}) == "no, the baseline is better"
+    assert _better(True, {"low": -0.0001, "high": 0.012, "excludes_zero": False}).startswith(
+        "undecided: the interval includes 0 (point estimate: yes)")
+    assert _better(False, None) == "no (point estimate, no interval)"
+    assert _better(True, {"low": None, "high": None}) == "yes (point estimate, no interval)"
