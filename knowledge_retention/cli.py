@@ -383,6 +383,17 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _silence_progress_bars() -> None:
+    """``--quiet``: also the progress bars of transformers (weight loading) and datasets (tokenising)."""
+    try:
+        import datasets
+        from transformers.utils import logging as hf_logging
+    except ImportError:  # the `extract` extra is not installed: nothing of theirs will run
+        return
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
 COMMANDS = {"default": cmd_default, "evaluate": cmd_evaluate, "arrays": cmd_arrays, "reproduce-sst2": cmd_reproduce}
 
 
@@ -396,6 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["default"])
+    if getattr(args, "quiet", False):
+        _silence_progress_bars()
     try:
         return COMMANDS[args.command](args)
     except (UserError, ValueError, TypeError) as err:
