@@ -150,14 +150,18 @@ def evaluate_manifest(
 def _relative_to(value: Any, out: Path) -> Any:
     """Absolute paths under ``out`` (the checkpoints) written relative to it: results that read the
     same on every machine."""
-    root = str(out.resolve())
-    if isinstance(value, dict):
-        return {k: _relative_to(v, out) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_relative_to(v, out) for v in value]
-    if isinstance(value, str) and value.startswith(root + os.sep):
-        return os.path.relpath(value, root)
-    return value
+    root = str(out.resolve())  # once: the walk visits every number of the CKA matrices
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {k: walk(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [walk(v) for v in item]
+        if isinstance(item, str) and item.startswith(root + os.sep):
+            return os.path.relpath(item, root)
+        return item
+
+    return walk(value)
 
 
 def _write_student_report(
