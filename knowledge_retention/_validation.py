@@ -62,7 +62,7 @@ def as_float_array(
         min_rows: the smallest allowed size of the first dimension.
         dtype: output float dtype (float64 by default: accumulation happens in float64).
         check_finite: look for NaN/Inf (callers that detect them more cheaply afterwards, e.g. in
-            the sums they compute anyway, pass False and call :func:`check_finite` on failure).
+            the sums they compute anyway, pass False and call :func:`check_finite_values` on failure).
 
     Raises:
         TypeError: non-numeric input (strings, booleans are accepted as 0/1 only via ints).
