@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ._validation import InputError, InputTypeError
 from .agreement import (
     BoxIoUAccumulator,
     ClassificationAgreementAccumulator,
@@ -85,6 +86,8 @@ __all__ = [
     "ClassificationAgreementAccumulator",
     "CosineAccumulator",
     "CrossLayerCKAAccumulator",
+    "InputError",
+    "InputTypeError",
     "LinearCKAAccumulator",
     "MaskIoUAccumulator",
     "RegressionAgreementAccumulator",

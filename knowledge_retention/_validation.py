@@ -16,6 +16,19 @@ import numpy as np
 ArrayLike = Any  # numpy array, torch tensor, nested lists
 
 
+class InputError(ValueError):
+    """A bad argument or input, refused by the package's own validation.
+
+    Every entry point (the functions, the evaluate module, the CLI, the Space, the report) raises this
+    type, or :class:`InputTypeError`, for a user's mistake; the CLI maps exactly these to exit code 2,
+    so a bug elsewhere (any other exception) is never reported as the user's fault.
+    """
+
+
+class InputTypeError(InputError, TypeError):
+    """An input of the wrong kind (``None``, a string, a ragged list, a complex array)."""
+
+
 def to_numpy(value: ArrayLike, name: str) -> np.ndarray:
     """Converts numpy arrays, torch tensors and (nested) lists to a numpy array.
 
