@@ -8,7 +8,7 @@ is converted on the CPU, bf16/fp16 going through float32.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,12 +33,12 @@ def to_numpy(value: ArrayLike, name: str) -> np.ndarray:
     """Converts numpy arrays, torch tensors and (nested) lists to a numpy array.
 
     Raises:
-        TypeError: ``value`` is None, a string, a ragged nested list or an object array.
+        InputTypeError: ``value`` is None, a string, a ragged nested list or an object array.
     """
     if value is None:
-        raise TypeError(f"`{name}` is required, got None.")
+        raise InputTypeError(f"`{name}` is required, got None.")
     if isinstance(value, (str, bytes)):
-        raise TypeError(f"`{name}` must be an array of numbers, got a {type(value).__name__}.")
+        raise InputTypeError(f"`{name}` must be an array of numbers, got a {type(value).__name__}.")
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch.Tensor without importing torch
         tensor = value.detach().cpu()
         if str(getattr(tensor, "dtype", "")) in {"torch.bfloat16", "torch.float16"}:
@@ -47,11 +47,11 @@ def to_numpy(value: ArrayLike, name: str) -> np.ndarray:
     try:
         array = np.asarray(value)
     except ValueError as err:  # ragged nested lists
-        raise TypeError(
+        raise InputTypeError(
             f"`{name}` must be a rectangular array (every row the same length); could not convert it: {err}"
         ) from None
     if array.dtype == object:
-        raise TypeError(
+        raise InputTypeError(
             f"`{name}` must be a rectangular numeric array, got an object array (ragged rows or mixed types)."
         )
     return array
@@ -78,20 +78,19 @@ def as_float_array(
             the sums they compute anyway, pass False and call :func:`check_finite_values` on failure).
 
     Raises:
-        TypeError: non-numeric input (strings, booleans are accepted as 0/1 only via ints).
-        ValueError: wrong number of dimensions, too few rows, empty trailing dimension, NaN or Inf.
+        InputTypeError: non-numeric or complex input (booleans are accepted as 0/1).
+        InputError: wrong number of dimensions, too few rows, empty trailing dimension, NaN or Inf.
     """
     array = to_numpy(value, name)
     allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-    if array.dtype.kind not in "biuf":
-        raise TypeError(f"`{name}` must hold real numbers, got dtype {array.dtype}.")
+    check_real_dtype(array, name)
     if array.ndim not in allowed:
         wanted = " or ".join(f"{d}-D" for d in allowed)
-        raise ValueError(f"`{name}` must be {wanted}, got an array of shape {array.shape} ({array.ndim}-D).")
+        raise InputError(f"`{name}` must be {wanted}, got an array of shape {array.shape} ({array.ndim}-D).")
     if array.ndim >= 1 and array.shape[0] < min_rows:
-        raise ValueError(f"`{name}` needs at least {min_rows} examples (rows), got {array.shape[0]}.")
+        raise InputError(f"`{name}` needs at least {min_rows} examples (rows), got {array.shape[0]}.")
     if array.ndim >= 2 and 0 in array.shape[1:]:
-        raise ValueError(f"`{name}` has an empty dimension: shape {array.shape}.")
+        raise InputError(f"`{name}` has an empty dimension: shape {array.shape}.")
     array = np.asarray(array, dtype=dtype)
     if check_finite:
         check_finite_values(array, name)
@@ -99,57 +98,161 @@ def as_float_array(
 
 
 def check_finite_values(array: np.ndarray, name: str) -> None:
-    """Raises ``ValueError`` naming ``name`` and the count if ``array`` holds NaN or Inf."""
+    """Raises :class:`InputError` naming ``name`` and the count if ``array`` holds NaN or Inf."""
     if not np.all(np.isfinite(array)):
         bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
-        raise ValueError(f"`{name}` contains {bad} NaN or Inf value(s); all values must be finite.")
+        raise InputError(f"`{name}` contains {bad} NaN or Inf value(s); all values must be finite.")
 
 
 def check_same_length(teacher: np.ndarray, student: np.ndarray, teacher_name: str, student_name: str) -> None:
-    """Raises ``ValueError`` unless both arrays describe the same number of examples."""
+    """Raises :class:`InputError` unless both arrays describe the same number of examples."""
     if teacher.shape[0] != student.shape[0]:
-        raise ValueError(
+        raise InputError(
             f"`{teacher_name}` and `{student_name}` must describe the same examples: got "
             f"{teacher.shape[0]} rows for the teacher and {student.shape[0]} for the student."
         )
 
 
 def check_choice(value: str, name: str, choices: Sequence[str]) -> str:
-    """Returns ``value`` if it is one of ``choices``; raises ``ValueError`` otherwise."""
+    """Returns ``value`` if it is one of ``choices``; raises :class:`InputError` otherwise."""
     if value not in choices:
-        raise ValueError(f"`{name}` must be one of {sorted(choices)}, got {value!r}.")
+        raise InputError(f"`{name}` must be one of {sorted(choices)}, got {value!r}.")
     return value
 
 
 def check_positive(value: float, name: str) -> float:
     """Returns ``value`` as float if it is a finite number > 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`{name}` must be a number, got {type(value).__name__}.")
+        raise InputTypeError(f"`{name}` must be a number, got {type(value).__name__}.")
     if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"`{name}` must be a finite number > 0, got {value}.")
+        raise InputError(f"`{name}` must be a finite number > 0, got {value}.")
     return float(value)
 
 
 def check_unit_interval(value: float, name: str) -> float:
     """Returns ``value`` as float if it is a number in [0, 1]."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`{name}` must be a number in [0, 1], got {type(value).__name__}.")
+        raise InputTypeError(f"`{name}` must be a number in [0, 1], got {type(value).__name__}.")
     if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"`{name}` must lie in [0, 1], got {value}.")
+        raise InputError(f"`{name}` must lie in [0, 1], got {value}.")
     return float(value)
 
 
-def as_layer_list(value: ArrayLike | Sequence[ArrayLike], name: str) -> list[ArrayLike]:
-    """Normalises one ``(N, D)`` array, a ``(L, N, D)`` stack or a list of ``(N, D_l)`` arrays to a list.
+def check_real_dtype(array: np.ndarray, name: str) -> None:
+    """Raises :class:`InputTypeError` unless ``array`` holds real numbers (bool, int or float).
 
-    A list/tuple whose items are themselves arrays (numpy, torch) is a list of layers; a plain
-    nested list of numbers is one array.
+    Complex input is refused rather than cast: a cast would silently drop the imaginary part.
     """
-    if isinstance(value, (list, tuple)) and value and (
-        isinstance(value[0], np.ndarray) or hasattr(value[0], "detach")
-    ):
-        return list(value)
+    if array.dtype.kind == "c":
+        raise InputTypeError(
+            f"`{name}` must hold real numbers, got complex values (dtype {array.dtype}); casting would drop "
+            "the imaginary part. Pass the real part, the magnitude, or both as separate features."
+        )
+    if array.dtype.kind not in "biuf":
+        raise InputTypeError(f"`{name}` must hold real numbers, got dtype {array.dtype}.")
+
+
+def _is_array_object(value: Any) -> bool:
+    return isinstance(value, np.ndarray) or (hasattr(value, "detach") and hasattr(value, "cpu"))
+
+
+def as_layers(value: ArrayLike | Sequence[ArrayLike], name: str) -> list[np.ndarray]:
+    """The package's one layout for features: returns one ``(N, D_l)`` numpy array per layer.
+
+    Accepted, at every entry point (the functions, the evaluate module, the CLI, the Space, the report):
+
+    * ``(N, D)``: one layer;
+    * ``(N, L, D)``: L layers stacked on the *second* axis (examples first, as the evaluate module
+      stores them: ``(L, D)`` per example);
+    * a list or tuple of ``(N, D_l)`` arrays (numpy or torch): one per layer, widths may differ.
+
+    Nothing else is guessed: a plain nested list of numbers is one array and read by its number of
+    dimensions as above. The arrays keep their dtype (the maths converts, chunk by chunk, to float64);
+    ``(N, L, D)`` gives views, not copies.
+
+    Raises:
+        InputTypeError: ``None``, strings, ragged or non-numeric input, complex values, a list that
+            mixes arrays with other things.
+        InputError: any other number of dimensions, an empty list, an empty array, or layers that
+            disagree on N.
+
+    Example:
+        >>> import numpy as np
+        >>> [x.shape for x in as_layers(np.zeros((5, 3, 4)), "teacher_features")]
+        [(5, 4), (5, 4), (5, 4)]
+    """
+    expected = "(N, D) for one layer, (N, L, D) for L layers, or a list of (N, D) arrays (one per layer)"
+    if isinstance(value, (list, tuple)) and any(_is_array_object(v) for v in value):
+        if not all(_is_array_object(v) for v in value):
+            raise InputTypeError(
+                f"`{name}` mixes arrays with other values; give {expected}."
+            )
+        layers = [to_numpy(v, f"{name}[{i}]") for i, v in enumerate(value)]
+        for i, layer in enumerate(layers):
+            if layer.ndim != 2:
+                raise InputError(
+                    f"`{name}[{i}]` must be one layer's (N, D) features (a list holds one array per layer); "
+                    f"got shape {layer.shape} ({layer.ndim}-D)."
+                )
+    else:
+        if isinstance(value, (list, tuple)) and len(value) == 0:
+            raise InputError(f"`{name}` is empty; expected {expected}.")
+        array = to_numpy(value, name)
+        if array.ndim == 2:
+            layers = [array]
+        elif array.ndim == 3:
+            layers = list(np.moveaxis(array, 1, 0))  # (N, L, D) -> L views of (N, D)
+        else:
+            raise InputError(f"`{name}` must be {expected}; got shape {array.shape} ({array.ndim}-D).")
+    for i, layer in enumerate(layers):
+        label = name if len(layers) == 1 else f"{name}[{i}]"
+        check_real_dtype(layer, label)
+        if 0 in layer.shape:
+            raise InputError(f"`{label}` is empty: shape {layer.shape}; expected {expected} with N, D >= 1.")
+    rows = {layer.shape[0] for layer in layers}
+    if len(rows) > 1:
+        raise InputError(
+            f"The layers of `{name}` must describe the same examples; got {[x.shape[0] for x in layers]} rows."
+        )
+    return layers
+
+
+#: The former name of :func:`as_layers`.
+as_layer_list = as_layers
+
+
+def num_rows(value: ArrayLike, name: str, *, ragged: bool = False) -> int:
+    """The number of examples (first dimension) of ``value``.
+
+    ``ragged=True`` counts the items of a list or tuple without converting it (detection boxes:
+    one ``(M_i, 4)`` array per image).
+
+    Raises:
+        InputTypeError: ``None``, strings, non-numeric input.
+        InputError: a scalar (no example axis).
+    """
+    if ragged and isinstance(value, (list, tuple)):
+        return len(value)
     array = to_numpy(value, name)
-    if array.ndim == 3:
-        return list(array)
-    return [array]
+    if array.ndim == 0:
+        raise InputError(f"`{name}` must have one row per example; got a scalar ({array.item()!r}).")
+    return int(array.shape[0])
+
+
+def check_num_examples(counts: Mapping[str, int]) -> int:
+    """Returns the common number of examples; raises :class:`InputError` unless all ``counts`` agree.
+
+    Every entry point calls it with the inputs in the same order (features, then outputs), so the
+    same mistake reads the same wherever it is made.
+
+    Example:
+        >>> check_num_examples({"teacher_features": 3, "teacher_outputs": 3})
+        3
+    """
+    values = list(counts.values())
+    if len(set(values)) > 1:
+        listing = ", ".join(f"`{name}`: {count}" for name, count in counts.items())
+        raise InputError(
+            f"Features and outputs must describe the same examples, one row each; got {listing} rows."
+        )
+    return values[0] if values else 0

@@ -36,6 +36,8 @@ from scipy.special import log_softmax
 
 from ._validation import (
     ArrayLike,
+    InputError,
+    InputTypeError,
     as_float_array,
     check_choice,
     check_positive,
@@ -80,16 +82,16 @@ def log_probabilities(
     temperature = check_positive(temperature, "temperature")
     array = as_float_array(outputs, name, ndim=2)
     if array.shape[1] < 2:
-        raise ValueError(f"`{name}` must have at least 2 classes (columns) for classification, got shape {array.shape}.")
+        raise InputError(f"`{name}` must have at least 2 classes (columns) for classification, got shape {array.shape}.")
     if inputs == "logits":
         if looks_like_probabilities(array):
-            raise ValueError(
+            raise InputError(
                 f"`{name}` look like probabilities (every row is in [0, 1] and sums to 1), but logits were "
                 "expected. Pass inputs='probabilities' if they are probabilities, or pass the raw logits."
             )
         return log_softmax(array / temperature, axis=1)
     if np.any(array < 0) or not np.allclose(array.sum(axis=1), 1.0, atol=_PROB_ATOL):
-        raise ValueError(
+        raise InputError(
             f"`{name}` must be probabilities (non-negative rows summing to 1) since inputs='probabilities'; "
             f"row sums range from {array.sum(axis=1).min():.4g} to {array.sum(axis=1).max():.4g}. "
             "Pass inputs='logits' for raw scores."
@@ -132,7 +134,7 @@ def _classification_pair(
     log_s = log_probabilities(student_logits, "student_logits", temperature=temperature, inputs=inputs)
     check_same_length(log_t, log_s, "teacher_logits", "student_logits")
     if log_t.shape[1] != log_s.shape[1]:
-        raise ValueError(
+        raise InputError(
             f"Teacher and student must predict the same classes: `teacher_logits` has {log_t.shape[1]} "
             f"columns, `student_logits` has {log_s.shape[1]}."
         )
@@ -169,7 +171,7 @@ class ClassificationAgreementAccumulator:
         """Adds a batch of ``(B, C)`` teacher and student logits (or probabilities, see ``inputs``)."""
         log_t, log_s = _classification_pair(teacher_logits, student_logits, self.temperature, self.inputs)
         if self.num_classes is not None and log_t.shape[1] != self.num_classes:
-            raise ValueError(f"Number of classes changed between batches: {self.num_classes} then {log_t.shape[1]}.")
+            raise InputError(f"Number of classes changed between batches: {self.num_classes} then {log_t.shape[1]}.")
         self.num_classes = log_t.shape[1]
         kl = kl_divergence_rows(log_t, log_s)
         self.n += log_t.shape[0]
@@ -181,9 +183,9 @@ class ClassificationAgreementAccumulator:
 
     def __iadd__(self, other: ClassificationAgreementAccumulator) -> ClassificationAgreementAccumulator:
         if (self.temperature, self.inputs) != (other.temperature, other.inputs):
-            raise ValueError("Cannot merge agreement states computed with different temperature/inputs.")
+            raise InputError("Cannot merge agreement states computed with different temperature/inputs.")
         if self.num_classes is not None and other.num_classes is not None and self.num_classes != other.num_classes:
-            raise ValueError(f"Cannot merge agreement states over {self.num_classes} and {other.num_classes} classes.")
+            raise InputError(f"Cannot merge agreement states over {self.num_classes} and {other.num_classes} classes.")
         self.num_classes = self.num_classes or other.num_classes
         self.n += other.n
         self.sum_exp_neg_kl += other.sum_exp_neg_kl
@@ -196,7 +198,7 @@ class ClassificationAgreementAccumulator:
         """AOAg by ``method`` (``kl``, ``js`` or ``top1``), in [0, 1]; higher is better."""
         check_choice(method, "aoag_method", CLASSIFICATION_METHODS)
         if self.n == 0:
-            raise ValueError("Output agreement needs at least 1 example, got 0.")
+            raise InputError("Output agreement needs at least 1 example, got 0.")
         if method == "kl":
             return self.sum_exp_neg_kl / self.n
         if method == "js":
@@ -207,7 +209,7 @@ class ClassificationAgreementAccumulator:
     def mean_kl(self) -> float:
         """Mean KL(teacher || student) in nats."""
         if self.n == 0:
-            raise ValueError("Mean KL needs at least 1 example, got 0.")
+            raise InputError("Mean KL needs at least 1 example, got 0.")
         return self.sum_kl / self.n
 
 
@@ -265,12 +267,12 @@ class RegressionAgreementAccumulator:
         s = _as_regression(student_outputs, "student_outputs")
         check_same_length(t, s, "teacher_outputs", "student_outputs")
         if t.shape[1] != s.shape[1]:
-            raise ValueError(
+            raise InputError(
                 f"`teacher_outputs` and `student_outputs` must have the same number of outputs, got "
                 f"{t.shape[1]} and {s.shape[1]}."
             )
         if self.sum_t is not None and self.sum_t.shape[0] != t.shape[1]:
-            raise ValueError(f"Number of outputs changed between batches: {self.sum_t.shape[0]} then {t.shape[1]}.")
+            raise InputError(f"Number of outputs changed between batches: {self.sum_t.shape[0]} then {t.shape[1]}.")
         self.n += t.shape[0]
         self.sum_sq_diff += float(np.sum((t - s) ** 2))
         self.sum_t = t.sum(0) if self.sum_t is None else self.sum_t + t.sum(0)
@@ -290,7 +292,7 @@ class RegressionAgreementAccumulator:
     def mse(self) -> float:
         """Mean squared difference between teacher and student outputs (over examples and outputs)."""
         if self.n == 0 or self.sum_t is None:
-            raise ValueError("Regression agreement needs at least 1 example, got 0.")
+            raise InputError("Regression agreement needs at least 1 example, got 0.")
         return self.sum_sq_diff / (self.n * self.sum_t.shape[0])
 
     def teacher_variance(self) -> float:
@@ -304,10 +306,10 @@ class RegressionAgreementAccumulator:
         mse = self.mse
         if max_mse is None:
             if self.n < 2:
-                raise ValueError("The default max_mse (teacher output variance) needs at least 2 examples; pass max_mse.")
+                raise InputError("The default max_mse (teacher output variance) needs at least 2 examples; pass max_mse.")
             max_mse = self.teacher_variance()
             if max_mse <= 0:
-                raise ValueError(
+                raise InputError(
                     "The teacher's outputs are constant, so the default max_mse (their variance) is 0. "
                     "Pass max_mse explicitly (e.g. the worst MSE seen in training)."
                 )
@@ -347,12 +349,12 @@ def _as_label_map(value: ArrayLike, name: str) -> np.ndarray:
     array = to_numpy(value, name)
     if array.dtype.kind == "f":
         if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
-            raise TypeError(f"`{name}` must be integer class labels (a label map), got non-integer floats.")
+            raise InputTypeError(f"`{name}` must be integer class labels (a label map), got non-integer floats.")
         array = array.astype(np.int64)
     if array.dtype.kind not in "biu":
-        raise TypeError(f"`{name}` must be integer class labels, got dtype {array.dtype}.")
+        raise InputTypeError(f"`{name}` must be integer class labels, got dtype {array.dtype}.")
     if array.ndim < 2:
-        raise ValueError(f"`{name}` must be label maps of shape (N, H, W) (or (N, P)), got shape {array.shape}.")
+        raise InputError(f"`{name}` must be label maps of shape (N, H, W) (or (N, P)), got shape {array.shape}.")
     return array.astype(np.int64)
 
 
@@ -369,16 +371,16 @@ class MaskIoUAccumulator:
         t = _as_label_map(teacher_masks, "teacher_masks")
         s = _as_label_map(student_masks, "student_masks")
         if t.shape != s.shape:
-            raise ValueError(f"`teacher_masks` and `student_masks` must have the same shape, got {t.shape} and {s.shape}.")
+            raise InputError(f"`teacher_masks` and `student_masks` must have the same shape, got {t.shape} and {s.shape}.")
         t, s = t.ravel(), s.ravel()
         if self.ignore_index is not None:
             keep = (t != self.ignore_index) & (s != self.ignore_index)
             t, s = t[keep], s[keep]
         if t.size and (t.min() < 0 or s.min() < 0):
-            raise ValueError("Mask labels must be >= 0 (set ignore_index for a void label such as -1 or 255).")
+            raise InputError("Mask labels must be >= 0 (set ignore_index for a void label such as -1 or 255).")
         top = int(max(t.max(initial=-1), s.max(initial=-1))) + 1
         if self.num_classes is not None and top > self.num_classes:
-            raise ValueError(f"Mask labels go up to {top - 1}, but num_classes={self.num_classes}.")
+            raise InputError(f"Mask labels go up to {top - 1}, but num_classes={self.num_classes}.")
         size = self.num_classes or max(top, 0 if self.confusion is None else self.confusion.shape[0])
         batch = np.bincount(t * size + s, minlength=size * size).reshape(size, size)
         self._add(batch)
@@ -402,7 +404,7 @@ class MaskIoUAccumulator:
     def per_class_iou(self) -> np.ndarray:
         """IoU per class (NaN for classes absent from both the teacher's and the student's maps)."""
         if self.confusion is None or self.confusion.sum() == 0:
-            raise ValueError("Mask IoU needs at least one labelled pixel, got none.")
+            raise InputError("Mask IoU needs at least one labelled pixel, got none.")
         inter = np.diag(self.confusion).astype(np.float64)
         union = self.confusion.sum(0) + self.confusion.sum(1) - inter
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -435,9 +437,9 @@ def _as_boxes(value: ArrayLike, name: str) -> np.ndarray:
         return np.zeros((0, 4))
     boxes = as_float_array(array, name, ndim=2)
     if boxes.shape[1] != 4:
-        raise ValueError(f"`{name}` must have shape (M, 4) as x1, y1, x2, y2, got {boxes.shape}.")
+        raise InputError(f"`{name}` must have shape (M, 4) as x1, y1, x2, y2, got {boxes.shape}.")
     if np.any(boxes[:, 2] < boxes[:, 0]) or np.any(boxes[:, 3] < boxes[:, 1]):
-        raise ValueError(f"`{name}` must be x1, y1, x2, y2 with x2 >= x1 and y2 >= y1 (got x,y,w,h or swapped corners?).")
+        raise InputError(f"`{name}` must be x1, y1, x2, y2 with x2 >= x1 and y2 >= y1 (got x,y,w,h or swapped corners?).")
     return boxes
 
 
@@ -470,11 +472,11 @@ class BoxIoUAccumulator:
     ) -> BoxIoUAccumulator:
         """Adds images: lists (one entry per image) of ``(M_i, 4)`` boxes, optional class labels ``(M_i,)``."""
         if len(teacher_boxes) != len(student_boxes):
-            raise ValueError(
+            raise InputError(
                 f"`teacher_boxes` and `student_boxes` must list the same images: {len(teacher_boxes)} vs {len(student_boxes)}."
             )
         if (teacher_labels is None) != (student_labels is None):
-            raise ValueError("Pass both `teacher_labels` and `student_labels`, or neither.")
+            raise InputError("Pass both `teacher_labels` and `student_labels`, or neither.")
         for i, (tb, sb) in enumerate(zip(teacher_boxes, student_boxes, strict=True)):
             t = _as_boxes(tb, f"teacher_boxes[{i}]")
             s = _as_boxes(sb, f"student_boxes[{i}]")
@@ -486,7 +488,7 @@ class BoxIoUAccumulator:
                     tl = to_numpy(teacher_labels[i], f"teacher_labels[{i}]").reshape(-1)
                     sl = to_numpy(student_labels[i], f"student_labels[{i}]").reshape(-1)
                     if len(tl) != len(t) or len(sl) != len(s):
-                        raise ValueError(f"Image {i}: one label per box expected ({len(t)}/{len(s)} boxes, {len(tl)}/{len(sl)} labels).")
+                        raise InputError(f"Image {i}: one label per box expected ({len(t)}/{len(s)} boxes, {len(tl)}/{len(sl)} labels).")
                     iou = np.where(tl[:, None] == sl[None, :], iou, 0.0)
                 rows, cols = linear_sum_assignment(iou, maximize=True) if iou.size else ([], [])
                 score = float(np.sum(iou[rows, cols])) / max(len(t), len(s))
@@ -501,7 +503,7 @@ class BoxIoUAccumulator:
 
     def compute(self) -> float:
         if self.n == 0:
-            raise ValueError("Box agreement needs at least 1 image, got 0.")
+            raise InputError("Box agreement needs at least 1 image, got 0.")
         return self.total / self.n
 
 

@@ -345,8 +345,6 @@ def load_arrays(path: Path) -> dict[str, Any]:
 
 
 def cmd_arrays(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from .score import compute_krs
 
     data = load_arrays(args.path)
@@ -357,9 +355,7 @@ def cmd_arrays(args: argparse.Namespace) -> int:
                 return data[name]
         raise UserError(f"{args.path}: missing array {names[0]!r} (found: {sorted(data)})")
 
-    t_feat, s_feat = pick("teacher_features"), pick("student_features")
-    if np.ndim(t_feat) == 3:
-        t_feat, s_feat = list(np.moveaxis(t_feat, 1, 0)), list(np.moveaxis(s_feat, 1, 0))
+    t_feat, s_feat = pick("teacher_features"), pick("student_features")  # (N, D) or (N, L, D), as everywhere
     out = compute_krs(t_feat, s_feat, pick("teacher_outputs", "teacher_logits"), pick("student_outputs", "student_logits"),
                       task=args.task, alpha=args.alpha, beta=args.beta, fss_method=args.fss_method,
                       aoag_method=args.aoag_method, temperature=args.temperature, inputs=args.inputs)

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 import knowledge_retention
-from knowledge_retention._validation import to_numpy
+from knowledge_retention._validation import InputError, check_num_examples, check_real_dtype, to_numpy
 from knowledge_retention.score import compute_krs
 
 _CITATION = """\
@@ -87,26 +87,78 @@ Examples:
 """
 
 _INPUT_NAMES = ("teacher_features", "student_features", "teacher_outputs", "student_outputs")
+#: Dimensions of one example: features (D,) or (L, D); outputs a value (regression), (C,) or (H, W).
+_EXAMPLE_NDIM = {"teacher_features": (1, 2), "student_features": (1, 2),
+                 "teacher_outputs": (0, 1, 2), "student_outputs": (0, 1, 2)}
 
 
 _LIST = getattr(datasets, "List", datasets.Sequence)  # datasets >= 4 names it List
 
 
-def _feature_for(example: np.ndarray) -> Any:
-    """Arrow feature for one example's array: nested fixed-size lists of its exact shape."""
-    feature: Any = datasets.Value("int64" if example.dtype.kind in "iub" else "float32")
-    for size in reversed(example.shape):
+def _feature_for(example_shape: tuple[int, ...]) -> Any:
+    """Arrow feature for one example of this shape: nested fixed-size lists of float64.
+
+    Everything is stored as float64 (integer label maps too: exact below 2**53), so the caller's
+    precision is kept (float64 input gives the same numbers as ``compute_krs``; finite values above
+    float32's 3.4e38 stay finite) and a batch in another dtype is not a different layout.
+    """
+    feature: Any = datasets.Value("float64")
+    for size in reversed(example_shape):
         feature = _LIST(feature, length=int(size))
     return feature
 
 
 def _to_arrow(array: np.ndarray) -> pa.Array:
-    """``(B, d1, ..., dk)`` numpy -> nested FixedSizeListArray, built from the flat buffer (no Python loop)."""
-    dtype = np.int64 if array.dtype.kind in "iub" else np.float32
-    out: pa.Array = pa.array(np.ascontiguousarray(array, dtype=dtype).reshape(-1))
+    """``(B, d1, ..., dk)`` numpy -> nested FixedSizeListArray of float64, from the flat buffer (no Python loop)."""
+    out: pa.Array = pa.array(np.ascontiguousarray(array, dtype=np.float64).reshape(-1))
     for size in reversed(array.shape[1:]):
         out = pa.FixedSizeListArray.from_arrays(out, int(size))
     return out
+
+
+def _from_arrow(column: Any) -> np.ndarray:
+    """A fixed-shape Arrow column (nested fixed-size lists of float64) as an ``(N, d1, ..., dk)`` float64 array."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    shape = [len(array)]
+    while pa.types.is_fixed_size_list(array.type):
+        shape.append(array.type.list_size)
+        array = array.flatten()  # respects the slice's offset
+    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.float64).reshape(shape)
+
+
+def _batch_arrays(inputs: dict[str, Any], *, one_example: bool) -> dict[str, np.ndarray]:
+    """The four inputs of one ``add``/``add_batch`` call as numpy batches, checked by the package's contract.
+
+    Raises:
+        InputTypeError: a missing or ``None`` input, strings, ragged lists, complex or non-numeric values.
+        InputError: a scalar where a batch is expected, an empty batch, a wrong number of dimensions,
+            inputs that disagree on the number of examples.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    for name in _INPUT_NAMES:
+        array = to_numpy(inputs.get(name), name)
+        check_real_dtype(array, name)
+        allowed = _EXAMPLE_NDIM[name]
+        if one_example:
+            if array.ndim not in allowed:
+                shapes = " or ".join("a single value" if d == 0 else f"a {d}-D array" for d in allowed)
+                raise InputError(f"`{name}` for one example must be {shapes}; got shape {array.shape}.")
+            array = array[None]
+        elif array.ndim == 0:
+            raise InputError(
+                f"`{name}` must be a batch with one row per example; got a scalar ({array.item()!r}). "
+                "Use add() for a single example."
+            )
+        elif array.ndim - 1 not in allowed:
+            raise InputError(
+                f"`{name}` must be a batch of shape (N, ...) with {' or '.join(str(d) for d in allowed)} "
+                f"dimension(s) per example; got shape {array.shape}."
+            )
+        if array.shape[0] == 0 or 0 in array.shape[1:]:
+            raise InputError(f"`{name}` is empty: shape {array.shape}; every input needs at least one example.")
+        arrays[name] = array
+    check_num_examples({name: arrays[name].shape[0] for name in _INPUT_NAMES})
+    return arrays
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -114,7 +166,7 @@ class KnowledgeRetention(evaluate.Metric):
     """Knowledge Retention Score of a student against its teacher."""
 
     def _info(self) -> evaluate.MetricInfo:
-        nested = datasets.Sequence(datasets.Sequence(datasets.Value("float32")))
+        nested = datasets.Sequence(datasets.Sequence(datasets.Value("float64")))
         info = evaluate.MetricInfo(
             description=_DESCRIPTION,
             citation=_CITATION,
@@ -124,46 +176,65 @@ class KnowledgeRetention(evaluate.Metric):
             homepage="https://doi.org/10.3390/ai6100273",
             reference_urls=["https://arxiv.org/abs/1905.00414"],
         )
-        # MetricInfo refuses format="numpy" unless every feature is a scalar `Value`, but datasets
-        # formats fixed-shape list/Array2D columns as (N, ...) arrays correctly. Set after that check:
-        # without it `_compute` receives nested Python lists (seconds instead of milliseconds at
-        # N = 10,000 x 768; see benchmarks/evaluate_overhead.py).
-        info.format = "numpy"
+        # `_compute` reads the Arrow columns itself (`_from_arrow`): datasets' "numpy" format would hand
+        # over float32 (its formatter casts every float column), and without a format `_compute` gets
+        # nested Python lists (seconds instead of milliseconds at N = 10,000 x 768; see
+        # benchmarks/evaluate_overhead.py). MetricInfo refuses a format unless every feature is a
+        # scalar `Value`, so it is set after that check.
+        info.format = "arrow"
         return info
 
-    # evaluate stores inputs in Arrow before `_compute`. The exact per-example shapes (fixed-size
-    # lists) are taken from the first batch; every process infers the same ones.
-    def _infer_feature_from_batch(self, batch: dict[str, Any]) -> datasets.Features:
-        return datasets.Features({name: _feature_for(np.asarray(column[0])) for name, column in batch.items()})
-
-    def _infer_feature_from_example(self, example: dict[str, Any]) -> datasets.Features:
-        return datasets.Features({name: _feature_for(np.asarray(value)) for name, value in example.items()})
-
     def add_batch(self, *, predictions=None, references=None, **kwargs):  # type: ignore[override]
-        """Adds a batch of examples (numpy arrays, torch tensors or nested lists).
+        """Adds a batch of examples (numpy arrays, torch tensors of any float dtype, nested lists).
 
-        Numeric arrays go to evaluate's Arrow writer as one table built from their buffers;
+        The arrays go to evaluate's Arrow writer as one float64 table built from their buffers;
         ``Features.encode_batch`` would convert each example separately, a Python loop that makes
-        ``compute`` ~15x slower than the maths at N = 10,000 x 768. Anything else takes evaluate's
-        own path (and its messages).
+        ``compute`` ~15x slower than the maths at N = 10,000 x 768.
         """
-        arrays = {k: (to_numpy(v, k) if v is not None else None) for k, v in kwargs.items()}
-        if predictions is not None or references is not None or not _fast_path_ok(arrays, self._feature_names()):
-            return super().add_batch(predictions=predictions, references=references, **arrays)
-        lengths = {name: len(array) for name, array in arrays.items()}
-        if len(set(lengths.values())) != 1:
-            raise ValueError(f"All inputs must describe the same examples; got lengths {lengths}.")
-        features = datasets.Features({name: _feature_for(array[0]) for name, array in arrays.items()})
+        self._refuse_predictions_references(predictions, references, kwargs)
+        self._write(_batch_arrays(kwargs, one_example=False))
+
+    def add(self, *, prediction=None, reference=None, **kwargs):  # type: ignore[override]
+        """Adds one example; accepts what :meth:`add_batch` accepts (bf16, ``requires_grad`` tensors)."""
+        self._refuse_predictions_references(prediction, reference, kwargs)
+        self._write(_batch_arrays(kwargs, one_example=True))
+
+    def compute(self, *, predictions=None, references=None, **kwargs):  # type: ignore[override]
+        """Scores the examples added so far plus those passed here (see the module's inputs description)."""
+        self._refuse_predictions_references(predictions, references, {})
+        given = [name for name in _INPUT_NAMES if kwargs.get(name) is not None]
+        if given:
+            self.add_batch(**{name: kwargs.get(name) for name in _INPUT_NAMES})
+        elif self.writer is None:
+            raise InputError(
+                "No examples to score: pass " + ", ".join(f"`{n}`" for n in _INPUT_NAMES)
+                + " to compute(), or add them first with add() / add_batch()."
+            )
+        options = {k: v for k, v in kwargs.items() if k not in _INPUT_NAMES}
+        return super().compute(**options)
+
+    def _refuse_predictions_references(self, predictions: Any, references: Any, kwargs: dict[str, Any]) -> None:
+        unknown = sorted(set(kwargs) - set(_INPUT_NAMES))
+        if predictions is not None or references is not None or unknown:
+            got = ["predictions"] * (predictions is not None) + ["references"] * (references is not None) + unknown
+            raise InputError(
+                f"This metric takes {', '.join(f'`{n}`' for n in _INPUT_NAMES)}; got {', '.join(f'`{g}`' for g in got)}."
+            )
+
+    def _write(self, arrays: dict[str, np.ndarray]) -> None:
+        shapes = {name: tuple(int(d) for d in arrays[name].shape[1:]) for name in _INPUT_NAMES}
         if self.writer is None:
-            self.selected_feature_format = features
+            self.selected_feature_format = datasets.Features({n: _feature_for(shapes[n]) for n in _INPUT_NAMES})
             self._init_writer()
-        elif features != self.selected_feature_format:
-            raise ValueError(
+            self._example_shapes = shapes
+        elif shapes != getattr(self, "_example_shapes", shapes):
+            raise InputError(
                 "This batch's per-example shapes differ from the first batch's: "
-                + ", ".join(f"{n}: {arrays[n].shape[1:]}" for n in arrays)
+                + ", ".join(f"`{n}` {shapes[n]} (first batch {self._example_shapes[n]})"
+                            for n in _INPUT_NAMES if shapes[n] != self._example_shapes[n])
                 + ". Every example must have the same shapes (same layers, widths and classes)."
             )
-        table = pa.Table.from_arrays([_to_arrow(arrays[name]) for name in features], names=list(features))
+        table = pa.Table.from_arrays([_to_arrow(arrays[name]) for name in _INPUT_NAMES], names=list(_INPUT_NAMES))
         self.writer.write_table(table)
 
     def _compute(
@@ -182,11 +253,12 @@ class KnowledgeRetention(evaluate.Metric):
         max_mse: float | None = None,
         scale: float = 1.0,
     ) -> dict[str, Any]:
+        # (N, D) or (N, L, D): the package's one layout, read by compute_krs itself
         return compute_krs(
-            _layers(teacher_features, "teacher_features"),
-            _layers(student_features, "student_features"),
-            np.asarray(teacher_outputs),
-            np.asarray(student_outputs),
+            _from_arrow(teacher_features),
+            _from_arrow(student_features),
+            _from_arrow(teacher_outputs),
+            _from_arrow(student_outputs),
             task=task,  # type: ignore[arg-type]
             alpha=alpha,
             beta=beta,
@@ -197,24 +269,6 @@ class KnowledgeRetention(evaluate.Metric):
             max_mse=max_mse,
             scale=scale,
         )
-
-
-def _fast_path_ok(arrays: dict[str, np.ndarray | None], names: list[str]) -> bool:
-    return set(arrays) == set(names) and all(
-        a is not None and a.ndim >= 1 and len(a) > 0 and a.dtype.kind in "biuf" for a in arrays.values()
-    )
-
-
-def _layers(value: Any, name: str) -> list[np.ndarray]:
-    """``(N, D)`` -> one layer; ``(N, L, D)`` -> L layers of ``(N, D)``."""
-    array = np.asarray(value)
-    if array.ndim == 3:
-        return list(np.moveaxis(array, 1, 0))
-    if array.ndim == 2:
-        return [array]
-    raise ValueError(
-        f"`{name}` must be (N, D) or (N, L, D) over the dataset, i.e. (D,) or (L, D) per example; got {array.shape}."
-    )
 
 
 __all__ = ["KnowledgeRetention", "knowledge_retention"]

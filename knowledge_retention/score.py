@@ -24,7 +24,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._validation import ArrayLike, check_choice, check_positive, check_unit_interval
+from ._validation import (
+    ArrayLike,
+    InputError,
+    as_layers,
+    check_choice,
+    check_num_examples,
+    check_positive,
+    check_unit_interval,
+    num_rows,
+)
 from .agreement import AOAG_METHODS, AOAgMethod, InputKind, output_agreement
 from .similarity import FSSMethod, feature_similarity_score
 
@@ -58,7 +67,7 @@ def resolve_weights(
     Explicit values win over the preset; one of α/β alone implies the other (1 - it).
 
     Raises:
-        ValueError: unknown task; α or β outside [0, 1]; α + β != 1; nothing given at all.
+        InputError: unknown task; α or β outside [0, 1]; α + β != 1; nothing given at all.
 
     Example:
         >>> resolve_weights("classification")
@@ -70,7 +79,7 @@ def resolve_weights(
         check_choice(task, "task", tuple(TASK_PRESETS))
     if alpha is None and beta is None:
         if task is None:
-            raise ValueError(f"Give a `task` preset (one of {sorted(TASK_PRESETS)}) or `alpha`/`beta`.")
+            raise InputError(f"Give a `task` preset (one of {sorted(TASK_PRESETS)}) or `alpha`/`beta`.")
         return TASK_PRESETS[task]
     if alpha is not None:
         alpha = check_unit_interval(alpha, "alpha")
@@ -81,7 +90,7 @@ def resolve_weights(
     if beta is None:
         beta = 1.0 - alpha
     if abs(alpha + beta - 1.0) > _SUM_TOL:
-        raise ValueError(f"`alpha` + `beta` must equal 1, got {alpha} + {beta} = {alpha + beta}.")
+        raise InputError(f"`alpha` + `beta` must equal 1, got {alpha} + {beta} = {alpha + beta}.")
     return float(alpha), float(beta)
 
 
@@ -136,7 +145,7 @@ def alpha_sensitivity(fss: float, aoag: float, *, step: float = 0.01) -> tuple[n
     step = check_positive(step, "step")
     count = int(round(1.0 / step))
     if not np.isclose(count * step, 1.0) or count < 1:
-        raise ValueError(f"`step` must divide 1 evenly (e.g. 0.01, 0.05, 0.1), got {step}.")
+        raise InputError(f"`step` must divide 1 evenly (e.g. 0.01, 0.05, 0.1), got {step}.")
     alphas = np.linspace(0.0, 1.0, count + 1)
     return alphas, alphas * fss + (1.0 - alphas) * aoag
 
@@ -160,13 +169,14 @@ def compute_krs(
     """FSS, AOAg and KRS from arrays in one call: the function every front end uses.
 
     Args:
-        teacher_features: ``(N, D_t)`` pooled teacher features, or a list of such arrays (one per
-            layer pair) / an ``(L, N, D_t)`` stack.
+        teacher_features: ``(N, D_t)`` pooled teacher features, an ``(N, L, D_t)`` stack of L
+            layers, or a list of ``(N, D_t^l)`` arrays, one per layer pair (the package's one layout:
+            :func:`knowledge_retention._validation.as_layers`).
         student_features: the student's, paired with the teacher's by position.
         teacher_outputs: ``(N, C)`` logits (classification/nlp), ``(N,)``/``(N, K)`` values
             (regression), ``(N, H, W)`` label maps (segmentation), or a list of ``(M_i, 4)`` boxes
             (detection).
-        student_outputs: the student's, same layout.
+        student_outputs: the student's, same layout. Every input must have the same N.
         task: preset for α/β and the default AOAg method.
         alpha: FSS weight (overrides the preset).
         beta: AOAg weight (overrides the preset).
@@ -181,6 +191,11 @@ def compute_krs(
         dict with ``krs``, ``fss``, ``aoag``, ``alpha``, ``beta``, ``fss_method``, ``aoag_method``,
         ``task`` and ``num_examples``.
 
+    Raises:
+        InputError: bad options; features and outputs with different numbers of rows; bad layouts
+            (and the data checks of the FSS and AOAg measures).
+        InputTypeError: ``None``, strings, complex or non-numeric inputs.
+
     Example:
         >>> import numpy as np
         >>> rng = np.random.default_rng(0)
@@ -193,11 +208,19 @@ def compute_krs(
     method = aoag_method if aoag_method is not None else DEFAULT_AOAG[task]
     check_choice(method, "aoag_method", AOAG_METHODS)
     a, b = resolve_weights(task, alpha, beta)
-    fss = feature_similarity_score(teacher_features, student_features, method=fss_method)
+    teachers = as_layers(teacher_features, "teacher_features")
+    students = as_layers(student_features, "student_features")
+    ragged = method == "box_iou"  # detection: one (M_i, 4) array of boxes per image
+    num_examples = check_num_examples({
+        "teacher_features": teachers[0].shape[0],
+        "student_features": students[0].shape[0],
+        "teacher_outputs": num_rows(teacher_outputs, "teacher_outputs", ragged=ragged),
+        "student_outputs": num_rows(student_outputs, "student_outputs", ragged=ragged),
+    })
+    fss = feature_similarity_score(teachers, students, method=fss_method)
     aoag = output_agreement(
         teacher_outputs, student_outputs, method=method, temperature=temperature, inputs=inputs, max_mse=max_mse  # type: ignore[arg-type]
     )
-    num_examples = len(teacher_outputs)
     return {
         "krs": knowledge_retention_score(fss, aoag, alpha=a, beta=b, scale=scale),
         "fss": fss,

@@ -39,8 +39,9 @@ import numpy as np
 
 from ._validation import (
     ArrayLike,
+    InputError,
     as_float_array,
-    as_layer_list,
+    as_layers,
     check_choice,
     check_finite_values,
     check_same_length,
@@ -165,11 +166,11 @@ class LinearCKAAccumulator:
         if sample_weight is not None:
             weights = as_float_array(sample_weight, "sample_weight", ndim=1)
             if weights.shape[0] != t.shape[0]:
-                raise ValueError(f"`sample_weight` must have one entry per example ({t.shape[0]}), got {weights.shape[0]}.")
+                raise InputError(f"`sample_weight` must have one entry per example ({t.shape[0]}), got {weights.shape[0]}.")
             if np.any(weights < 0) or np.any(weights != np.round(weights)):
-                raise ValueError("`sample_weight` must hold non-negative integer counts (resampling multiplicities).")
+                raise InputError("`sample_weight` must hold non-negative integer counts (resampling multiplicities).")
         if self.tt is not None and (t.shape[1] != self.tt.shape[0] or s.shape[1] != self.ss.shape[0]):  # type: ignore[union-attr]
-            raise ValueError(
+            raise InputError(
                 f"Feature widths changed between batches: the accumulator holds teacher width "
                 f"{self.tt.shape[0]} and student width {self.ss.shape[0]}, the batch has "  # type: ignore[union-attr]
                 f"{t.shape[1]} and {s.shape[1]}."
@@ -187,7 +188,7 @@ class LinearCKAAccumulator:
         if not (np.isfinite(np.trace(batch.tt)) and np.isfinite(np.trace(batch.ss))):  # type: ignore[arg-type]
             check_finite_values(t, "teacher_features")
             check_finite_values(s, "student_features")
-            raise ValueError(
+            raise InputError(
                 "`teacher_features`/`student_features` overflow float64 when squared (values near 1e154); "
                 "rescale the features (CKA is invariant to isotropic scaling)."
             )
@@ -223,7 +224,7 @@ class LinearCKAAccumulator:
                 setattr(self, name, None if value is None else np.array(value, dtype=np.float64, copy=True))
         else:
             if other.tt.shape != self.tt.shape or other.st.shape != self.st.shape:  # type: ignore[union-attr]
-                raise ValueError(
+                raise InputError(
                     f"Cannot merge CKA states of different widths: {self.st.shape} vs {other.st.shape} "  # type: ignore[union-attr]
                     "(student x teacher)."
                 )
@@ -257,7 +258,7 @@ class LinearCKAAccumulator:
         """
         min_n = 4 if debiased else 2
         if self.n < min_n:
-            raise ValueError(
+            raise InputError(
                 f"CKA{' (debiased)' if debiased else ''} needs at least {min_n} examples, got {self.n}."
             )
         assert self.tt is not None and self.ss is not None and self.st is not None
@@ -289,7 +290,7 @@ class LinearCKAAccumulator:
         if not debiased:
             return _clip_unit(hsic_ts / np.sqrt(hsic_tt * hsic_ss))
         if not self.track_debiased:
-            raise ValueError(
+            raise InputError(
                 "`debiased=True` needs the extra sums of the debiased estimator, which this accumulator "
                 "does not keep (created with track_debiased=False, or merged with one that was)."
             )
@@ -304,7 +305,7 @@ class LinearCKAAccumulator:
         den_t = _debiased_hsic(hsic_tt, aa_tt, var_t, var_t, n)
         den_s = _debiased_hsic(hsic_ss, bb_ss, var_s, var_s, n)
         if den_t <= 0 or den_s <= 0:
-            raise ValueError(
+            raise InputError(
                 f"Debiased CKA is undefined here: the unbiased HSIC estimate of a representation with "
                 f"itself is not positive (n={n}; too few examples for the feature width?). "
                 "Use more examples or the biased estimator (debiased=False)."
@@ -408,7 +409,7 @@ def _batch_sums(
 
 def _check_not_constant(centred_var: float, raw_second_moment: float, name: str) -> None:
     if centred_var <= _CONSTANT_RTOL * max(raw_second_moment, np.finfo(np.float64).tiny):
-        raise ValueError(
+        raise InputError(
             f"`{name}` are constant across examples (zero variance after centring): CKA is undefined. "
             "Check that the features differ between examples (e.g. the pooling, the layer, padding)."
         )
@@ -479,7 +480,7 @@ def _gram_rbf(x: np.ndarray, threshold: float) -> np.ndarray:
     sq_dist = np.maximum(sq_norms[:, None] + sq_norms[None, :] - 2.0 * dots, 0.0)
     median = float(np.median(sq_dist))
     if median <= 0:
-        raise ValueError("RBF CKA: the median pairwise distance is 0 (most examples identical); bandwidth undefined.")
+        raise InputError("RBF CKA: the median pairwise distance is 0 (most examples identical); bandwidth undefined.")
     return np.exp(-sq_dist / (2.0 * threshold**2 * median))
 
 
@@ -490,7 +491,7 @@ def gram_cka(gram_teacher: np.ndarray, gram_student: np.ndarray, *, debiased: bo
     num = float(np.sum(kt * ks))
     den = float(np.linalg.norm(kt) * np.linalg.norm(ks))
     if den <= 0:
-        raise ValueError("CKA is undefined: a centred Gram matrix is zero (constant features).")
+        raise InputError("CKA is undefined: a centred Gram matrix is zero (constant features).")
     return num / den
 
 
@@ -522,7 +523,7 @@ def rbf_cka(
     check_positive(threshold, "threshold")
     t, s = _validate_pair(teacher, student, min_rows=4 if debiased else 2)
     if t.shape[0] > max_examples:
-        raise ValueError(
+        raise InputError(
             f"rbf_cka builds N x N Gram matrices; N={t.shape[0]} exceeds max_examples={max_examples} "
             f"(about {3 * 8 * t.shape[0] ** 2 / 2**30:.1f} GiB). Subsample the examples, raise "
             "max_examples, or use linear CKA, which streams in O(D^2) memory."
@@ -545,13 +546,13 @@ class CosineAccumulator:
     def update(self, teacher: ArrayLike, student: ArrayLike) -> CosineAccumulator:
         t, s = _validate_pair(teacher, student, min_rows=1)
         if t.shape[1] != s.shape[1]:
-            raise ValueError(
+            raise InputError(
                 f"Cosine similarity needs features of the same width, got teacher width {t.shape[1]} and "
                 f"student width {s.shape[1]}. Use fss_method='linear_cka' (CKA compares widths that differ)."
             )
         norms = np.linalg.norm(t, axis=1) * np.linalg.norm(s, axis=1)
         if np.any(norms == 0):
-            raise ValueError(
+            raise InputError(
                 f"Cosine similarity is undefined for all-zero feature vectors ({int(np.sum(norms == 0))} row(s))."
             )
         self.n += t.shape[0]
@@ -568,7 +569,7 @@ class CosineAccumulator:
 
     def compute(self) -> float:
         if self.n == 0:
-            raise ValueError("Cosine similarity needs at least 1 example, got 0.")
+            raise InputError("Cosine similarity needs at least 1 example, got 0.")
         return self.total / self.n
 
 
@@ -614,8 +615,9 @@ def feature_similarity_score(
     .. math:: \mathrm{FSS} = \frac{1}{L}\sum_{l=1}^{L} \mathrm{sim}(X_l, Y_l) \in [0, 1]
 
     Args:
-        teacher_features: ``(N, D_t)`` for one layer, or a list of L arrays ``(N, D_t^l)`` / a stack
-            ``(L, N, D_t)``, paired by position with ``student_features``.
+        teacher_features: ``(N, D_t)`` for one layer, an ``(N, L, D_t)`` stack, or a list of L arrays
+            ``(N, D_t^l)`` (:func:`~knowledge_retention._validation.as_layers`), paired by position
+            with ``student_features``.
         student_features: the student's features, same N and the same number of layers.
         method: ``linear_cka`` (default), ``debiased_cka``, ``rbf_cka`` or ``cosine`` (same widths only).
             The debiased, RBF and cosine values are clipped to [0, 1] for the FSS scale.
@@ -630,10 +632,10 @@ def feature_similarity_score(
         >>> feature_similarity_score([x, x], [x, -x])
         1.0
     """
-    teachers = as_layer_list(teacher_features, "teacher_features")
-    students = as_layer_list(student_features, "student_features")
+    teachers = as_layers(teacher_features, "teacher_features")
+    students = as_layers(student_features, "student_features")
     if len(teachers) != len(students):
-        raise ValueError(
+        raise InputError(
             f"`teacher_features` and `student_features` must pair layers one to one: got {len(teachers)} "
             f"teacher layer(s) and {len(students)} student layer(s)."
         )
@@ -667,12 +669,12 @@ class CrossLayerCKAAccumulator:
         ts = [as_float_array(x, f"teacher_layers[{i}]", ndim=2) for i, x in enumerate(teacher_layers)]
         ss = [as_float_array(x, f"student_layers[{j}]", ndim=2) for j, x in enumerate(student_layers)]
         if not ts or not ss:
-            raise ValueError("`teacher_layers` and `student_layers` must each hold at least one layer.")
+            raise InputError("`teacher_layers` and `student_layers` must each hold at least one layer.")
         for i, x in enumerate(ts + ss):
             if x.shape[0] != ts[0].shape[0]:
-                raise ValueError(f"All layers of a batch must have the same number of rows; layer {i} has {x.shape[0]}.")
+                raise InputError(f"All layers of a batch must have the same number of rows; layer {i} has {x.shape[0]}.")
         if self.n and (len(ts) != len(self.tt) or len(ss) != len(self.ss)):
-            raise ValueError(
+            raise InputError(
                 f"Number of layers changed between batches: {len(self.tt)}x{len(self.ss)} before, {len(ts)}x{len(ss)} now."
             )
         if self.n == 0:
@@ -716,7 +718,7 @@ class CrossLayerCKAAccumulator:
     def _reshifted(self, shift_t: list[np.ndarray], shift_s: list[np.ndarray]) -> CrossLayerCKAAccumulator:
         """These sums re-expressed about other shifts (for merging states of other processes)."""
         if len(shift_t) != len(self.shift_t) or len(shift_s) != len(self.shift_s):
-            raise ValueError(
+            raise InputError(
                 f"Cannot merge cross-layer CKA states of {len(self.shift_t)}x{len(self.shift_s)} and "
                 f"{len(shift_t)}x{len(shift_s)} layers."
             )
@@ -744,7 +746,7 @@ class CrossLayerCKAAccumulator:
     def compute(self) -> np.ndarray:
         """Returns the ``(L_t, L_s)`` linear-CKA matrix."""
         if self.n < 2:
-            raise ValueError(f"Cross-layer CKA needs at least 2 examples, got {self.n}.")
+            raise InputError(f"Cross-layer CKA needs at least 2 examples, got {self.n}.")
         return np.array([[self.pair(i, j).compute() for j in range(len(self.ss))] for i in range(len(self.tt))])
 
 

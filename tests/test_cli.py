@@ -78,7 +78,7 @@ def test_arrays_safetensors_and_text_output(tmp_path, arrays, capsys):
         ("pickle", [], "without unpickling"),
         ("probs", ["--inputs", "logits"], "probabilities"),
         ("nan", [], "NaN"),
-        ("short", [], "63 rows for the teacher and 64"),
+        ("short", [], "`teacher_features`: 63, `student_features`: 64"),
         ("ok", ["--alpha", "0.3", "--beta", "0.3"], "`alpha` + `beta` must equal 1"),
     ],
 )

@@ -113,7 +113,7 @@ def test_regression_and_segmentation_through_evaluate(metric, tmp_path):
 @pytest.mark.parametrize(
     ("change", "options", "match"),
     [
-        ({"student_features": np.ones((44, 8))}, {}, "same examples; got lengths"),
+        ({"student_features": np.ones((44, 8))}, {}, "same examples, one row each; got .*`student_features`: 44"),
         ({"teacher_outputs": np.full((45, 3), 1 / 3)}, {}, "look like probabilities"),
         ({"student_outputs": np.zeros((45, 2))}, {}, "same classes"),
         ({}, {"alpha": 0.5, "beta": 0.7}, "must equal 1"),

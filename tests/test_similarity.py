@@ -218,7 +218,8 @@ def test_fss_is_mean_over_layer_pairs_and_accepts_stacks():
     z = np.random.default_rng(9).normal(size=(50, 5))
     expected = (linear_cka(x, y) + linear_cka(z, y)) / 2
     assert feature_similarity_score([x, z], [y, y]) == pytest.approx(expected)
-    assert feature_similarity_score(np.stack([x, z]), np.stack([y, y])) == pytest.approx(expected)
+    # a stack is (N, L, D), examples first, as in the evaluate module, the CLI and the Space
+    assert feature_similarity_score(np.stack([x, z], axis=1), np.stack([y, y], axis=1)) == pytest.approx(expected)
     assert feature_similarity_score(x, y, method="cosine") == pytest.approx(max(0.0, mean_cosine_similarity(x, y)))
     assert layer_similarity(x, -x, method="cosine") == 0.0  # clipped at 0
 

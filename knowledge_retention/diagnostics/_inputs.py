@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .._validation import ArrayLike, as_float_array, to_numpy
+from .._validation import ArrayLike, InputError, InputTypeError, as_float_array, to_numpy
 from ..agreement import InputKind, log_probabilities
 
 
@@ -26,24 +26,24 @@ def as_labels(value: ArrayLike, name: str, *, num_classes: int | None = None) ->
     """
     array = to_numpy(value, name)
     if array.ndim != 1:
-        raise ValueError(f"`{name}` must be 1-D class indices of shape (N,), got shape {array.shape}.")
+        raise InputError(f"`{name}` must be 1-D class indices of shape (N,), got shape {array.shape}.")
     if array.shape[0] == 0:
-        raise ValueError(f"`{name}` needs at least 1 example, got 0.")
+        raise InputError(f"`{name}` needs at least 1 example, got 0.")
     if array.dtype.kind == "f":
         if not np.all(np.isfinite(array)):
-            raise ValueError(f"`{name}` contains NaN or Inf; class labels must be finite whole numbers.")
+            raise InputError(f"`{name}` contains NaN or Inf; class labels must be finite whole numbers.")
         if not np.all(array == np.round(array)):
-            raise TypeError(f"`{name}` must be integer class labels, got non-integer floats (probabilities?).")
+            raise InputTypeError(f"`{name}` must be integer class labels, got non-integer floats (probabilities?).")
     elif array.dtype.kind not in "biu":
-        raise TypeError(f"`{name}` must be integer class labels, got dtype {array.dtype}.")
+        raise InputTypeError(f"`{name}` must be integer class labels, got dtype {array.dtype}.")
     labels = array.astype(np.int64)
     if labels.min() < 0:
-        raise ValueError(
+        raise InputError(
             f"`{name}` contains negative labels (min {labels.min()}); -1 usually marks unlabelled rows. "
             "Drop them, or pass no labels for teacher-relative figures only."
         )
     if num_classes is not None and labels.max() >= num_classes:
-        raise ValueError(
+        raise InputError(
             f"`{name}` goes up to {labels.max()} but the models predict {num_classes} classes (0..{num_classes - 1})."
         )
     return labels
@@ -69,13 +69,13 @@ def check_lengths(arrays: Sequence[tuple[str, int]]) -> None:
     lengths = dict(arrays)
     if len(set(lengths.values())) > 1:
         listing = ", ".join(f"`{k}`: {v}" for k, v in lengths.items())
-        raise ValueError(f"All inputs must describe the same examples (same number of rows); got {listing}.")
+        raise InputError(f"All inputs must describe the same examples (same number of rows); got {listing}.")
 
 
 def check_int(value: int, name: str, *, minimum: int = 1) -> int:
     """Returns ``value`` if it is an int ``>= minimum`` (booleans refused)."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an integer, got {type(value).__name__}.")
+        raise InputTypeError(f"`{name}` must be an integer, got {type(value).__name__}.")
     if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
+        raise InputError(f"`{name}` must be >= {minimum}, got {value}.")
     return int(value)
