@@ -10,8 +10,9 @@ Subcommands:
 * ``arrays``          — KRS from saved arrays (``.npz``/``.safetensors``), no models needed.
 * ``reproduce-sst2``  — train, distil, evaluate and tabulate the SST-2 experiments at a scale.
 
-Exit codes: 0 success; 2 bad arguments or input (a message, no stack trace); 3 a model or dataset
-could not be loaded; 1 an unexpected error (with the stack trace, which is a bug to report).
+Exit codes: 0 success; 2 bad arguments or input (argparse's errors and the package's own
+``InputError``/``InputTypeError``: one line naming the flag, no stack trace); 3 a model or dataset
+could not be loaded; 1 any other exception (with the stack trace: a bug to report).
 Set ``KNOWLEDGE_RETENTION_DEBUG=1`` to see the stack trace of any error.
 
 On several GPUs or processes: ``accelerate launch -m knowledge_retention.cli evaluate ...`` (or
@@ -23,7 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -390,6 +393,33 @@ def _silence_progress_bars() -> None:
     datasets.disable_progress_bars()
 
 
+def _flags_of(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """``{parameter name: flag}`` of one subcommand, read from its parser (``fss_method`` -> ``--fss-method``)."""
+    subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    sub = subparsers[0].choices.get(command) if subparsers else None
+    flags: dict[str, str] = {}
+    for action in (sub or parser)._actions:
+        long = [o for o in action.option_strings if o.startswith("--")]
+        if long and action.dest not in ("help",):
+            flags[action.dest] = long[0]
+    return flags
+
+
+def as_flags(message: str, flags: dict[str, str]) -> str:
+    """An error raised by the library, worded for a command-line user: the flags they typed.
+
+    A backquoted name (`` `alpha` ``) becomes its flag (`` `--alpha` ``) and ``inputs='probabilities'``
+    becomes ``--inputs probabilities``.
+    Names that are not options of the command (array keys such as ``teacher_features``) are kept.
+    """
+    if not flags:
+        return message
+    names = "|".join(re.escape(name) for name in sorted(flags, key=len, reverse=True))
+    message = re.sub(rf"\b({names})=(['\"])(.*?)\2", lambda m: f"{flags[m.group(1)]} {m.group(3)}", message)
+    message = re.sub(rf"\b({names})=([\w.+-]+)", lambda m: f"{flags[m.group(1)]} {m.group(2)}", message)
+    return re.sub(rf"`({names})`", lambda m: f"`{flags[m.group(1)]}`", message)
+
+
 COMMANDS = {"default": cmd_default, "evaluate": cmd_evaluate, "arrays": cmd_arrays, "reproduce-sst2": cmd_reproduce}
 
 
@@ -405,19 +435,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(["default"])
     if getattr(args, "quiet", False):
         _silence_progress_bars()
+    from ._validation import InputError
+
     try:
         return COMMANDS[args.command](args)
-    except (UserError, ValueError, TypeError) as err:
+    except (UserError, InputError) as err:  # the user's mistake: exactly the package's own input errors
         if os.environ.get("KNOWLEDGE_RETENTION_DEBUG"):
             raise
-        print(f"knowledge-retention: error: {err}", file=sys.stderr)
+        print(f"knowledge-retention: error: {as_flags(str(err), _flags_of(parser, args.command))}", file=sys.stderr)
         return EXIT_USAGE
     except (LoadError, OSError) as err:
-        print(f"knowledge-retention: error: {err}", file=sys.stderr)
+        if os.environ.get("KNOWLEDGE_RETENTION_DEBUG"):
+            raise
+        print(f"knowledge-retention: error: {as_flags(str(err), _flags_of(parser, args.command))}", file=sys.stderr)
         return EXIT_LOAD
     except KeyboardInterrupt:
         print("knowledge-retention: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # anything else is a bug: say so, with the stack trace to report
+        if os.environ.get("KNOWLEDGE_RETENTION_DEBUG"):
+            raise
+        traceback.print_exc()
+        print("knowledge-retention: internal error (a bug, not your input): please report the stack trace above",
+              file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

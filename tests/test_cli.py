@@ -79,7 +79,7 @@ def test_arrays_safetensors_and_text_output(tmp_path, arrays, capsys):
         ("probs", ["--inputs", "logits"], "probabilities"),
         ("nan", [], "NaN"),
         ("short", [], "`teacher_features`: 63, `student_features`: 64"),
-        ("ok", ["--alpha", "0.3", "--beta", "0.3"], "`alpha` + `beta` must equal 1"),
+        ("ok", ["--alpha", "0.3", "--beta", "0.3"], "`--alpha` + `--beta` must equal 1"),
     ],
 )
 def test_arrays_user_errors_exit_2_with_a_message(tmp_path, arrays, capsys, make, args, message):
@@ -109,6 +109,46 @@ def test_arrays_user_errors_exit_2_with_a_message(tmp_path, arrays, capsys, make
     err = capsys.readouterr().err
     assert err.startswith("knowledge-retention: error:") and message.lower() in err.lower()
     assert "Traceback" not in err
+
+
+def test_errors_name_the_flags_the_user_typed(tmp_path, arrays, capsys):
+    _, (t, s, tl, sl) = arrays
+    p = np.exp(tl) / np.exp(tl).sum(axis=1, keepdims=True)
+    path = tmp_path / "probs.npz"
+    np.savez(path, teacher_features=t, student_features=s, teacher_logits=p, student_logits=p)
+    assert main(["arrays", str(path)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--inputs probabilities" in err and "inputs=" not in err
+    assert main(["arrays", str(path), "--alpha", "0.3", "--beta", "0.3", "--inputs", "probabilities"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "`--alpha` + `--beta` must equal 1" in err and len(err.strip().splitlines()) == 1
+
+
+def test_flag_translation_is_one_rule():
+    from knowledge_retention.cli import _flags_of, as_flags
+
+    flags = _flags_of(build_parser(), "arrays")
+    assert flags["fss_method"] == "--fss-method" and flags["inputs"] == "--inputs"
+    assert as_flags("`fss_method` must be one of ['cosine'], got 'x'.", flags) == \
+        "`--fss-method` must be one of ['cosine'], got 'x'."
+    assert as_flags('Pass inputs="logits" or temperature=2.', flags) == "Pass --inputs logits or --temperature 2."
+    assert as_flags("`teacher_features` has NaN", flags) == "`teacher_features` has NaN"  # an array key, not a flag
+
+
+def test_only_the_package_s_input_errors_are_the_user_s_fault(arrays, monkeypatch, capsys):
+    """A ValueError/TypeError from a bug is exit 1 with its stack trace, not a usage error."""
+    import knowledge_retention.score as score
+    from knowledge_retention.cli import EXIT_ERROR
+
+    path, _ = arrays
+    for bug in (ValueError("operands could not be broadcast"), TypeError("unsupported operand"), KeyError("x")):
+        def broken(*args, _bug=bug, **kwargs):
+            raise _bug
+
+        monkeypatch.setattr(score, "compute_krs", broken)
+        assert main(["arrays", str(path)]) == EXIT_ERROR
+        err = capsys.readouterr().err
+        assert "Traceback" in err and "a bug" in err
 
 
 @pytest.mark.parametrize(
