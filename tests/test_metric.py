@@ -135,6 +135,90 @@ def test_shape_change_between_batches_is_refused(metric):
         metric.add_batch(**{**{k: v[10:] for k, v in data.items()}, "student_features": np.ones((10, 4))})
 
 
+def test_float64_inputs_keep_their_precision(metric):
+    """float64 in, the same numbers as compute_krs out (float32 storage differed by up to 2.5e-5)."""
+    data = {k: v.astype(np.float64) + 1e-3 * np.random.default_rng(1).normal(size=v.shape) for k, v in _data().items()}
+    out = metric.compute(**data, task="nlp", fss_method="debiased_cka")
+    expected = _direct(data, task="nlp", fss_method="debiased_cka")
+    for key in ("krs", "fss", "aoag"):
+        assert abs(out[key] - expected[key]) <= 1e-12
+
+
+def test_finite_values_beyond_float32_range_are_scored(metric):
+    data = _data()
+    big = {**data, "teacher_features": data["teacher_features"].astype(np.float64) * 1e39}
+    out = metric.compute(**big, task="nlp")  # float32 storage turned these into Inf ("NaN or Inf")
+    assert out["fss"] == pytest.approx(_direct(data, task="nlp")["fss"], rel=1e-9)  # CKA is scale invariant
+
+
+def test_a_dtype_change_between_batches_is_not_a_shape_change(metric):
+    data = {k: np.round(4 * v) for k, v in _data(n=20).items()}  # whole numbers: exact in every dtype below
+    metric.add_batch(**{k: v[:10].astype(np.int64) for k, v in data.items()})  # int, then floats
+    metric.add_batch(**{k: v[10:19].astype(np.float64) for k, v in data.items()})
+    metric.add_batch(**{k: v[19:].astype(np.float16) for k, v in data.items()})
+    expected = _direct(data, task="nlp")
+    assert metric.compute(task="nlp")["krs"] == pytest.approx(expected["krs"], abs=1e-12)
+
+
+@pytest.mark.parametrize("how", ["compute", "add_batch", "add"])
+def test_complex_input_is_refused_not_truncated(metric, how):
+    data = _data(n=10)
+    data["student_features"] = data["student_features"] + 1j
+    call = getattr(metric, how)
+    with pytest.raises(knowledge_retention.InputTypeError, match="`student_features` must hold real numbers, got complex"):
+        call(**({k: v[0] for k, v in data.items()} if how == "add" else data))
+
+
+@pytest.mark.parametrize("how", ["compute", "add_batch", "add"])
+@pytest.mark.parametrize(
+    ("value", "error", "match"),
+    [
+        (None, knowledge_retention.InputTypeError, "`teacher_outputs` is required, got None"),
+        ("logits", knowledge_retention.InputTypeError, "`teacher_outputs` must be an array of numbers, got a str"),
+        ("empty", knowledge_retention.InputError, r"`teacher_outputs` is empty: shape \(0"),
+        ("scalar", knowledge_retention.InputError, "`teacher_outputs` must be a batch with one row per example; got a scalar"),
+    ],
+)
+def test_empty_scalar_and_none_inputs_get_named_errors(metric, how, value, error, match):
+    data = _data(n=10)
+    if how == "add":
+        example = {k: v[0] for k, v in data.items()}
+        if value == "scalar":
+            example["teacher_features"] = np.float32(1.0)
+            error, match = knowledge_retention.InputError, "`teacher_features` for one example must be a 1-D array or a 2-D"
+        else:
+            example["teacher_outputs"] = np.zeros(0) if value == "empty" else value
+            if value == "empty":
+                match = r"`teacher_outputs` is empty: shape \(1, 0\)"
+        with pytest.raises(error, match=match):
+            metric.add(**example)
+        return
+    data["teacher_outputs"] = {"empty": np.zeros((0, 3)), "scalar": np.float32(2.0)}.get(value, value)  # type: ignore[arg-type]
+    with pytest.raises(error, match=match):
+        getattr(metric, how)(**data)
+
+
+def test_compute_with_nothing_added_says_so(metric):
+    with pytest.raises(knowledge_retention.InputError, match="No examples to score: pass `teacher_features`"):
+        metric.compute(task="nlp")
+    with pytest.raises(knowledge_retention.InputError, match="This metric takes `teacher_features`.*got `predictions`"):
+        metric.add_batch(predictions=[1, 2], references=[1, 2])
+
+
+def test_add_accepts_what_add_batch_accepts(metric, tmp_path):
+    torch = pytest.importorskip("torch")
+    data = _data(n=12)
+    tensors = {k: torch.from_numpy(v).to(torch.bfloat16).requires_grad_(True) for k, v in data.items()}
+    for i in range(12):
+        metric.add(**{k: v[i] for k, v in tensors.items()})
+    one_by_one = metric.compute(task="nlp")
+    batched = evaluate.load(knowledge_retention.module_path(), cache_dir=str(tmp_path / "b"))
+    batched.add_batch(**tensors)
+    assert one_by_one == batched.compute(task="nlp")
+    as_float = {k: v.detach().float().numpy() for k, v in tensors.items()}
+    assert one_by_one["krs"] == pytest.approx(_direct(as_float, task="nlp")["krs"], abs=1e-12)
+
+
 def test_module_folder_is_pushable_as_is():
     folder = Path(knowledge_retention.module_path())
     card = (folder / "README.md").read_text(encoding="utf-8")
