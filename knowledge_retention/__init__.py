@@ -58,6 +58,9 @@ def module_path() -> str:
 
 _LAZY = {
     "evaluate_pair": ("knowledge_retention.extraction", "evaluate_pair"),
+    "evaluate_students": ("knowledge_retention.extraction", "evaluate_students"),
+    "TeacherCache": ("knowledge_retention.extraction", "TeacherCache"),
+    "KRSCallback": ("knowledge_retention.callbacks", "KRSCallback"),
     "build_report": ("knowledge_retention.report", "build_report"),
     "write_report": ("knowledge_retention.report", "write_report"),
     "reproduce_sst2": ("knowledge_retention.reproduction", "reproduce_sst2"),
@@ -91,7 +94,9 @@ __all__ = [
     "LinearCKAAccumulator",
     "MaskIoUAccumulator",
     "RegressionAgreementAccumulator",
+    "KRSCallback",
     "TASK_PRESETS",
+    "TeacherCache",
     "alpha_sensitivity",
     "box_iou_agreement",
     "build_report",
@@ -99,6 +104,7 @@ __all__ = [
     "compute_krs",
     "cross_layer_cka",
     "evaluate_pair",
+    "evaluate_students",
     "feature_similarity_score",
     "knowledge_retention_score",
     "linear_cka",

@@ -465,3 +465,165 @@ def test_bf16_autocast_on_cpu_stays_close_to_fp32(tok, data):
     assert low.options["mixed_precision"] == "bf16" and low.teacher_features[0].dtype == np.float64
     assert not np.array_equal(low.teacher_features[0], full.teacher_features[0])  # bf16 really ran
     assert low.fss == pytest.approx(full.fss, abs=2e-2) and low.aoag == pytest.approx(full.aoag, abs=2e-2)
+
+
+# --- several students, length grouping, teacher cache ------------------------------------------------------
+
+_SCALARS = ("fss", "aoag", "krs", "mean_kl", "top1_agreement")
+
+
+def _assert_same(got: ExtractionResult, want: ExtractionResult, tol: float = 1e-12) -> None:
+    for key in _SCALARS:
+        assert abs(getattr(got, key) - getattr(want, key)) <= tol, key
+    np.testing.assert_allclose(got.pair_scores, want.pair_scores, rtol=0, atol=tol)
+    np.testing.assert_allclose(got.pair_linear_cka, want.pair_linear_cka, rtol=0, atol=tol)
+    if want.cross_layer_cka is None:
+        assert got.cross_layer_cka is None
+    else:
+        np.testing.assert_allclose(got.cross_layer_cka, want.cross_layer_cka, rtol=0, atol=tol, equal_nan=True)
+    assert got.example_indices.tolist() == want.example_indices.tolist()
+    np.testing.assert_allclose(got.teacher_logits, want.teacher_logits, rtol=0, atol=tol)
+    np.testing.assert_allclose(got.student_logits, want.student_logits, rtol=0, atol=tol)
+    if want.labels is not None:
+        assert got.labels.tolist() == want.labels.tolist()
+    if want.teacher_features is not None:
+        for g, w in zip(got.teacher_features + got.student_features, want.teacher_features + want.student_features,
+                        strict=True):
+            np.testing.assert_allclose(g, w, rtol=0, atol=tol)
+
+
+def test_evaluate_students_equals_one_evaluate_pair_per_student(teacher, student, tok, data, monkeypatch):
+    """The teacher runs once for three students of different depth, width and head; every student's
+    result equals its own evaluate_pair call (which recomputes the teacher) to 1e-12."""
+    from knowledge_retention import evaluate_students as exported
+    from knowledge_retention.extraction import evaluate_students
+
+    assert exported is evaluate_students
+    monkeypatch.setattr("knowledge_retention.extraction.streams.FLUSH_ROWS", 9)
+    students = {"distil": student, "bert2": fx.tiny_bert(num_layers=2, hidden=32, seed=11),
+                "bert3": fx.tiny_bert(num_layers=3, hidden=48, seed=12)}
+    calls = {"n": 0}
+    forward = teacher.forward
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(teacher, "forward", counted)
+    options = dict(label_column="label", layers="uniform", pooling="mean", keep_arrays=True, batch_size=5,
+                   progress=False)
+    together = evaluate_students(teacher, students, data, teacher_tokenizer=tok, student_tokenizers=tok,
+                                 cross_layer=["distil", "bert3"], **options)
+    assert calls["n"] == 1 + math.ceil(37 / 5)  # the probe + one pass over the batches, for all three
+    assert list(together) == list(students)
+    for name, model in students.items():
+        alone = evaluate_pair(teacher, model, data, teacher_tokenizer=tok, student_tokenizer=tok,
+                              cross_layer=name != "bert2", **options)
+        _assert_same(together[name], alone)
+        assert together[name].options["student_name"] == name
+    assert together["bert2"].cross_layer_cka is None and together["bert3"].cross_layer_cka.shape == (5, 4)
+    with pytest.raises(ValueError, match=r"`cross_layer` names \['nope'\]"):
+        evaluate_students(teacher, students, data, teacher_tokenizer=tok, student_tokenizers=tok,
+                          cross_layer=["nope"], progress=False)
+    with pytest.raises(ValueError, match="`students` is empty"):
+        evaluate_students(teacher, {}, data, teacher_tokenizer=tok, progress=False)
+    with pytest.raises(TypeError, match=r"`students\['x'\]` must be a torch.nn.Module"):
+        evaluate_students(teacher, {"x": 3}, data, teacher_tokenizer=tok, progress=False)
+    with pytest.raises(TypeError, match=r"`student_tokenizers\['x'\]` is required"):
+        evaluate_students(teacher, {"x": student}, data, teacher_tokenizer=tok, progress=False)
+
+
+def test_length_grouping_gives_the_same_results_and_indices(teacher, student, tok, monkeypatch):
+    """Grouped batches (longest first) vs dataset order: same sums to 1e-12, rows in example order,
+    the per-example logits of example i are those of sentence i alone; and grouping really cuts padding."""
+    from knowledge_retention.extraction.batching import length_grouped_order, token_lengths
+    from knowledge_retention.extraction.inputs import TextSource
+
+    monkeypatch.setattr("knowledge_retention.extraction.streams.FLUSH_ROWS", 6)
+    texts = fx.sentences(41, seed=9, min_words=1, max_words=30)
+    dataset = {"sentence": texts, "label": [i % 2 for i in range(41)]}
+    options = dict(label_column="label", layers=[(4, 2), (2, 1)], pooling="mean", keep_arrays=True, batch_size=4)
+    grouped = _run(teacher, student, dataset, tok, group_by_length=True, **options)
+    ordered = _run(teacher, student, dataset, tok, group_by_length=False, **options)
+    _assert_same(grouped, ordered)
+    assert grouped.example_indices.tolist() == list(range(41)) and grouped.labels.tolist() == dataset["label"]
+    for i in (0, 13, 40):
+        _, logits = _alone(student, tok, texts[i], 2, "mean")
+        np.testing.assert_allclose(grouped.student_logits[i], logits, rtol=0, atol=TOL)
+    assert grouped.options["group_by_length"] and not ordered.options["group_by_length"]
+    lengths = token_lengths(tok, TextSource(dataset), None)
+    assert lengths.tolist() == [len(tok(t)["input_ids"]) for t in texts]
+    order = length_grouped_order(lengths)
+    assert sorted(order.tolist()) == list(range(41)) and np.all(np.diff(lengths[order]) <= 0)
+
+    def padded(idx):
+        return sum(4 * max(lengths[idx[k:k + 4]]) for k in range(0, 41, 4))
+
+    assert padded(order) < 0.8 * padded(np.arange(41))  # the point of it: far fewer padded tokens
+
+
+def test_teacher_cache_on_disk_replays_the_teacher(tmp_path, teacher, student, tok, data, monkeypatch):
+    """The first call records safetensors chunks; the second never runs the teacher and gives the same
+    numbers; a changed teacher weight, text or option misses the cache."""
+    from knowledge_retention.extraction import TeacherCache, evaluate_students
+
+    monkeypatch.setattr("knowledge_retention.extraction.teacher_cache.CHUNK_ROWS", 10)  # several chunks
+    options = dict(label_column="label", layers="uniform", pooling="mean", keep_arrays=True, batch_size=4,
+                   progress=False, teacher_tokenizer=tok, student_tokenizer=tok)
+    first = evaluate_pair(teacher, student, data, teacher_cache=tmp_path / "cache", **options)
+    assert first.options["teacher_cache"]["reused"] is False
+    entry = tmp_path / "cache" / first.options["teacher_cache"]["key"]
+    files = sorted(p.name for p in entry.iterdir())
+    assert "meta.json" in files and len([f for f in files if f.endswith(".safetensors")]) >= 4
+    assert not any(f.endswith((".pkl", ".pt", ".bin")) for f in files)
+    calls = {"n": 0}
+    forward = teacher.forward
+
+    def counted(*args, **kwargs):
+        calls["n"] += 1
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(teacher, "forward", counted)
+    second = evaluate_pair(teacher, student, data, teacher_cache=TeacherCache(tmp_path / "cache"), **options)
+    assert calls["n"] == 0 and second.options["teacher_cache"]["reused"] is True
+    assert any("replayed from the teacher cache" in n for n in second.notes)
+    _assert_same(second, first, tol=0.0)
+    assert second.timings["teacher_forward_s"] == pytest.approx(first.timings["teacher_forward_s"])
+    # other layers and students are served by the same entry (every teacher hidden state is recorded)
+    other = evaluate_students(teacher, {"b": fx.tiny_bert(num_layers=2, seed=3)}, data, teacher_cache=tmp_path / "cache",
+                              student_tokenizers=tok, **{k: v for k, v in options.items() if k != "student_tokenizer"}
+                              | {"layers": "all"})["b"]
+    assert calls["n"] == 0 and other.options["teacher_cache"]["reused"] is True
+    fresh = evaluate_pair(teacher, fx.tiny_bert(num_layers=2, seed=3), data, **options | {"layers": "all"})
+    _assert_same(other, fresh)
+    # a change in the teacher's weights, the texts or an option misses it
+    changed = {**data, "sentence": [*data["sentence"][:-1], "a different last sentence"]}
+    evaluate_pair(teacher, student, changed, teacher_cache=tmp_path / "cache", **options)
+    assert calls["n"] > 0
+    calls["n"] = 0
+    evaluate_pair(teacher, student, data, teacher_cache=tmp_path / "cache", **options | {"batch_size": 5})
+    assert calls["n"] > 0
+    calls["n"] = 0
+    with torch.no_grad():
+        teacher.classifier.bias.add_(1.0)
+    try:
+        evaluate_pair(teacher, student, data, teacher_cache=tmp_path / "cache", **options)
+        assert calls["n"] > 0
+    finally:
+        with torch.no_grad():
+            teacher.classifier.bias.sub_(1.0)
+    with pytest.raises(TypeError, match="`teacher_cache` must be None, a folder path or a TeacherCache"):
+        evaluate_pair(teacher, student, data, teacher_cache=3, **options)
+
+
+def test_teacher_cache_in_memory(teacher, student, tok, data, monkeypatch):
+    from knowledge_retention.extraction import TeacherCache
+
+    cache = TeacherCache()
+    options = dict(pooling="cls", batch_size=8, progress=False, teacher_tokenizer=tok, student_tokenizer=tok)
+    first = evaluate_pair(teacher, student, data, teacher_cache=cache, **options)
+    monkeypatch.setattr(teacher, "forward", lambda *a, **k: pytest.fail("the teacher ran"))
+    second = evaluate_pair(teacher, student, data, teacher_cache=cache, **options)
+    assert second.options["teacher_cache"] == {"location": "memory", "key": first.options["teacher_cache"]["key"],
+                                               "reused": True}
+    _assert_same(second, first, tol=0.0)

@@ -5,9 +5,12 @@ The layer above the maths: models run here, every formula comes from
 :mod:`knowledge_retention.score`. Needs the ``extract`` extra (torch, transformers, accelerate,
 datasets, tqdm).
 
-* :func:`evaluate_pair` - the evaluator: streams pooled features and logits into the core
-  accumulators, optionally sharded over ``accelerate`` processes; returns an
-  :class:`ExtractionResult`.
+* :func:`evaluate_students` - the evaluator: one teacher pass per batch, folded with each
+  student's pooled features and logits into that student's core accumulators, optionally sharded
+  over ``accelerate`` processes and length-grouped; returns ``{name: ExtractionResult}``.
+  :func:`evaluate_pair` is its one-student call.
+* :class:`TeacherCache` - the teacher's pooled outputs recorded once (memory, or safetensors on
+  disk with a fingerprint) and replayed by later calls.
 * :func:`uniform_layer_mapping`, :func:`resolve_layer_pairs`, :func:`layer_names` - which hidden
   states are compared.
 * :func:`pool_hidden_states` - ``cls`` / ``mean`` / ``last`` pooling that ignores padding.
@@ -15,10 +18,11 @@ datasets, tqdm).
 
 from __future__ import annotations
 
-from .evaluator import MixedPrecision, evaluate_pair
+from .evaluator import MixedPrecision, evaluate_pair, evaluate_students
 from .layers import LAYER_PRESETS, LayerSpec, layer_names, resolve_layer_pairs, uniform_layer_mapping
 from .pooling import POOLINGS, Pooling, pool_hidden_states
 from .result import ExtractionResult
+from .teacher_cache import TeacherCache
 
 __all__ = [
     "LAYER_PRESETS",
@@ -27,7 +31,9 @@ __all__ = [
     "LayerSpec",
     "MixedPrecision",
     "Pooling",
+    "TeacherCache",
     "evaluate_pair",
+    "evaluate_students",
     "layer_names",
     "pool_hidden_states",
     "resolve_layer_pairs",

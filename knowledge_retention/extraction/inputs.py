@@ -126,7 +126,9 @@ class TextSource:
         return list(texts), labels
 
 
-def load_model(model: Any, role: str, *, trust_remote_code: bool = False) -> tuple[torch.nn.Module, str | None, bool]:
+def load_model(
+    model: Any, role: str, *, trust_remote_code: bool = False, argument: str | None = None
+) -> tuple[torch.nn.Module, str | None, bool]:
     """A model object as is, or a local path / hub name loaded with its classification head if it has one.
 
     A checkpoint whose ``config.architectures`` names a ``*ForSequenceClassification`` class is
@@ -137,6 +139,7 @@ def load_model(model: Any, role: str, *, trust_remote_code: bool = False) -> tup
         model: a ``torch.nn.Module`` or a path / hub name.
         role: ``"teacher"`` or ``"student"`` (for error messages).
         trust_remote_code: passed to ``from_pretrained``.
+        argument: the argument's name in error messages (default: ``role``).
 
     Returns:
         ``(model, path, loaded_without_head)``; ``path`` is None for objects without a
@@ -147,7 +150,7 @@ def load_model(model: Any, role: str, *, trust_remote_code: bool = False) -> tup
         return model, name, False
     if not isinstance(model, (str, os.PathLike)):
         raise TypeError(
-            f"`{role}` must be a torch.nn.Module or a local path / hub name, got {type(model).__name__}."
+            f"`{argument or role}` must be a torch.nn.Module or a local path / hub name, got {type(model).__name__}."
         )
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
@@ -163,19 +166,24 @@ def load_model(model: Any, role: str, *, trust_remote_code: bool = False) -> tup
     return AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code), path, True
 
 
-def load_tokenizer(tokenizer: Any, path: str | None, role: str, *, trust_remote_code: bool = False) -> Any:
+def load_tokenizer(
+    tokenizer: Any, path: str | None, role: str, *, trust_remote_code: bool = False, argument: str | None = None
+) -> Any:
     """The given tokenizer, or ``AutoTokenizer.from_pretrained(path)``.
+
+    ``argument`` names the tokenizer argument in error messages (default ``<role>_tokenizer``).
 
     Raises:
         TypeError: no tokenizer was given and the model has no path to load one from.
     """
+    argument = argument or f"{role}_tokenizer"
     if tokenizer is not None:
         if not callable(tokenizer):
-            raise TypeError(f"`{role}_tokenizer` must be a transformers tokenizer, got {type(tokenizer).__name__}.")
+            raise TypeError(f"`{argument}` must be a transformers tokenizer, got {type(tokenizer).__name__}.")
         return tokenizer
     if not path:
         raise TypeError(
-            f"`{role}_tokenizer` is required: the {role} model object has no `config.name_or_path` to load "
+            f"`{argument}` is required: the {role} model object has no `config.name_or_path` to load "
             "its tokenizer from."
         )
     from transformers import AutoTokenizer
@@ -216,9 +224,10 @@ class ModelRunner:
         model: the model (already on its device, in eval mode).
         tokenizer: its tokenizer; a missing pad token is set to the EOS token (GPT-2), and the
             model's ``config.pad_token_id`` follows when unset.
-        role: ``"teacher"`` or ``"student"``.
+        role: ``"teacher"`` or ``"student"`` (or ``"student 'name'"``), for messages.
         max_length: user truncation length (None: the model's own limit).
         device: where the inputs go.
+        tokenizer_arg: the tokenizer's argument name in messages (default ``<role>_tokenizer``).
     """
 
     model: torch.nn.Module
@@ -226,6 +235,7 @@ class ModelRunner:
     role: str
     max_length: int | None
     device: torch.device
+    tokenizer_arg: str | None = None
     limit: int | None = field(init=False)
     limit_source: str = field(init=False)
     num_truncated: int = field(init=False, default=0)
@@ -239,7 +249,7 @@ class ModelRunner:
             eos = getattr(self.tokenizer, "eos_token", None)
             if eos is None:
                 raise ValueError(
-                    f"`{self.role}_tokenizer` has neither a pad token nor an EOS token to pad with; set "
+                    f"`{self.tokenizer_arg or self.role + '_tokenizer'}` has neither a pad token nor an EOS token to pad with; set "
                     "tokenizer.pad_token before evaluating."
                 )
             self.tokenizer.pad_token = eos

@@ -9,7 +9,8 @@ under ``accelerate``'s even-batches padding.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,23 +21,44 @@ from ..similarity import CosineAccumulator, CrossLayerCKAAccumulator, LinearCKAA
 from .inputs import ModelOutputs
 from .pooling import Pooling, pool_hidden_states
 
-__all__ = ["FLUSH_ROWS", "IndexRange", "Streams", "collate_indices", "merge", "real_rows"]
+__all__ = [
+    "FLUSH_ROWS", "IndexRange", "PooledBatch", "Streams", "collate_indices", "merge", "pool_outputs", "real_rows",
+]
 
 #: Pooled rows are added to the accumulators in chunks of at least this many (see :class:`Streams`).
 FLUSH_ROWS = 256
 
 
 class IndexRange(torch.utils.data.Dataset):  # type: ignore[type-arg]
-    """The example indices ``0..n-1``: the dataloader shards indices, the texts are read per batch."""
+    """Example indices in processing order (``0..n-1``, or a given permutation such as the
+    length-grouped order): the dataloader shards indices, the texts are read per batch."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, order: np.ndarray | None = None) -> None:
         self.n = n
+        self.order = order
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int) -> int:
-        return i
+        return i if self.order is None else int(self.order[i])
+
+
+@dataclass
+class PooledBatch:
+    """One model's pooled outputs for a batch: ``features[layer]`` ``(B, D)`` per hidden-state index,
+    and the logits ``(B, C)`` (None when the model has none)."""
+
+    features: dict[int, torch.Tensor]
+    logits: torch.Tensor | None
+
+
+def pool_outputs(outputs: ModelOutputs, layers: Iterable[int], pooling: Pooling) -> PooledBatch:
+    """Pools the given hidden states of one model's batch outputs (see :func:`pool_hidden_states`)."""
+    return PooledBatch(
+        {layer: pool_hidden_states(outputs.hidden_states[layer], outputs.attention_mask, pooling) for layer in layers},
+        outputs.logits,
+    )
 
 
 def collate_indices(batch: list[int]) -> torch.Tensor:
@@ -153,25 +175,27 @@ class Streams:
 
     def update(
         self,
-        teacher: ModelOutputs,
-        student: ModelOutputs,
-        pooling: Pooling,
+        teacher: PooledBatch,
+        student: PooledBatch,
         indices: Sequence[int],
         labels: list[Any] | None,
     ) -> None:
-        """Pools the needed layers of both models, keeps the per-example rows and stages the batch
-        for the accumulators (added by :meth:`flush` every ``flush_rows`` rows and at the end).
+        """Keeps the per-example rows of a pooled batch and stages it for the accumulators (added by
+        :meth:`flush` every ``flush_rows`` rows and at the end).
+
+        The teacher's pooled batch may be shared by several students' streams (it is only read):
+        the teacher runs once per batch for all of them, or is replayed from a cache.
 
         Args:
-            teacher: the teacher's outputs for the batch (hidden states ``(B, T_t, D_t)``).
-            student: the student's outputs (``(B, T_s, D_s)``; its own tokenisation).
-            pooling: ``cls``, ``mean`` or ``last``.
+            teacher: the teacher's pooled features (at least ``teacher_layers``) and logits.
+            student: the student's pooled features (at least ``student_layers``; its own
+                tokenisation) and logits.
             indices: the ``B`` dataset indices of the rows.
             labels: the ``B`` labels, or None.
         """
-        for role, out in (("teacher", teacher), ("student", student)):
+        for role, pooled_batch in (("teacher", teacher), ("student", student)):
             for layer, staged in self._staged[role].items():
-                pooled = pool_hidden_states(out.hidden_states[layer], out.attention_mask, pooling)
+                pooled = pooled_batch.features[layer]
                 staged.add(pooled)
                 if layer in self.features[role]:
                     self.features[role][layer].add(pooled)
