@@ -328,23 +328,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def load_arrays(path: Path) -> dict[str, Any]:
-    """Reads ``.npz`` (no pickles) or ``.safetensors`` into a dict of numpy arrays."""
-    import numpy as np
+    """Reads ``.npz`` (no pickles) or ``.safetensors`` into a dict of numpy arrays (see :mod:`._io`)."""
+    from ._io import read_arrays
 
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-        except ValueError as err:
-            raise UserError(f"{path}: could not read it without unpickling objects ({err}); save plain numeric arrays") from None
-    if suffix == ".safetensors":
-        from safetensors.numpy import load_file
-
-        return dict(load_file(str(path)))
-    raise UserError(f"{path}: unsupported format {suffix!r}; expected .npz or .safetensors")
+    return read_arrays(path)
 
 
 def cmd_arrays(args: argparse.Namespace) -> int:

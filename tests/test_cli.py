@@ -111,6 +111,45 @@ def test_arrays_user_errors_exit_2_with_a_message(tmp_path, arrays, capsys, make
     assert "Traceback" not in err
 
 
+def _damaged(path: Path, good: Path, how: str) -> Path:
+    data = good.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "corrupted":  # a flipped byte: in the zip member's data (CRC) / in the JSON header
+        broken = bytearray(data)
+        broken[len(data) // 3 if path.suffix == ".npz" else 20] ^= 0xFF
+        path.write_bytes(bytes(broken))
+    elif how == "text":
+        path.write_text("teacher_features,student_features\n0.1,0.2\n")
+    elif how == "other-format":  # an .npz saved under the other name, and the reverse
+        path.write_bytes(good.with_suffix(".safetensors" if path.suffix == ".npz" else ".npz").read_bytes())
+    return path
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "corrupted", "text", "other-format"])
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_damaged_or_mislabelled_files_exit_2_saying_what_the_file_is_not(tmp_path, arrays, capsys, suffix, how):
+    from safetensors.numpy import save_file
+
+    path_npz, (t, s, tl, sl) = arrays
+    save_file({"teacher_features": t, "student_features": s, "teacher_logits": tl, "student_logits": sl},
+              str(path_npz.with_suffix(".safetensors")))
+    bad = _damaged(tmp_path / f"bad{suffix}", path_npz.with_suffix(suffix), how)
+    assert main(["arrays", str(bad)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    kind = "not a valid .npz (zip) archive" if suffix == ".npz" else "not a valid .safetensors file"
+    assert lines[0].startswith(f"knowledge-retention: error: {bad}: {kind}"), err
+    assert "pickle" not in err.lower() and "bfloat16" not in err.lower()
+    if how == "text":
+        assert "text file" in err
+    if how == "empty":
+        assert "empty" in err
+
+
 def test_errors_name_the_flags_the_user_typed(tmp_path, arrays, capsys):
     _, (t, s, tl, sl) = arrays
     p = np.exp(tl) / np.exp(tl).sum(axis=1, keepdims=True)
