@@ -42,7 +42,7 @@ def _what_it_is(path: Path) -> str | None:
     if head.startswith(_NPY_MAGIC):
         return "a single .npy array"
     if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:  # pickle protocol 2+ opcode
-        return "a Python pickle (never loaded)"
+        return "a Python pickle (pickled data is never loaded)"
     if len(head) > 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 100_000_000:
         return "a .safetensors file"
     try:
@@ -56,8 +56,8 @@ def _what_it_is(path: Path) -> str | None:
 
 def _object_array(key: str, name: str) -> InputError:
     return InputError(
-        f"{name}: `{key}` is an object array (dtype=object), which cannot be read without unpickling; "
-        "save plain numeric arrays (np.savez(path, teacher_features=np.asarray(x, dtype=np.float32), ...))."
+        f"{name}: `{key}` is a pickled object array (dtype=object), refused: it cannot be read without "
+        "unpickling. Save plain numeric arrays (np.savez(path, teacher_features=np.asarray(x, dtype=np.float32), ...))."
     )
 
 
@@ -220,10 +220,9 @@ def read_arrays(
     if not file.is_file():
         raise InputError(f"{name}: no such file" + (" (it is a folder)" if file.is_dir() else ""))
     if suffix not in suffixes:
-        hint = " Pickle-based files are never loaded." if suffix in _PICKLE_SUFFIXES else ""
-        raise InputError(
-            f"{name}: unsupported format {suffix or '(no extension)'!r}; expected {' or '.join(suffixes)}.{hint}"
-        )
+        hint = " Pickle-based files are refused (never loaded)." if suffix in _PICKLE_SUFFIXES else ""
+        expected = " or ".join(suffixes) if len(suffixes) < 3 else ", ".join(suffixes[:-1]) + " or " + suffixes[-1]
+        raise InputError(f"{name}: unsupported file type {suffix or '(no extension)'!r}; expected {expected}.{hint}")
     size = file.stat().st_size
     if max_bytes is not None and size > max_bytes:
         raise InputError(

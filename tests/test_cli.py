@@ -73,7 +73,7 @@ def test_arrays_safetensors_and_text_output(tmp_path, arrays, capsys):
     ("make", "args", "message"),
     [
         (None, [], "no such file"),
-        ("txt", [], "unsupported format '.txt'"),
+        ("txt", [], "unsupported file type '.txt'"),
         ("missing", [], "missing array 'student_features'"),
         ("pickle", [], "without unpickling"),
         ("probs", ["--inputs", "logits"], "probabilities"),

@@ -61,7 +61,7 @@ def test_npz_failures_each_say_what_the_file_is_not(saved):
     _expect(root / "st.npz", not_npz, "a .safetensors file")
     with open(root / "evil.npz", "wb") as handle:
         pickle.dump({"teacher_features": 1}, handle)
-    _expect(root / "evil.npz", not_npz, "pickle (never loaded)")
+    _expect(root / "evil.npz", not_npz, "pickle (pickled data is never loaded)")
     (root / "npy.npz").write_bytes((root / "one.npy").read_bytes())
     _expect(root / "npy.npz", not_npz, "single .npy array")
     assert read_arrays(root / "npy.npz", npy_key="teacher_features")["teacher_features"].shape == (20, 5)
@@ -105,7 +105,7 @@ def test_bfloat16_tensors_get_the_float32_advice(tmp_path):
 def test_names_suffixes_and_limits(saved):
     root, _ = saved
     _expect(root / "missing.npz", "missing.npz: no such file")
-    _expect(root / "one.npy", "unsupported format '.npy'; expected .npz or .safetensors")
+    _expect(root / "one.npy", "unsupported file type '.npy'; expected .npz or .safetensors")
     assert read_arrays(root / "one.npy", suffixes=(".npy",))["one"].shape == (20, 5)
     _expect(root / "ok.npz", "the limit is", max_bytes=10)
     _expect(root / "ok.npz", "decompresses to", max_array_bytes=10)
