@@ -52,17 +52,50 @@ AOAG_METHODS: tuple[str, ...] = ("kl", "js", "top1", "mse", "mask_iou", "box_iou
 CLASSIFICATION_METHODS: tuple[str, ...] = ("kl", "js", "top1")
 
 _PROB_ATOL = 1e-4
+# Machine epsilon of the half formats probabilities are often stored in.
+_BFLOAT16_EPS = 2.0**-7
+_FLOAT16_EPS = float(np.finfo(np.float16).eps)  # 2**-10
+
+
+def _storage_epsilon(array: np.ndarray) -> float:
+    """The epsilon of the coarsest float format that holds every value of ``array`` exactly.
+
+    Probabilities rounded to float16 or bfloat16 (mixed-precision inference) have row sums off by
+    up to about half that format's epsilon per row; torch's bf16 and fp16 tensors arrive here already
+    widened to float32, so the format is recognised from the values, not the dtype. 0 when the
+    values need float32 or more.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        as32 = array.astype(np.float32)
+        if np.array_equal(as32, array):
+            if not np.any(as32.view(np.uint32) & np.uint32(0xFFFF)):  # the low 16 bits of bf16 are zero
+                return _BFLOAT16_EPS
+            if np.array_equal(as32.astype(np.float16).astype(np.float32), as32):
+                return _FLOAT16_EPS
+    return 0.0
+
+
+def _row_sum_tolerance(array: np.ndarray) -> float:
+    """How far a row sum of probabilities may be from 1: 1e-4, or the rounding of the data's own format.
+
+    Rounding each of a row's probabilities to a format of epsilon ``eps`` moves the sum by at most
+    ``eps / 2``; twice that leaves room for a softmax computed and normalised in that format.
+    """
+    return max(_PROB_ATOL, _storage_epsilon(array))
 
 
 def looks_like_probabilities(array: np.ndarray) -> bool:
-    """True when every row is non-negative, at most 1, and sums to 1 (within 1e-4)."""
-    return bool(
-        array.ndim == 2
-        and array.shape[1] >= 2
-        and np.all(array >= 0)
-        and np.all(array <= 1)
-        and np.allclose(array.sum(axis=1), 1.0, atol=_PROB_ATOL)
-    )
+    """True when every row is non-negative, at most 1, and sums to 1.
+
+    "Sums to 1" within 1e-4, or within the rounding of the values' own format (float16: 9.8e-4,
+    bfloat16: 7.8e-3), so probabilities stored in half precision are still recognised.
+    """
+    if not (array.ndim == 2 and array.shape[1] >= 2 and np.all(array >= 0) and np.all(array <= 1)):
+        return False
+    sums = array.sum(axis=1, dtype=np.float64)
+    if np.allclose(sums, 1.0, atol=_PROB_ATOL):
+        return True
+    return bool(np.allclose(sums, 1.0, atol=_row_sum_tolerance(array)))
 
 
 def log_probabilities(
@@ -74,8 +107,8 @@ def log_probabilities(
     :math:`p^{1/T}` renormalised (the same as tempering their log).
 
     Raises:
-        ValueError: not 2-D, C < 2, NaN/Inf; logits that look like probabilities (every row in
-            [0, 1] summing to 1) when ``inputs="logits"``; rows that are not distributions when
+        InputError: not 2-D, C < 2, NaN/Inf; logits that look like probabilities (every row in
+            [0, 1] summing to 1, within the rounding of the values' format) when ``inputs="logits"``; rows that are not distributions when
             ``inputs="probabilities"``.
     """
     check_choice(inputs, "inputs", ("logits", "probabilities"))
@@ -90,7 +123,8 @@ def log_probabilities(
                 "expected. Pass inputs='probabilities' if they are probabilities, or pass the raw logits."
             )
         return log_softmax(array / temperature, axis=1)
-    if np.any(array < 0) or not np.allclose(array.sum(axis=1), 1.0, atol=_PROB_ATOL):
+    tolerance = _row_sum_tolerance(array)
+    if np.any(array < 0) or not np.allclose(array.sum(axis=1), 1.0, atol=tolerance):
         raise InputError(
             f"`{name}` must be probabilities (non-negative rows summing to 1) since inputs='probabilities'; "
             f"row sums range from {array.sum(axis=1).min():.4g} to {array.sum(axis=1).max():.4g}. "

@@ -57,6 +57,24 @@ RBF_MAX_EXAMPLES = 10_000
 _CONSTANT_RTOL = 1e-12
 
 
+def check_cka_examples(n: int, *, debiased: bool = False, what: str = "CKA") -> None:
+    """Raises :class:`InputError` unless ``n`` examples can give a meaningful CKA.
+
+    Three at least (four for the debiased estimator): two centred points are always aligned
+    (:math:`x_1 - \\bar x = -(x_2 - \\bar x)`, likewise for the student), so with N = 2 CKA is 1 for any
+    features, whatever the kernel. Small N above that is allowed; the biased estimator's upward bias
+    there is what the report and the Space warn about.
+    """
+    min_n = 4 if debiased else 3
+    if n >= min_n:
+        return
+    why = ("two centred points are always aligned (x1 - mean = -(x2 - mean) for both models), so CKA "
+           "would be 1 for any features" if n == 2 else "CKA compares examples with each other")
+    raise InputError(
+        f"{what}{' (debiased)' if debiased else ''} needs at least {min_n} examples, got {n}{': ' + why if n < 3 else ''}."
+    )
+
+
 def _validate_pair(teacher: ArrayLike, student: ArrayLike, min_rows: int = 2) -> tuple[np.ndarray, np.ndarray]:
     t = as_float_array(teacher, "teacher_features", ndim=2, min_rows=min_rows)
     s = as_float_array(student, "student_features", ndim=2, min_rows=min_rows)
@@ -253,14 +271,10 @@ class LinearCKAAccumulator:
         """Linear CKA in [0, 1] (1 = identical up to rotation and isotropic scaling).
 
         Raises:
-            ValueError: fewer than 2 examples (4 for ``debiased=True``), or constant features
+            InputError: fewer than 3 examples (4 for ``debiased=True``), or constant features
                 (zero variance), for which CKA is undefined.
         """
-        min_n = 4 if debiased else 2
-        if self.n < min_n:
-            raise InputError(
-                f"CKA{' (debiased)' if debiased else ''} needs at least {min_n} examples, got {self.n}."
-            )
+        check_cka_examples(self.n, debiased=debiased)
         assert self.tt is not None and self.ss is not None and self.st is not None
         assert self.sum_t is not None and self.sum_s is not None
         n = self.n
@@ -521,7 +535,8 @@ def rbf_cka(
     from ._validation import check_positive
 
     check_positive(threshold, "threshold")
-    t, s = _validate_pair(teacher, student, min_rows=4 if debiased else 2)
+    t, s = _validate_pair(teacher, student, min_rows=1)
+    check_cka_examples(t.shape[0], debiased=debiased, what="RBF CKA")
     if t.shape[0] > max_examples:
         raise InputError(
             f"rbf_cka builds N x N Gram matrices; N={t.shape[0]} exceeds max_examples={max_examples} "
@@ -745,8 +760,7 @@ class CrossLayerCKAAccumulator:
 
     def compute(self) -> np.ndarray:
         """Returns the ``(L_t, L_s)`` linear-CKA matrix."""
-        if self.n < 2:
-            raise InputError(f"Cross-layer CKA needs at least 2 examples, got {self.n}.")
+        check_cka_examples(self.n, what="Cross-layer CKA")
         return np.array([[self.pair(i, j).compute() for j in range(len(self.ss))] for i in range(len(self.tt))])
 
 

@@ -19,6 +19,7 @@ from knowledge_retention.agreement import (
     box_iou,
     box_iou_agreement,
     classification_agreement,
+    looks_like_probabilities,
     mask_iou_agreement,
     output_agreement,
     per_example_kl,
@@ -175,3 +176,29 @@ def test_box_iou_against_hand_values_and_hungarian_matching():
 def test_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("fmt", ["float16", "bfloat16"])
+def test_half_precision_probabilities_are_still_probabilities(fmt):
+    """Rounded to float16 / bfloat16, rows sum to 1 only within that format's rounding (> 1e-4 off)."""
+    rng = np.random.default_rng(4)
+    p = softmax(2 * rng.normal(size=(300, 5)), axis=1)
+    q = softmax(2 * rng.normal(size=(300, 5)), axis=1)
+    if fmt == "float16":
+        p_half, q_half = p.astype(np.float16), q.astype(np.float16)
+        widened = p_half.astype(np.float64), q_half.astype(np.float64)
+    else:
+        torch = pytest.importorskip("torch")
+        p_half, q_half = torch.tensor(p).to(torch.bfloat16), torch.tensor(q).to(torch.bfloat16)
+        widened = p_half.float().numpy().astype(np.float64), q_half.float().numpy().astype(np.float64)
+    assert np.abs(widened[0].sum(axis=1) - 1).max() > 1e-4  # the old fixed tolerance took these for logits
+    assert looks_like_probabilities(widened[0])
+    with pytest.raises(ValueError, match="`teacher_logits` look like probabilities"):
+        classification_agreement(p_half, q_half)
+    got = classification_agreement(p_half, q_half, inputs="probabilities")
+    expected = np.mean(np.exp(-np.sum(rel_entr(widened[0] / widened[0].sum(1, keepdims=True),
+                                               widened[1] / widened[1].sum(1, keepdims=True)), axis=1)))
+    assert got == pytest.approx(expected, rel=1e-12)
+    # logits in half precision are still logits
+    logits = rng.normal(size=(50, 3)).astype(np.float16)
+    assert not looks_like_probabilities(logits.astype(np.float64))

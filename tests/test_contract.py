@@ -154,10 +154,28 @@ def test_rows_of_features_and_outputs_must_match_with_one_message(metric: Any, t
     assert messages == dict.fromkeys(messages, BAD_MESSAGE)
 
 
-@pytest.mark.xfail(strict=True, reason="spaces_app/space_io.parse_arrays keeps its own length check (asked of helper E)")
 def test_the_space_refuses_the_same_case_with_the_same_message(tmp_path: Path, space_io_modules: tuple[Any, Any]) -> None:
     space_io, _ = space_io_modules
     path = _npz(tmp_path, _bad_case())
     with pytest.raises(ValueError) as info:
         space_io.parse_arrays(space_io.read_array_files([path]))
     assert str(info.value) == BAD_MESSAGE
+
+
+def test_two_examples_are_refused_and_three_are_scored_with_the_small_n_warning(
+    metric: Any, space_io_modules: tuple[Any, Any]
+) -> None:
+    space_io, space_results = space_io_modules
+    data = _case()
+    two = {k: v[:2] for k, v in data.items()}
+    why = "needs at least 3 examples, got 2: two centred points are always aligned"
+    with pytest.raises(InputError, match=why):
+        compute_krs(*two.values(), task="nlp")
+    with pytest.raises(InputError, match=why):
+        metric.compute(**two, task="nlp")
+    with pytest.raises(ValueError, match=why):
+        space_results.score_arrays(space_io.parse_arrays(two), task="nlp", alpha=0.5)
+    three = {k: v[:3] for k, v in data.items()}
+    result = space_results.score_arrays(space_io.parse_arrays(three), task="nlp", alpha=0.5)
+    assert abs(result.fss - compute_krs(*three.values(), task="nlp")["fss"]) <= 1e-12
+    assert "Only 3 examples: linear CKA is biased upwards" in space_results.summary_markdown(result, 0.5)

@@ -10,6 +10,7 @@ from hypothesis.extra.numpy import arrays
 from scipy.spatial.distance import pdist, squareform
 from scipy.stats import ortho_group
 
+from knowledge_retention import InputError
 from knowledge_retention.similarity import (
     CosineAccumulator,
     CrossLayerCKAAccumulator,
@@ -244,7 +245,7 @@ def test_cross_layer_matrix_matches_pairwise_and_streams():
     [
         (np.ones((5, 3)), np.ones((4, 3)), ValueError, "same examples.*5 rows for the teacher and 4"),
         (np.ones(5), np.ones((5, 3)), ValueError, "`teacher_features` must be 2-D, got an array of shape \\(5,\\)"),
-        (np.ones((1, 3)), np.ones((1, 3)), ValueError, "at least 2 examples"),
+        (np.ones((1, 3)), np.ones((1, 3)), ValueError, "at least 3 examples, got 1"),
         (np.array([[1.0, np.nan], [0.0, 1.0]]), np.ones((2, 2)), ValueError, "`teacher_features` contains 1 NaN or Inf"),
         (np.array([["a", "b"], ["c", "d"]]), np.ones((2, 2)), TypeError, "`teacher_features` must hold real numbers"),
         ([[1.0, 2.0], [3.0]], np.ones((2, 2)), TypeError, "`teacher_features` must be a rectangular array"),
@@ -346,3 +347,20 @@ def test_cross_layer_cka_far_from_the_origin_and_merged(offset):
     origin = _reshifted(raw, None, None)
     assert origin.shift_t is None
     assert origin.compute() == pytest.approx(expected, rel=1e-6 if offset else 1e-12)
+
+
+def test_two_examples_are_refused_with_the_reason():
+    """Two centred points are always aligned: CKA would be 1 for any features, so N = 2 is refused."""
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(2, 5)), rng.normal(size=(2, 4))
+    why = "needs at least 3 examples, got 2: two centred points are always aligned"
+    for call in (lambda: linear_cka(x, y), lambda: rbf_cka(x, y), lambda: cross_layer_cka([x], [y]),
+                 lambda: LinearCKAAccumulator().update(x[:1], y[:1]).update(x[1:], y[1:]).compute(),
+                 lambda: feature_similarity_score(x, y)):
+        with pytest.raises(InputError, match=why):
+            call()
+    with pytest.raises(InputError, match="CKA \\(debiased\\) needs at least 4 examples, got 2: two centred"):
+        linear_cka(x, y, debiased=True)
+    # three examples are scored (small N is the report's and the Space's warning, not an error)
+    z, w = rng.normal(size=(3, 5)), rng.normal(size=(3, 4))
+    assert 0.0 < linear_cka(z, w) < 1.0 and 0.0 < rbf_cka(z, w) < 1.0
