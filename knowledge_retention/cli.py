@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     main_job = sub.add_parser("default", help="the main job on embedded defaults (what no subcommand runs)")
     _add_report_options(main_job, "krs_report")
-    main_job.add_argument("--sst2-dir", type=Path, help="folder with dev.tsv (default: $SST2_DIR or ../shared/data/sst2)")
+    main_job.add_argument("--sst2-dir", type=Path,
+                          help="folder with dev.tsv, and train.tsv for the first run (default: $SST2_DIR or ../shared/data/sst2)")
     main_job.add_argument("--max-examples", type=_positive_int, help="use only the first N dev sentences")
 
     ev = sub.add_parser("evaluate", help="score a student against its teacher on a dataset and write the report",
@@ -188,11 +189,22 @@ def build_parser() -> argparse.ArgumentParser:
 # --- commands -------------------------------------------------------------------------------------------
 
 
+_DATA_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt", ".arrow")
+
+
+def _looks_local(spec: str) -> bool:
+    """A path, not a Hub name: a data suffix, a leading ``.``/``/``/``~``, a backslash or more than one ``/``."""
+    return (Path(spec).suffix.lower() in _DATA_SUFFIXES or spec.startswith((".", "/", "~")) or "\\" in spec
+            or spec.count("/") > 1 or os.sep != "/" and os.sep in spec)
+
+
 def _load_dataset(spec: str, split: str, config: str | None) -> Any:
     """A local file or folder, or a hub dataset, as a ``datasets.Dataset``."""
+    path = Path(spec).expanduser()
+    if not path.exists() and _looks_local(spec):
+        raise UserError(f"--dataset {spec}: no such file or folder (a Hub dataset is named NAME or NAMESPACE/NAME)")
     import datasets
 
-    path = Path(spec)
     try:
         if path.is_file():
             suffix = path.suffix.lower()
@@ -290,17 +302,74 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Any]) -> None:
         print("Report: " + ", ".join(str(p) for p in paths.values() if p))
 
 
+_SST2_FILES = "GLUE's SST-2 TSV files: dev.tsv, and train.tsv for the first run (which trains the default pair)"
+_SST2_HINT = f"pass --sst2-dir DIR or set SST2_DIR to a folder with {_SST2_FILES}"
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hub cannot be used right now (offline mode set, or no connection within 3 s), or None."""
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{name} is set"
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        with socket.create_connection((endpoint.hostname or "huggingface.co", endpoint.port or 443), timeout=3):
+            return None
+    except OSError as err:
+        return f"{endpoint.hostname} is unreachable ({err.__class__.__name__})"
+
+
+def _default_pair_missing() -> bool:
+    """Whether the main job must first train the default pair (and so needs train.tsv)."""
+    from .distillation import defaults
+
+    return not defaults._complete(defaults.default_pair_dir())
+
+
+def _main_job_sst2_dir(flag: Path | None) -> Path | None:
+    """The SST-2 folder of the main job, checked before anything runs; None: the Hub's glue/sst2.
+
+    Raises:
+        UserError: ``--sst2-dir`` / ``$SST2_DIR`` is not a folder or lacks a file the run needs.
+        LoadError: no local SST-2 data and the Hub offline or unreachable (no 30 s of retries).
+    """
+    env = os.environ.get("SST2_DIR") or None
+    source, value = ("--sst2-dir", flag) if flag is not None else ("SST2_DIR", env)
+    if value is not None and not Path(value).expanduser().is_dir():
+        raise UserError(f"{source} {value}: no such folder; it must hold {_SST2_FILES}")
+    needed = ["dev.tsv"] + (["train.tsv"] if _default_pair_missing() else [])
+    if value is not None:
+        folder = Path(value).expanduser()
+        missing = [name for name in needed if not (folder / name).is_file()]
+        if missing:
+            raise UserError(f"{source} {value}: no {' and no '.join(missing)} in that folder; it must hold {_SST2_FILES}")
+        return folder
+    from .distillation.data import default_sst2_dir
+
+    shared = default_sst2_dir()
+    if shared.is_dir() and all((shared / name).is_file() for name in needed):
+        return shared
+    reason = _hub_unreachable()
+    if reason is not None:
+        raise LoadError(f"no SST-2 data found and the Hub cannot be used ({reason}); {_SST2_HINT}")
+    return None
+
+
 def cmd_default(args: argparse.Namespace) -> int:
+    sst2_dir = _main_job_sst2_dir(args.sst2_dir)  # before torch is imported: a wrong folder is refused at once
     from .distillation.data import load_sst2
     from .distillation.defaults import ensure_default_pair
 
-    if args.sst2_dir is not None:
-        os.environ["SST2_DIR"] = str(args.sst2_dir)
+    if sst2_dir is not None:
+        os.environ["SST2_DIR"] = str(sst2_dir)  # where the first run's training reads train.tsv
     print("Main job: an SST-2 teacher (all-MiniLM-L6-v2 fine-tuned) vs its 3-layer distilled student, on SST-2 dev;\n"
           "baseline: the same 3-layer student fine-tuned on the labels only (was distillation worth it?).")
     pair = ensure_default_pair(progress=not args.quiet)
     try:
-        dev = load_sst2("validation", data_dir=args.sst2_dir)
+        dev = load_sst2("validation", data_dir=sst2_dir)
     except ValueError as err:
         raise LoadError(str(err)) from None
     extraction: dict[str, Any] = {"layers": "final", "pooling": "cls", "batch_size": 32}

@@ -267,6 +267,7 @@ def test_evaluate_load_errors_exit_3(saved_pair, tmp_path, capsys):
 
 def test_main_job_runs_on_the_default_pair(saved_pair, tmp_path, monkeypatch, capsys):
     """No arguments = the main job; the default pair (trained on first use) is replaced by tiny models."""
+    import knowledge_retention.cli as cli
     import knowledge_retention.distillation.defaults as defaults
 
     root, _, labels = saved_pair
@@ -277,6 +278,7 @@ def test_main_job_runs_on_the_default_pair(saved_pair, tmp_path, monkeypatch, ca
         return {"teacher": str(root / "teacher"), "student": str(root / "student"), "baseline": str(root / "baseline")}
 
     monkeypatch.setattr(defaults, "ensure_default_pair", fake_pair)
+    monkeypatch.setattr(cli, "_default_pair_missing", lambda: False)  # the fake pair is "cached": no train.tsv needed
     out = tmp_path / "krs_report"
     assert main(["--sst2-dir", str(root / "sst2"), "--max-examples", "30", "--bootstrap", "0", "--no-latency",
                  "--quiet", "--output-dir", str(out)]) == EXIT_OK
@@ -287,6 +289,94 @@ def test_main_job_runs_on_the_default_pair(saved_pair, tmp_path, monkeypatch, ca
     assert report["quality"]["teacher"]["accuracy"] is not None
     assert report["baseline"]["comparison"] is not None  # the distill-vs-fine-tune check ran
     assert "Main job" in capsys.readouterr().out
+
+
+@pytest.fixture
+def no_hub(monkeypatch):
+    """Any Hub dataset call fails the test: local mistakes must be refused before it."""
+    import datasets
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"the Hub was tried: load_dataset{args}")
+
+    monkeypatch.setattr(datasets, "load_dataset", refuse)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("spec", ["dev.tsv", "data/dev.csv", "./sst2", "runs/a/b", "~/nowhere/x.parquet", "notes.txt"])
+def test_a_missing_local_dataset_is_no_such_file_at_once(spec, tmp_path, no_hub, capsys):
+    no_hub.chdir(tmp_path)
+    assert main(["evaluate", "--teacher", "t", "--student", "s", "--dataset", spec]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"--dataset {spec}: no such file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_hub_name_still_goes_to_the_hub(tmp_path, monkeypatch, capsys):
+    import datasets
+
+    calls = []
+
+    def offline(name, *args, **kwargs):
+        calls.append(name)
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "--teacher", "t", "--student", "s", "--dataset", "stanfordnlp/sst2"]) == EXIT_LOAD
+    assert calls == ["stanfordnlp/sst2"] and "could not be loaded" in capsys.readouterr().err
+
+
+@pytest.fixture
+def main_job_without_data(tmp_path, no_hub):
+    """The main job where no SST-2 folder exists and the default pair is not trained yet (nothing may run)."""
+    import knowledge_retention.cli as cli
+    import knowledge_retention.distillation.data as data
+    import knowledge_retention.distillation.defaults as defaults
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the default pair was built before the data was checked")
+
+    no_hub.setattr(defaults, "ensure_default_pair", refuse)
+    no_hub.setattr(data, "default_sst2_dir", lambda: tmp_path / "no-shared-data")
+    no_hub.setattr(cli, "_default_pair_missing", lambda: True)
+    no_hub.delenv("SST2_DIR", raising=False)
+    return no_hub
+
+
+def test_main_job_without_sst2_data_says_where_to_put_it(main_job_without_data, capsys):
+    main_job_without_data.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["--quiet"]) == EXIT_LOAD
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "HF_HUB_OFFLINE is set" in err
+    for needed in ("--sst2-dir", "SST2_DIR", "dev.tsv", "train.tsv"):
+        assert needed in err, needed
+
+
+def test_main_job_without_sst2_data_and_an_unreachable_hub(main_job_without_data, capsys):
+    import socket
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        main_job_without_data.delenv(name, raising=False)
+
+    def no_network(*args, **kwargs):
+        raise OSError("Network is unreachable")
+
+    main_job_without_data.setattr(socket, "create_connection", no_network)
+    assert main(["--quiet"]) == EXIT_LOAD
+    err = capsys.readouterr().err
+    assert "unreachable" in err and "--sst2-dir" in err and "SST2_DIR" in err
+
+
+def test_main_job_blames_the_flag_or_the_variable_that_was_given(main_job_without_data, tmp_path, capsys):
+    main_job_without_data.setenv("SST2_DIR", str(tmp_path))  # a real folder: the flag must win and be blamed
+    assert main(["--sst2-dir", str(tmp_path / "nonexistent"), "--quiet"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"knowledge-retention: error: --sst2-dir {tmp_path / 'nonexistent'}: no such folder")
+    assert "SST2_DIR" not in err
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\nfine\t1\n")
+    assert main(["--quiet"]) == EXIT_USAGE  # SST2_DIR holds dev.tsv but the first run also trains
+    err = capsys.readouterr().err
+    assert f"SST2_DIR {tmp_path}: no train.tsv in that folder" in err
 
 
 def test_reproduce_sst2_smoke_from_the_command_line(tmp_path, capsys):
