@@ -123,6 +123,9 @@ def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no",
                        help="run the models in low precision on GPU (accumulation stays float64)")
     group.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the hub (off by default)")
+    group.add_argument("--teacher-cache", type=Path, metavar="DIR",
+                       help="record the teacher's pooled outputs here (safetensors + fingerprint) and reuse them "
+                            "when teacher, tokenizer, data and options match: the teacher is then not run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,8 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--work-dir", type=Path, help="where checkpoints go (default: <output-dir>/checkpoints, git-ignored)")
     rep.add_argument("--sst2-dir", type=Path, help="folder with train.tsv/dev.tsv (default: $SST2_DIR or ../shared/data/sst2)")
     rep.add_argument("--skip-training", action="store_true", help="re-evaluate the checkpoints of an earlier run (extra seeds it lacks are trained)")
-    rep.add_argument("--students", nargs="+", choices=("distilbert", "pkd", "tinybert"),
-                     help="train and evaluate only these students (default: all three)")
+    rep.add_argument("--students", nargs="+", choices=("distilbert", "pkd", "tinybert", "distilbert_teacher_init"),
+                     help="train and evaluate only these students (default: all, with the teacher-initialised ablation)")
+    rep.add_argument("--dry-run", action="store_true",
+                     help="--scale full only: print the plan (models, steps, a GPU-hour estimate) and which "
+                          "checkpoints cannot be reached, then stop")
+    rep.add_argument("--jobs", type=int, default=1, help="worker processes for --extra-seeds (default: 1)")
+    rep.add_argument("--reuse-teacher", type=Path, metavar="RUN_DIR",
+                     help="reuse the teacher of an earlier run folder (same teacher settings) instead of training it")
+    rep.add_argument("--reuse-general", type=Path, metavar="RUN_DIR",
+                     help="reuse the general-distilled TinyBERT of an earlier run folder")
     rep.add_argument("--extra-seeds", nargs="+", type=int, default=[], metavar="SEED",
                      help="retrain the students with these seeds too (same teacher and data) and report the "
                           "mean and standard deviation over seeds")
@@ -241,7 +252,7 @@ def _run_report(
     extraction: dict[str, Any] | None = None,
     scoring: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    from .extraction import evaluate_pair
+    from .extraction import evaluate_students
     from .report import build_report, write_report
 
     extraction = extraction or {}
@@ -252,10 +263,10 @@ def _run_report(
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     common = dict(text_column=text_column, label_column=label_column, progress=progress,
                   keep_arrays=args.bootstrap > 0, distributed=distributed, **extraction, **scoring)
-    result = evaluate_pair(teacher, student, dataset, cross_layer=True, **common)
-    baseline_result = None
-    if baseline is not None:
-        baseline_result = evaluate_pair(teacher, baseline, dataset, cross_layer=False, **common)
+    # one teacher pass for the student and the baseline (replayed from --teacher-cache when it matches)
+    students = {"student": student} if baseline is None else {"student": student, "baseline": baseline}
+    results = evaluate_students(teacher, students, dataset, cross_layer=["student"], **common)
+    result, baseline_result = results["student"], results.get("baseline")
     if distributed:
         from accelerate import PartialState
 
@@ -372,7 +383,8 @@ def cmd_default(args: argparse.Namespace) -> int:
         dev = load_sst2("validation", data_dir=sst2_dir)
     except ValueError as err:
         raise LoadError(str(err)) from None
-    extraction: dict[str, Any] = {"layers": "final", "pooling": "cls", "batch_size": 32}
+    extraction: dict[str, Any] = {"layers": "final", "pooling": "cls", "batch_size": 32,
+                                  "teacher_cache": Path(pair["teacher"]).parents[2] / "teacher_outputs"}
     if args.max_examples:
         extraction["max_examples"] = args.max_examples
     _run_report(pair["teacher"], pair["student"], dev, args=args, baseline=pair.get("baseline"),
@@ -386,7 +398,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         "layers": args.layers, "pooling": args.pooling, "batch_size": args.batch_size,
         "max_examples": args.max_examples, "max_length": args.max_length,
         "mixed_precision": None if args.mixed_precision == "no" else args.mixed_precision,
-        "trust_remote_code": args.trust_remote_code,
+        "trust_remote_code": args.trust_remote_code, "teacher_cache": args.teacher_cache,
     }
     scoring = {"task": args.task, "alpha": args.alpha, "beta": args.beta, "fss_method": args.fss_method,
                "aoag_method": args.aoag_method, "temperature": args.temperature}
@@ -429,10 +441,20 @@ def cmd_arrays(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from .reproduction import render_table, reproduce_sst2
 
+    if args.dry_run:
+        if args.scale != "full":
+            raise UserError(f"--dry-run: only for --scale full (the scale that needs the Hub and GPUs), got --scale {args.scale}")
+        from .reproduction import full_scale_plan, render_plan
+
+        print(render_plan(full_scale_plan(args.extra_seeds or (1, 2))))
+        return EXIT_OK
+    if args.jobs < 1:
+        raise UserError(f"--jobs: expected an integer >= 1, got {args.jobs}")
     output_dir = args.output_dir or Path("results") / "sst2" / args.scale
     results = reproduce_sst2(args.scale, output_dir, work_dir=args.work_dir, data_dir=args.sst2_dir,
                              skip_training=args.skip_training, students=args.students,
-                             extra_seeds=args.extra_seeds, progress=not args.quiet)
+                             extra_seeds=args.extra_seeds, progress=not args.quiet, jobs=args.jobs,
+                             teacher_from=args.reuse_teacher, general_from=args.reuse_general)
     print(render_table(results))
     print("Written: " + ", ".join(str(Path(output_dir) / f) for f in results["files"].values()))
     return EXIT_OK

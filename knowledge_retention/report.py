@@ -213,38 +213,49 @@ def _measure_speed(model: Any, role: str, texts: Sequence[str], batch_size: int,
 
 
 def _speed_from_timings(timings: Mapping[str, Any], role: str, n: int, batch_size: int) -> dict[str, Any] | None:
+    """Seconds per batch and examples per second from the extraction's own timed forward passes."""
     seconds = timings.get(f"{role}_forward_s")
     if not seconds or not n:
         return None
-    n_batches = max(1, math.ceil(n / batch_size))
-    return {"seconds_per_batch": float(seconds) / n_batches, "examples_per_second": n / float(seconds)}
+    n_batches = int(timings.get("forward_batches") or 0) or max(1, math.ceil(n / batch_size))
+    return {"seconds_per_batch": float(seconds) / n_batches, "examples_per_second": n / float(seconds),
+            "timed_batches": n_batches}
 
 
 def _efficiency(
     teacher: Any, student: Any, baseline_student: Any, efficiency: Mapping[str, Any] | None, result: Any,
     texts: Sequence[str] | None, measure_speed: bool, batch_size: int, latency_batches: int, notes: list[str],
 ) -> dict[str, Any] | None:
+    """Sizes of the models, and their speed: from the extraction's timed forward passes when the result
+    has them (no extra pass is run), else measured on the first batches with ``measure_speed``."""
     if efficiency is not None:
         return {**jsonable(efficiency), "speed_source": efficiency.get("speed_source", "given")}
     models = {"teacher": teacher, "student": student, "baseline_student": baseline_student}
     section: dict[str, Any] = {role: _size(m, role, notes) for role, m in models.items() if m is not None}
     section["speed_source"] = None
-    if measure_speed and teacher is not None and student is not None and texts:
+    timings = _get(result, "timings", {})
+    n = int(_get(result, "num_examples", 0))
+    speeds = {role: _speed_from_timings(timings, role, n, batch_size) for role in ("teacher", "student")}
+    if all(speeds.values()):
+        for role, speed in speeds.items():
+            section.setdefault(role, {"parameters": None, "disk_bytes": None}).update(speed)  # type: ignore[arg-type]
+        section["speed_source"] = "extraction timings"
+        cache = (_get(result, "options", {}) or {}).get("teacher_cache") or {}
+        grouped = (_get(result, "options", {}) or {}).get("group_by_length")
+        notes.append(
+            f"Speed from the extraction's timed forward passes over all {n:,} examples "
+            f"({speeds['teacher']['timed_batches']} batches, "  # type: ignore[index]
+            f"{'length-grouped' if grouped else 'in dataset order'}; forward only, tokenisation excluded, after a "
+            "one-example warm-up); no extra passes were run"
+            + ("; the teacher's time is the one recorded when its outputs were cached." if cache.get("reused") else ".")
+        )
+    elif measure_speed and teacher is not None and student is not None and texts:
         try:
             for role in ("teacher", "student"):
                 section[role].update(_measure_speed(models[role], role, texts, batch_size, latency_batches))
             section["speed_source"] = "measured"
         except Exception as err:  # noqa: BLE001 - speed is optional; say why it is missing
             notes.append(f"Latency not measured ({type(err).__name__}: {err}).")
-    if section["speed_source"] is None:
-        timings = _get(result, "timings", {})
-        n = int(_get(result, "num_examples", 0))
-        speeds = {role: _speed_from_timings(timings, role, n, batch_size) for role in ("teacher", "student")}
-        if all(speeds.values()):
-            for role, speed in speeds.items():
-                section.setdefault(role, {"parameters": None, "disk_bytes": None}).update(speed)  # type: ignore[arg-type]
-            section["speed_source"] = "extraction timings"
-            notes.append("Speed from the extraction's forward-pass timings (one pass, no warm-up).")
     return section if len(section) > 1 else None
 
 
@@ -378,8 +389,10 @@ def build_report(
         top_k: examples listed where the student departs most from the teacher.
         n_bins: calibration bins.
         thresholds: verdict thresholds (default :class:`VerdictThresholds()`).
-        measure_speed: time both models on the first ``latency_batches`` batches of the texts
-            (needs the extract extra); otherwise the extraction's forward timings are used if present.
+        measure_speed: when the result has no forward timings of both models, time both models on
+            the first ``latency_batches`` batches of the texts (needs the extract extra). A result
+            from the extraction always has them: its timed passes over all N examples are used and
+            nothing is run again.
         batch_size: batch size for the speed figures.
         latency_batches: how many batches to time.
         options: the caller's own options (e.g. the command line), recorded verbatim.

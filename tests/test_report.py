@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import sys
@@ -275,7 +276,14 @@ def test_end_to_end_with_tiny_models(tmp_path: Path) -> None:
                            keep_arrays=True, progress=False, batch_size=16)
     report = build_report(result, teacher=tmp_path / "teacher", student=tmp_path / "student", dataset=data,
                           bootstrap=50, feature_bootstrap=10, measure_speed=True, batch_size=16, latency_batches=1)
-    assert report["efficiency"]["speed_source"] == "measured"
+    # the extraction timed both models over all examples: that is the speed, nothing runs again
+    assert report["efficiency"]["speed_source"] == "extraction timings"
+    assert report["efficiency"]["teacher"]["timed_batches"] == result.timings["forward_batches"] == 3
+    assert report["efficiency"]["teacher"]["seconds_per_batch"] == pytest.approx(result.timings["teacher_forward_s"] / 3)
+    untimed = dataclasses.replace(result, timings={})
+    measured = build_report(untimed, teacher=tmp_path / "teacher", student=tmp_path / "student", dataset=data,
+                            bootstrap=0, measure_speed=True, batch_size=16, latency_batches=1)
+    assert measured["efficiency"]["speed_source"] == "measured"
     assert report["efficiency"]["teacher"]["parameters"] > report["efficiency"]["student"]["parameters"]
     assert report["uncertainty"]["intervals"]["fss"]["estimate"] == pytest.approx(result.fss)
     assert report["errors"]["top_disagreements"][0]["text"] in texts
