@@ -239,6 +239,24 @@ def num_rows(value: ArrayLike, name: str, *, ragged: bool = False) -> int:
     return int(array.shape[0])
 
 
+#: Relative spread (RMS about the mean / RMS about the origin) under which values count as constant:
+#: about 4500 float64 ulps, far above the rounding a constant column leaves once centred, far below any
+#: real variation (a spread of 1 at a mean offset of 1e6 is 1e-6).
+CONSTANT_RELATIVE_SPREAD = 1e-12
+
+
+def is_constant(centred_sum_sq: float, origin_sum_sq: float) -> bool:
+    """Whether values are constant up to rounding, judged on their centred spread relative to their own size.
+
+    ``centred_sum_sq`` is :math:`\\sum_i \\lVert x_i - \\bar x\\rVert^2` (computed about a shift, so that it
+    carries no cancellation), ``origin_sum_sq`` is :math:`\\sum_i \\lVert x_i\\rVert^2`, the data's own scale.
+    Constant when the relative spread is at most :data:`CONSTANT_RELATIVE_SPREAD`: the scale, not the
+    raw magnitude alone, decides (features with a mean offset of 1e6 and a spread of 1 are not constant).
+    """
+    scale = max(float(origin_sum_sq), float(np.finfo(np.float64).tiny))
+    return bool(centred_sum_sq <= CONSTANT_RELATIVE_SPREAD**2 * scale)
+
+
 def check_num_examples(counts: Mapping[str, int]) -> int:
     """Returns the common number of examples; raises :class:`InputError` unless all ``counts`` agree.
 

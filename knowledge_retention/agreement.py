@@ -42,6 +42,7 @@ from ._validation import (
     check_choice,
     check_positive,
     check_same_length,
+    is_constant,
     to_numpy,
 )
 
@@ -288,12 +289,20 @@ def _as_regression(value: ArrayLike, name: str) -> np.ndarray:
 
 @dataclass
 class RegressionAgreementAccumulator:
-    """Additive state for regression agreement: n, sum of squared differences, teacher sums and squares."""
+    """Additive state for regression agreement: n, the sum of squared differences, teacher sums and squares.
+
+    The teacher's sums are taken about a shift, the first batch's teacher mean (``sum_t`` =
+    :math:`\\sum_i (t_i - c)`, ``sum_t2`` = :math:`\\sum_i (t_i - c)^2`): the variance then needs no
+    :math:`E[t^2] - E[t]^2` of raw values, which at a mean offset of 1e8 cancels to noise. States with
+    different shifts merge after one is re-expressed about the other's
+    (:math:`\\sum (u + \\delta)^2 = \\sum u^2 + 2\\delta \\sum u + n\\delta^2`).
+    """
 
     n: int = 0
     sum_sq_diff: float = 0.0
     sum_t: np.ndarray | None = None
     sum_t2: np.ndarray | None = None
+    shift_t: np.ndarray | None = None  # None: sums about the origin
 
     def update(self, teacher_outputs: ArrayLike, student_outputs: ArrayLike) -> RegressionAgreementAccumulator:
         """Adds a batch of ``(B,)`` or ``(B, K)`` teacher and student outputs."""
@@ -307,19 +316,44 @@ class RegressionAgreementAccumulator:
             )
         if self.sum_t is not None and self.sum_t.shape[0] != t.shape[1]:
             raise InputError(f"Number of outputs changed between batches: {self.sum_t.shape[0]} then {t.shape[1]}.")
-        self.n += t.shape[0]
-        self.sum_sq_diff += float(np.sum((t - s) ** 2))
-        self.sum_t = t.sum(0) if self.sum_t is None else self.sum_t + t.sum(0)
-        self.sum_t2 = (t * t).sum(0) if self.sum_t2 is None else self.sum_t2 + (t * t).sum(0)
+        batch_shift = t.mean(axis=0) if self.n == 0 else self.shift_t
+        centred = t if batch_shift is None else t - batch_shift
+        with np.errstate(over="ignore", invalid="ignore"):
+            batch = RegressionAgreementAccumulator(
+                n=t.shape[0], sum_sq_diff=float(np.sum((t - s) ** 2)), sum_t=centred.sum(0),
+                sum_t2=(centred * centred).sum(0), shift_t=batch_shift,
+            )
+        if not (np.isfinite(batch.sum_sq_diff) and np.all(np.isfinite(batch.sum_t2))):  # type: ignore[arg-type]
+            raise InputError(
+                "`teacher_outputs`/`student_outputs` overflow float64 when squared (values near 1e154); rescale them."
+            )
+        self += batch
         return self
+
+    def _reshifted(self, shift: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """``(sum_t, sum_t2)`` about ``shift`` instead of this state's own shift."""
+        assert self.sum_t is not None and self.sum_t2 is not None
+        zero = np.zeros_like(self.sum_t)
+        delta = (self.shift_t if self.shift_t is not None else zero) - (shift if shift is not None else zero)
+        if not np.any(delta):
+            return self.sum_t, self.sum_t2
+        return self.sum_t + self.n * delta, self.sum_t2 + 2 * delta * self.sum_t + self.n * delta * delta
 
     def __iadd__(self, other: RegressionAgreementAccumulator) -> RegressionAgreementAccumulator:
         if other.n == 0:
             return self
+        if self.n == 0:
+            self.n, self.sum_sq_diff = other.n, other.sum_sq_diff
+            self.sum_t, self.sum_t2 = other.sum_t.copy(), other.sum_t2.copy()  # type: ignore[union-attr]
+            self.shift_t = None if other.shift_t is None else np.array(other.shift_t, dtype=np.float64)
+            return self
+        if other.sum_t is None or self.sum_t is None or other.sum_t.shape != self.sum_t.shape:
+            raise InputError("Cannot merge regression agreement states over different numbers of outputs.")
+        sum_t, sum_t2 = other._reshifted(self.shift_t)
         self.n += other.n
         self.sum_sq_diff += other.sum_sq_diff
-        self.sum_t = other.sum_t.copy() if self.sum_t is None else self.sum_t + other.sum_t  # type: ignore[union-attr]
-        self.sum_t2 = other.sum_t2.copy() if self.sum_t2 is None else self.sum_t2 + other.sum_t2  # type: ignore[union-attr]
+        self.sum_t = self.sum_t + sum_t
+        self.sum_t2 = self.sum_t2 + sum_t2  # type: ignore[operator]
         return self
 
     @property
@@ -332,7 +366,7 @@ class RegressionAgreementAccumulator:
     def teacher_variance(self) -> float:
         """Population variance of the teacher's outputs, averaged over outputs (the default MSE_max)."""
         assert self.sum_t is not None and self.sum_t2 is not None
-        mean = self.sum_t / self.n
+        mean = self.sum_t / self.n  # about the shift: small, so nothing cancels
         return float(np.mean(np.maximum(self.sum_t2 / self.n - mean * mean, 0.0)))
 
     def compute(self, *, max_mse: float | None = None) -> float:
@@ -342,7 +376,8 @@ class RegressionAgreementAccumulator:
             if self.n < 2:
                 raise InputError("The default max_mse (teacher output variance) needs at least 2 examples; pass max_mse.")
             max_mse = self.teacher_variance()
-            if max_mse <= 0:
+            _, origin_sq = self._reshifted(None)  # the outputs' own size, about the origin
+            if max_mse <= 0 or is_constant(max_mse * self.n * len(origin_sq), float(np.sum(origin_sq))):
                 raise InputError(
                     "The teacher's outputs are constant, so the default max_mse (their variance) is 0. "
                     "Pass max_mse explicitly (e.g. the worst MSE seen in training)."

@@ -91,3 +91,21 @@ def test_compute_krs_bad_options():
         compute_krs(x, x, x, x, aoag_method="accuracy")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="`task` must be one of"):
         compute_krs(x, x, x, x, task="translation")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("fss_method", ["linear_cka", "debiased_cka", "rbf_cka"])
+def test_krs_is_unchanged_by_offsets_of_1e6_on_features_and_1e8_on_outputs(fss_method):
+    rng = np.random.default_rng(11)
+    grid = 2.0**20  # multiples of 2**-20: the offsets are added exactly
+
+    def on_grid(a):
+        return np.round(a * grid) / grid
+
+    x = on_grid(rng.normal(size=(60, 5)))
+    y = on_grid(x @ rng.normal(size=(5, 3)) + rng.normal(size=(60, 3)))
+    t = on_grid(rng.normal(size=60))
+    s = on_grid(t + 0.3 * rng.normal(size=60))
+    plain = compute_krs(x, y, t, s, task="regression", fss_method=fss_method)
+    offset = compute_krs(x + 1e6, y - 1e6, t + 1e8, s + 1e8, task="regression", fss_method=fss_method)
+    for key in ("fss", "aoag", "krs"):
+        assert offset[key] == pytest.approx(plain[key], rel=1e-9), key

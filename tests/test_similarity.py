@@ -364,3 +364,32 @@ def test_two_examples_are_refused_with_the_reason():
     # three examples are scored (small N is the report's and the Space's warning, not an error)
     z, w = rng.normal(size=(3, 5)), rng.normal(size=(3, 4))
     assert 0.0 < linear_cka(z, w) < 1.0 and 0.0 < rbf_cka(z, w) < 1.0
+
+
+def _on_grid(a: np.ndarray) -> np.ndarray:
+    """Multiples of 2**-20: adding 1e6 (or 1e8) to them is exact, so only the computation can differ."""
+    return np.round(a * 2.0**20) / 2.0**20
+
+
+@pytest.mark.parametrize("method", ["linear_cka", "debiased_cka", "rbf_cka"])
+def test_a_common_offset_of_1e6_changes_no_similarity(method):
+    """Shift before summing: CKA is translation invariant, and so must its computation be (1e-9 relative)."""
+    rng = np.random.default_rng(7)
+    x = _on_grid(rng.normal(scale=0.5, size=(80, 6)))
+    y = _on_grid(x @ rng.normal(size=(6, 4)) + 0.5 * rng.normal(size=(80, 4)))
+    plain = feature_similarity_score(x, y, method=method)
+    # a spread of 0.5 at a mean offset of 1e6 is real variance, not a constant feature
+    offset = feature_similarity_score(x + 1e6, y + 1e6, method=method)
+    assert offset == pytest.approx(plain, rel=1e-9)
+    assert 0.05 < plain < 0.99
+
+
+def test_cosine_is_computed_without_overflow_or_underflow():
+    """Cosine is not translation invariant (no offset test), but it is scale invariant row by row."""
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(30, 5)), rng.normal(size=(30, 5))
+    plain = mean_cosine_similarity(x, y)
+    assert mean_cosine_similarity(1e200 * x, 1e200 * y) == pytest.approx(plain, rel=1e-12)
+    assert mean_cosine_similarity(1e-200 * x, y) == pytest.approx(plain, rel=1e-12)
+    scales = 10.0 ** rng.uniform(-150, 150, size=(30, 1))
+    assert mean_cosine_similarity(scales * x, y) == pytest.approx(plain, rel=1e-12)
