@@ -1,0 +1,100 @@
+"""KRSCallback in a real transformers.Trainer run with tiny random models (CPU, a few steps)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+import torch  # noqa: E402
+from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "distributed"))
+import krs_extraction_fixtures as fx  # noqa: E402
+
+from knowledge_retention import KRSCallback, evaluate_pair  # noqa: E402
+
+
+class _Logger(TrainerCallback):
+    """Stands in for a report_to integration: records every on_log call (it is listed *before* KRSCallback)."""
+
+    def __init__(self) -> None:
+        self.logged: list[dict] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.logged.append(dict(logs or {}))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _train_set(tok, n=24):
+    import datasets
+
+    texts = fx.sentences(n, seed=21)
+    enc = tok(texts, truncation=True, max_length=32)
+    return datasets.Dataset.from_dict({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                                       "labels": [i % 2 for i in range(n)]})
+
+
+def test_krs_callback_logs_what_evaluate_pair_gives_on_the_final_student(tmp_path):
+    tok = fx.bert_tokenizer()
+    teacher = fx.tiny_bert(num_layers=4, hidden=48, seed=0)
+    student = fx.tiny_bert(num_layers=2, hidden=32, seed=1).float().train()
+    eval_texts = {"sentence": fx.sentences(19, seed=22), "label": [i % 2 for i in range(19)]}
+    logger = _Logger()
+    callback = KRSCallback(teacher, eval_texts, tok, layers="uniform", pooling="mean", batch_size=4,
+                           label_column="label")
+    args = TrainingArguments(
+        output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=4, learning_rate=5e-3,
+        eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2, metric_for_best_model="krs",
+        greater_is_better=True, report_to=[], use_cpu=True, logging_steps=2, disable_tqdm=True, seed=0,
+    )
+    train = _train_set(tok)
+    trainer = Trainer(model=student, args=args, train_dataset=train, eval_dataset=train.select(range(8)),
+                      data_collator=DataCollatorWithPadding(tok), callbacks=[logger, callback])
+    calls = {"n": 0}
+    forward = teacher.forward
+
+    def counted(*a, **k):
+        calls["n"] += 1
+        return forward(*a, **k)
+
+    teacher.forward = counted
+    trainer.train()
+    evals = [e for e in trainer.state.log_history if "eval_loss" in e]
+    assert [e["step"] for e in evals] == [2, 4]
+    for entry in evals:
+        assert {"eval_krs", "eval_fss", "eval_aoag", "eval_cka_t2_s1", "eval_cka_t4_s2"} <= set(entry)
+        assert 0.0 <= entry["eval_krs"] <= 1.0
+    assert len({e["eval_krs"] for e in evals}) == 2  # the student changes between evaluations
+    # the teacher ran for one pass over the 19 texts (5 batches + the probe), not once per evaluation
+    assert calls["n"] == 1 + 5
+    # the values reach a report_to-style logger listed before the callback, and the best-model tracking
+    logged = [e for e in logger.logged if "eval_loss" in e]
+    assert [e["eval_krs"] for e in logged] == [e["eval_krs"] for e in evals]
+    assert trainer.state.best_metric == pytest.approx(max(e["eval_krs"] for e in evals), abs=0)
+    assert [h["step"] for h in callback.history] == [2, 4]
+    # the last evaluation is what evaluate_pair gives on the final student (live teacher, no cache)
+    direct = evaluate_pair(teacher, trainer.model, eval_texts, teacher_tokenizer=tok, student_tokenizer=tok,
+                           layers="uniform", pooling="mean", batch_size=4, label_column="label", cross_layer=False,
+                           progress=False)
+    last = evals[-1]
+    for key in ("krs", "fss", "aoag"):
+        assert abs(last[f"eval_{key}"] - getattr(direct, key)) < 1e-12, key
+    np.testing.assert_allclose([last["eval_cka_t2_s1"], last["eval_cka_t4_s2"]], direct.pair_linear_cka, atol=1e-12)
+
+
+def test_krs_callback_options_are_checked():
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['layer'\]"):
+        KRSCallback(None, ["a"], layer="final")
+    with pytest.raises(TypeError, match=r"sets \['teacher_cache'\] itself"):
+        KRSCallback(None, ["a"], teacher_cache="x")
