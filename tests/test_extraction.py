@@ -455,6 +455,28 @@ def test_two_processes_equal_one(tmp_path):
             np.testing.assert_allclose(dist[name]["teacher_features"], single["teacher_features"], rtol=1e-6)
             np.testing.assert_allclose(np.array(dist[name]["cross_layer_cka"]["matrix"], dtype=float),
                                        np.array(single["cross_layer_cka"]["matrix"], dtype=float), rtol=1e-6)
+    # evaluate_students over 2 processes == one evaluate_pair per student in one process; the teacher
+    # cache recorded by 2 processes is replayed by both (the teacher is not run) with the same numbers
+    n, batch_size = launch.STUDENTS_CASE
+    texts = fx.sentences(n, seed=3)
+    dataset = {"sentence": texts, "label": [i % 2 for i in range(n)]}
+    for name, model in launch.students().items():
+        single = evaluate_pair(fx.tiny_bert(), model, dataset, teacher_tokenizer=fx.bert_tokenizer(),
+                               student_tokenizer=fx.bert_tokenizer(), label_column="label", layers="uniform",
+                               pooling="mean", batch_size=batch_size, keep_arrays=True, progress=False)
+        single = single.to_dict(include_arrays=True)
+        for dist in ranks:
+            for case in ("students", "students_recorded", "students_replayed"):
+                got = dist[case][name]
+                assert got["num_processes"] == 2 and got["example_indices"] == list(range(n)), (case, name)
+                for key in ("fss", "aoag", "krs", "mean_kl", "top1_agreement"):
+                    assert math.isclose(got[key], single[key], rel_tol=1e-6), (case, name, key)
+                np.testing.assert_allclose(got["student_logits"], single["student_logits"], rtol=1e-6)
+                np.testing.assert_allclose(got["teacher_features"], single["teacher_features"], rtol=1e-6)
+            assert dist["students_recorded"][name]["teacher_cache"]["reused"] is False
+            assert dist["students_replayed"][name]["teacher_cache"]["reused"] is True
+            for key in ("fss", "aoag", "krs"):
+                assert dist["students_replayed"][name][key] == dist["students_recorded"][name][key]
 
 
 def test_bf16_autocast_on_cpu_stays_close_to_fp32(tok, data):

@@ -38,6 +38,32 @@ def run_case(n: int, batch_size: int, accelerator=None, distributed: bool = Fals
     return out
 
 
+STUDENTS_CASE = (37, 4)
+
+
+def students() -> dict:  # type: ignore[type-arg]
+    return {"distil": fx.tiny_distilbert(), "bert2": fx.tiny_bert(num_layers=2, hidden=32, seed=5)}
+
+
+def run_students(n: int, batch_size: int, accelerator=None, teacher_cache=None) -> dict:  # type: ignore[no-untyped-def]
+    """evaluate_students over two students (one teacher pass), as JSON-safe dicts per student."""
+    from knowledge_retention.extraction import evaluate_students
+
+    texts = fx.sentences(n, seed=3)
+    dataset = {"sentence": texts, "label": [i % 2 for i in range(n)]}
+    results = evaluate_students(
+        fx.tiny_bert(), students(), dataset, teacher_tokenizer=fx.bert_tokenizer(),
+        student_tokenizers=fx.bert_tokenizer(), label_column="label", layers="uniform", pooling="mean",
+        batch_size=batch_size, keep_arrays=True, accelerator=accelerator, teacher_cache=teacher_cache, progress=False,
+    )
+    out = {}
+    for name, result in results.items():
+        out[name] = result.to_dict(include_arrays=True)
+        out[name]["num_processes"] = result.options["num_processes"]
+        out[name]["teacher_cache"] = result.options["teacher_cache"]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out-dir", required=True)
@@ -50,6 +76,11 @@ def main() -> None:
     results = {name: run_case(n, bs, accelerator) for name, (n, bs) in CASES.items()}
     # distributed=True: evaluate_pair makes its own Accelerator (it joins the same process group)
     results["own_accelerator"] = run_case(*CASES["uneven"], distributed=True)
+    # several students, one teacher pass; then recorded to and replayed from a shared on-disk teacher cache
+    results["students"] = run_students(*STUDENTS_CASE, accelerator)
+    cache = Path(args.out_dir) / "teacher_cache"
+    results["students_recorded"] = run_students(*STUDENTS_CASE, accelerator, teacher_cache=cache)
+    results["students_replayed"] = run_students(*STUDENTS_CASE, accelerator, teacher_cache=cache)
     path = Path(args.out_dir) / f"rank{accelerator.process_index}.json"
     path.write_text(json.dumps(results))
     accelerator.wait_for_everyone()
