@@ -10,6 +10,7 @@ detection        0.7    0.3    the paper
 segmentation     0.7    0.3    the paper
 nlp              0.5    0.5    the paper (SST-2 experiments)
 regression       0.5    0.5    **our choice**: the paper gives no preset for time series
+causal-lm        0.5    0.5    **our choice**: the paper has no LM preset; as ``nlp`` (token-level FSS/AOAg)
 ===============  =====  =====  ==========================================================
 
 α and β must lie in [0, 1] and sum to 1, so KRS is in [0, 1] like its components.  The paper's
@@ -37,7 +38,7 @@ from ._validation import (
 from .agreement import AOAG_METHODS, AOAgMethod, InputKind, output_agreement
 from .similarity import FSSMethod, feature_similarity_score
 
-Task = Literal["classification", "detection", "segmentation", "nlp", "regression"]
+Task = Literal["classification", "detection", "segmentation", "nlp", "regression", "causal-lm"]
 
 TASK_PRESETS: dict[str, tuple[float, float]] = {
     "classification": (0.3, 0.7),
@@ -45,6 +46,7 @@ TASK_PRESETS: dict[str, tuple[float, float]] = {
     "segmentation": (0.7, 0.3),
     "nlp": (0.5, 0.5),
     "regression": (0.5, 0.5),
+    "causal-lm": (0.5, 0.5),
 }
 
 #: The AOAg measure used for each task when none is named.
@@ -54,6 +56,7 @@ DEFAULT_AOAG: dict[str, str] = {
     "regression": "mse",
     "segmentation": "mask_iou",
     "detection": "box_iou",
+    "causal-lm": "kl",  # over counted tokens: rows of (n_tokens, V) logits
 }
 
 _SUM_TOL = 1e-9

@@ -51,6 +51,7 @@ from .layers import LayerSpec, layer_names, resolve_layer_pairs
 from .pooling import POOLINGS, Pooling
 from .result import ExtractionResult
 from .streams import IndexRange, Streams, collate_indices, merge, pool_outputs, real_rows
+from .tasks import causal_lm as _causal_lm
 from .teacher_cache import (
     CACHE_VERSION,
     TeacherBatch,
@@ -150,7 +151,7 @@ def evaluate_pair(
     batch_size: int = 32,
     max_length: int | None = None,
     max_examples: int | None = None,
-    task: str = "nlp",
+    task: str | None = None,
     alpha: float | None = None,
     beta: float | None = None,
     fss_method: str = "linear_cka",
@@ -165,6 +166,11 @@ def evaluate_pair(
     trust_remote_code: bool = False,
     group_by_length: bool = True,
     teacher_cache: Any = None,
+    prompt_column: str | None = None,
+    generate: Mapping[str, Any] | None = None,
+    top_k: int = 5,
+    average: str = "token",
+    sequence_pooling: str | None = None,
 ) -> ExtractionResult:
     r"""Runs a teacher and a student over a text dataset and scores how much the student retained.
 
@@ -184,7 +190,9 @@ def evaluate_pair(
         student_tokenizer: the student's own tokenizer (each model tokenises the texts itself).
         cross_layer: also accumulate the ``(L_t, L_s)`` linear-CKA matrix of all hidden states
             (memory :math:`L_t L_s D_t D_s` float64 values, independent of N).
-        (other options: see :func:`evaluate_students`)
+        task: ``None`` (default): ``"causal-lm"`` when the teacher and the student are both causal
+            LMs (``*ForCausalLM`` objects, or paths whose config names one), else ``"nlp"``.
+        (other options, the causal-lm ones included: see :func:`evaluate_students`)
 
     Returns:
         An :class:`ExtractionResult`. Under ``accelerate`` every process returns the same, full
@@ -204,6 +212,19 @@ def evaluate_pair(
         >>> result.krs, result.fss, result.aoag  # doctest: +SKIP
     """
     spec = _Student("student", student, student_tokenizer, "student", "student", "student_tokenizer", bool(cross_layer))
+    lm = dict(prompt_column=prompt_column, generate=generate, top_k=top_k, average=average,
+              sequence_pooling=sequence_pooling)
+    if _causal_lm.wanted(task, teacher, [student], trust_remote_code=trust_remote_code):
+        return _causal_lm.dispatch(
+            teacher, [spec], dataset, text_column=text_column, label_column=label_column,
+            teacher_tokenizer=teacher_tokenizer, layers=layers, pooling=pooling, batch_size=batch_size,
+            max_length=max_length, max_examples=max_examples, alpha=alpha, beta=beta, fss_method=fss_method,
+            aoag_method=aoag_method, temperature=temperature, keep_arrays=keep_arrays, accelerator=accelerator,
+            distributed=distributed, mixed_precision=mixed_precision, progress=progress,
+            trust_remote_code=trust_remote_code, group_by_length=group_by_length, teacher_cache=teacher_cache, **lm,
+        )["student"]
+    task = task or "nlp"
+    _causal_lm.refuse_lm_options(task, lm)
     results = _evaluate(
         teacher, [spec], dataset, text_column=text_column, label_column=label_column,
         teacher_tokenizer=teacher_tokenizer, layers=layers, pooling=pooling, batch_size=batch_size,
@@ -229,7 +250,7 @@ def evaluate_students(
     batch_size: int = 32,
     max_length: int | None = None,
     max_examples: int | None = None,
-    task: str = "nlp",
+    task: str | None = None,
     alpha: float | None = None,
     beta: float | None = None,
     fss_method: str = "linear_cka",
@@ -244,6 +265,11 @@ def evaluate_students(
     trust_remote_code: bool = False,
     group_by_length: bool = True,
     teacher_cache: Any = None,
+    prompt_column: str | None = None,
+    generate: Mapping[str, Any] | None = None,
+    top_k: int = 5,
+    average: str = "token",
+    sequence_pooling: str | None = None,
 ) -> dict[str, ExtractionResult]:
     r"""Scores several students against one teacher, running the teacher once.
 
@@ -275,6 +301,9 @@ def evaluate_students(
             limit; truncation at a model's limit is warned about once, with the count).
         max_examples: use only the first ``max_examples`` examples.
         task: preset for (alpha, beta) and the default AOAg measure (``nlp``: 0.5, 0.5, ``kl``).
+            ``"causal-lm"`` scores next-token predictions token by token
+            (:mod:`knowledge_retention.extraction.tasks.causal_lm`); None (default) picks it when the
+            teacher and every student are causal LMs, else ``"nlp"``.
         alpha: FSS weight in [0, 1] (overrides the preset).
         beta: AOAg weight in [0, 1]; alpha + beta = 1.
         fss_method: ``linear_cka`` (default), ``debiased_cka``, ``cosine`` (equal widths) — all
@@ -298,6 +327,14 @@ def evaluate_students(
             logits are recorded there, and replayed (the teacher is not run) by a later call whose
             fingerprint (teacher weights, tokenizer, texts, options) matches; ``result.notes`` and
             ``result.options["teacher_cache"]`` say which happened.
+        prompt_column: (causal-lm) a column of prompts put before each text; their tokens are not counted.
+        generate: (causal-lm) ``{"max_new_tokens": n}``: the teacher continues each text greedily and
+            both models are scored on the continuation tokens only.
+        top_k: (causal-lm) the k of ``topk_overlap`` (default 5).
+        average: (causal-lm) ``"token"`` (mean over counted tokens, default) or ``"sequence"`` (mean
+            over texts of each text's mean).
+        sequence_pooling: (causal-lm) None (every counted token is a CKA row, default), ``"mean"`` or
+            ``"last"`` (one row per text).
 
     Returns:
         ``{name: ExtractionResult}`` in the order of ``students``; timings ``teacher_forward_s`` and
@@ -342,6 +379,19 @@ def evaluate_students(
                  f"student_tokenizers[{name!r}]", name in crossed)
         for name, model in students.items()
     ]
+    lm = dict(prompt_column=prompt_column, generate=generate, top_k=top_k, average=average,
+              sequence_pooling=sequence_pooling)
+    if _causal_lm.wanted(task, teacher, list(students.values()), trust_remote_code=trust_remote_code):
+        return _causal_lm.dispatch(
+            teacher, specs, dataset, text_column=text_column, label_column=label_column,
+            teacher_tokenizer=teacher_tokenizer, layers=layers, pooling=pooling, batch_size=batch_size,
+            max_length=max_length, max_examples=max_examples, alpha=alpha, beta=beta, fss_method=fss_method,
+            aoag_method=aoag_method, temperature=temperature, keep_arrays=keep_arrays, accelerator=accelerator,
+            distributed=distributed, mixed_precision=mixed_precision, progress=progress,
+            trust_remote_code=trust_remote_code, group_by_length=group_by_length, teacher_cache=teacher_cache, **lm,
+        )
+    task = task or "nlp"
+    _causal_lm.refuse_lm_options(task, lm)
     return _evaluate(
         teacher, specs, dataset, text_column=text_column, label_column=label_column,
         teacher_tokenizer=teacher_tokenizer, layers=layers, pooling=pooling, batch_size=batch_size,

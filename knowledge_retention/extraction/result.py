@@ -52,6 +52,14 @@ class ExtractionResult:
         teacher_features: with ``keep_arrays=True``, the pooled ``(N, D_t)`` teacher features of
             each pair in ``layer_pairs``; None otherwise.
         student_features: likewise ``(N, D_s)`` for the student.
+        js: (causal-lm) mean Jensen-Shannon divergence in bits over counted tokens; lower is better.
+        topk_overlap: (causal-lm) mean share of the teacher's top-k next tokens among the student's top k.
+        logprob_gap: (causal-lm) mean log-prob of the true next token, teacher minus student (nats).
+        teacher_perplexity: (causal-lm) exp of the teacher's mean NLL of the true next token.
+        student_perplexity: (causal-lm) likewise for the student.
+        perplexity_ratio: (causal-lm) teacher / student perplexity (1 = as good as the teacher).
+        lm: (causal-lm) counted tokens and texts, both averages (per token, per text), agreement by
+            position, the tokens where the models disagree most (with context), the mode.
     """
 
     fss: float
@@ -80,6 +88,14 @@ class ExtractionResult:
     notes: list[str] = field(default_factory=list)
     teacher_features: list[np.ndarray] | None = field(default=None, repr=False)
     student_features: list[np.ndarray] | None = field(default=None, repr=False)
+    # task="causal-lm" only (None otherwise): token-level measures, see knowledge_retention.token_agreement
+    js: float | None = None
+    topk_overlap: float | None = None
+    logprob_gap: float | None = None
+    teacher_perplexity: float | None = None
+    student_perplexity: float | None = None
+    perplexity_ratio: float | None = None
+    lm: dict[str, Any] | None = field(default=None, repr=False)
 
     def to_dict(self, *, include_arrays: bool = False) -> dict[str, Any]:
         """A JSON-safe dict of the scores, layer details, options, timings and notes.
@@ -126,6 +142,11 @@ class ExtractionResult:
             "truncation": self.truncation,
             "notes": self.notes,
         }
+        if self.lm is not None:  # causal-lm: the token-level measures under the same names as above
+            for key in ("js", "topk_overlap", "logprob_gap", "teacher_perplexity", "student_perplexity",
+                        "perplexity_ratio"):
+                out[key] = getattr(self, key)
+            out["lm"] = self.lm
         if include_arrays:
             out["example_indices"] = self.example_indices
             out["teacher_logits"] = self.teacher_logits

@@ -1,0 +1,302 @@
+r"""Token-level output agreement of two causal language models on the same tokens, as additive sums.
+
+For every counted token :math:`i` (a position whose next token is a real token of the text) with
+true next token :math:`y_i`, teacher and student next-token distributions
+:math:`p^T_i, p^S_i = \mathrm{softmax}(z_i / T)` over one shared vocabulary of size V:
+
+* ``aoag``           : :math:`\frac1n\sum_i \exp(-\mathrm{KL}(p^T_i \Vert p^S_i))` in [0, 1], higher is better;
+* ``mean_kl``        : :math:`\frac1n\sum_i \mathrm{KL}(p^T_i \Vert p^S_i)` in nats, lower is better;
+* ``js``             : :math:`\frac1n\sum_i \mathrm{JS}_2(p^T_i, p^S_i)`, Jensen-Shannon divergence in
+  bits (each term in [0, 1]), lower is better;
+* ``top1_agreement`` : :math:`\frac1n\sum_i [\arg\max p^T_i = \arg\max p^S_i]`;
+* ``topk_overlap``   : :math:`\frac1n\sum_i |\mathrm{top}_k(p^T_i) \cap \mathrm{top}_k(p^S_i)| / k`;
+* ``logprob_gap``    : :math:`\frac1n\sum_i \log q^T_i(y_i) - \log q^S_i(y_i)` in nats (teacher minus
+  student; > 0 when the student gives the true token less probability), with :math:`q = \mathrm{softmax}(z)`
+  at temperature 1;
+* ``teacher_perplexity`` / ``student_perplexity``: :math:`\exp(-\frac1n\sum_i \log q_i(y_i))`;
+* ``perplexity_ratio``: teacher perplexity / student perplexity (the retained ratio; 1 when the
+  student predicts the text as well as the teacher, below 1 when worse).
+
+``temperature`` applies to the distribution measures (KL, JS, AOAg); top-1/top-k do not depend on
+it; perplexities and the log-prob gap are always at temperature 1 (they are the models' own).
+
+Two averages: over all tokens (``average="token"``, the default: long texts weigh more) or over
+sequences (``average="sequence"``: each text's mean, then the mean over texts; the perplexities
+are then :math:`\exp` of the mean over texts of each text's mean NLL).
+
+The state is a set of sums (float64), per-position sums (agreement by position in the sequence),
+and a bounded list of the tokens where the two models disagree most: batches and processes merge
+by ``+=``. The heavy per-token maths over V can run anywhere (a torch step on the models' device
+does it in :mod:`knowledge_retention.extraction.tasks.causal_lm`); :func:`token_statistics` is the
+NumPy reference, and :meth:`TokenAgreementAccumulator.update` takes logits directly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from scipy.special import log_softmax
+
+from ._validation import InputError, as_float_array, check_choice, check_positive
+from .agreement import js_divergence_rows, kl_divergence_rows
+
+__all__ = [
+    "STAT_KEYS",
+    "TOKEN_AVERAGES",
+    "TokenAgreementAccumulator",
+    "TokenAverage",
+    "token_agreement",
+    "token_statistics",
+]
+
+TokenAverage = Literal["token", "sequence"]
+TOKEN_AVERAGES: tuple[str, ...] = ("token", "sequence")
+
+#: Per-token statistics summed by the accumulator (each an ``(n,)`` array in :func:`token_statistics`).
+STAT_KEYS: tuple[str, ...] = ("exp_neg_kl", "kl", "js", "top1", "topk", "teacher_nll", "student_nll")
+
+
+def token_statistics(
+    teacher_logits: Any, student_logits: Any, targets: Any, *, temperature: float = 1.0, top_k: int = 5
+) -> dict[str, np.ndarray]:
+    """Per-token statistics from ``(n, V)`` logits and the ``(n,)`` true next tokens (NumPy reference).
+
+    Returns:
+        ``{key: (n,) float64}`` for every key of :data:`STAT_KEYS`, plus ``teacher_top1`` and
+        ``student_top1`` (``(n,)`` int64 argmax ids).
+
+    Example:
+        >>> stats = token_statistics([[2.0, 0.0, 0.0]], [[2.0, 0.0, 0.0]], [0], top_k=2)
+        >>> stats["kl"].tolist(), stats["top1"].tolist(), stats["topk"].tolist()
+        ([0.0], [1.0], [1.0])
+    """
+    t = as_float_array(teacher_logits, "teacher_logits", ndim=2, min_rows=0)
+    s = as_float_array(student_logits, "student_logits", ndim=2, min_rows=0)
+    if t.shape != s.shape:
+        raise InputError(f"`teacher_logits` and `student_logits` must have the same shape (n, V), got {t.shape} and {s.shape}.")
+    y = np.asarray(targets, dtype=np.int64).reshape(-1)
+    if y.shape[0] != t.shape[0]:
+        raise InputError(f"`targets` must hold one token id per row ({t.shape[0]}), got {y.shape[0]}.")
+    if y.size and (y.min() < 0 or y.max() >= t.shape[1]):
+        raise InputError(f"`targets` must be token ids in [0, {t.shape[1]}), got values in [{y.min()}, {y.max()}].")
+    top_k = _check_top_k(top_k, t.shape[1])
+    temperature = check_positive(temperature, "temperature")
+    log_t, log_s = log_softmax(t / temperature, axis=1), log_softmax(s / temperature, axis=1)
+    kl = kl_divergence_rows(log_t, log_s)
+    nll_t = -log_softmax(t, axis=1)[np.arange(y.size), y]
+    nll_s = -log_softmax(s, axis=1)[np.arange(y.size), y]
+    # top-k by a stable sort of -logits: ties go to the lower id, as torch.topk on distinct values
+    k_t = np.argsort(-t, axis=1, kind="stable")[:, :top_k]
+    k_s = np.argsort(-s, axis=1, kind="stable")[:, :top_k]
+    overlap = np.array([len(set(a) & set(b)) for a, b in zip(k_t.tolist(), k_s.tolist(), strict=True)], dtype=np.float64)
+    return {
+        "exp_neg_kl": np.exp(-kl),
+        "kl": kl,
+        "js": js_divergence_rows(log_t, log_s),
+        "top1": (k_t[:, 0] == k_s[:, 0]).astype(np.float64),
+        "topk": overlap / top_k,
+        "teacher_nll": nll_t,
+        "student_nll": nll_s,
+        "teacher_top1": k_t[:, 0].astype(np.int64),
+        "student_top1": k_s[:, 0].astype(np.int64),
+    }
+
+
+def _check_top_k(top_k: Any, vocab: int | None = None) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+        raise InputError(f"`top_k` must be a positive int, got {top_k!r}.")
+    if vocab is not None and top_k > vocab:
+        raise InputError(f"`top_k` ({top_k}) cannot exceed the vocabulary size ({vocab}).")
+    return int(top_k)
+
+
+def _zeros() -> dict[str, float]:
+    return dict.fromkeys(STAT_KEYS, 0.0)
+
+
+@dataclass
+class TokenAgreementAccumulator:
+    """Additive state of the token-level measures (see the module docstring).
+
+    Args:
+        temperature: softmax temperature of the distribution measures (KL, JS, AOAg).
+        top_k: the k of ``topk_overlap``.
+        keep_worst: how many of the tokens with the largest KL to keep (for the report).
+
+    Example:
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> t, s = rng.normal(size=(6, 10)), rng.normal(size=(6, 10))
+        >>> y = rng.integers(0, 10, size=6)
+        >>> a = TokenAgreementAccumulator().update(t[:4], s[:4], y[:4])
+        >>> a += TokenAgreementAccumulator().update(t[4:], s[4:], y[4:], sequence_ids=[1, 1])
+        >>> b = TokenAgreementAccumulator().update(t, s, y)
+        >>> bool(np.isclose(a.compute()["aoag"], b.compute()["aoag"]))
+        True
+    """
+
+    temperature: float = 1.0
+    top_k: int = 5
+    keep_worst: int = 20
+    n_tokens: int = 0
+    n_sequences: int = 0
+    token_sums: dict[str, float] = field(default_factory=_zeros)
+    sequence_sums: dict[str, float] = field(default_factory=_zeros)  # sums over sequences of sequence means
+    position_count: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    position_top1: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    position_exp_neg_kl: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    worst: list[dict[str, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.temperature = check_positive(self.temperature, "temperature")
+        self.top_k = _check_top_k(self.top_k)
+
+    def add(
+        self,
+        stats: dict[str, Any],
+        sequence_ids: Any,
+        positions: Any,
+        worst: list[dict[str, Any]] | None = None,
+    ) -> TokenAgreementAccumulator:
+        """Adds precomputed per-token statistics (``{key: (n,)}`` for :data:`STAT_KEYS`).
+
+        Args:
+            stats: per-token values, e.g. from :func:`token_statistics`.
+            sequence_ids: ``(n,)`` which sequence each token belongs to; every sequence's tokens
+                must all be in this one call (a sequence is never split across calls).
+            positions: ``(n,)`` the token's index among its sequence's counted tokens (0 = first).
+            worst: candidate records for the largest-KL list (each with a ``kl`` key).
+        """
+        values = {key: np.asarray(stats[key], dtype=np.float64).reshape(-1) for key in STAT_KEYS}
+        n = values["kl"].shape[0]
+        seq = np.asarray(sequence_ids).reshape(-1)
+        pos = np.asarray(positions, dtype=np.int64).reshape(-1)
+        if seq.shape[0] != n or pos.shape[0] != n or any(v.shape[0] != n for v in values.values()):
+            raise InputError(f"Every per-token array must have {n} entries (one per token).")
+        if n == 0:
+            return self
+        self.n_tokens += n
+        for key, v in values.items():
+            self.token_sums[key] += float(np.sum(v))
+        _, group = np.unique(seq, return_inverse=True)
+        counts = np.bincount(group).astype(np.float64)
+        self.n_sequences += counts.shape[0]
+        for key, v in values.items():
+            self.sequence_sums[key] += float(np.sum(np.bincount(group, weights=v) / counts))
+        size = int(pos.max()) + 1
+        self._grow(size)
+        self.position_count[:size] += np.bincount(pos, minlength=size)
+        self.position_top1[:size] += np.bincount(pos, weights=values["top1"], minlength=size)
+        self.position_exp_neg_kl[:size] += np.bincount(pos, weights=values["exp_neg_kl"], minlength=size)
+        if worst:
+            self._keep(worst)
+        return self
+
+    def update(
+        self,
+        teacher_logits: Any,
+        student_logits: Any,
+        targets: Any,
+        *,
+        sequence_ids: Any = None,
+        positions: Any = None,
+    ) -> TokenAgreementAccumulator:
+        """Adds tokens from ``(n, V)`` logits and ``(n,)`` targets (default: all one sequence, positions 0..n-1)."""
+        stats = token_statistics(teacher_logits, student_logits, targets, temperature=self.temperature, top_k=self.top_k)
+        n = stats["kl"].shape[0]
+        seq = np.zeros(n, dtype=np.int64) if sequence_ids is None else sequence_ids
+        pos = np.arange(n) if positions is None else positions
+        return self.add(stats, seq, pos)
+
+    def _grow(self, size: int) -> None:
+        if self.position_count.shape[0] < size:
+            extra = size - self.position_count.shape[0]
+            self.position_count = np.concatenate([self.position_count, np.zeros(extra, dtype=np.int64)])
+            self.position_top1 = np.concatenate([self.position_top1, np.zeros(extra)])
+            self.position_exp_neg_kl = np.concatenate([self.position_exp_neg_kl, np.zeros(extra)])
+
+    def _keep(self, records: list[dict[str, Any]]) -> None:
+        merged = self.worst + list(records)
+        merged.sort(key=lambda r: (-float(r["kl"]), r.get("example", 0), r.get("position", 0)))
+        self.worst = merged[: self.keep_worst]
+
+    def __iadd__(self, other: TokenAgreementAccumulator) -> TokenAgreementAccumulator:
+        if (self.temperature, self.top_k) != (other.temperature, other.top_k):
+            raise InputError("Cannot merge token-agreement states computed with a different temperature or top_k.")
+        self.n_tokens += other.n_tokens
+        self.n_sequences += other.n_sequences
+        for key in STAT_KEYS:
+            self.token_sums[key] += other.token_sums[key]
+            self.sequence_sums[key] += other.sequence_sums[key]
+        size = other.position_count.shape[0]
+        self._grow(size)
+        self.position_count[:size] += other.position_count
+        self.position_top1[:size] += other.position_top1
+        self.position_exp_neg_kl[:size] += other.position_exp_neg_kl
+        self._keep(other.worst)
+        return self
+
+    def compute(self, average: TokenAverage = "token") -> dict[str, float]:
+        """The measures of the module docstring, averaged over tokens or over sequences."""
+        check_choice(average, "average", TOKEN_AVERAGES)
+        if self.n_tokens == 0:
+            raise InputError(
+                "Token agreement needs at least 1 counted token, got 0 (every text is a single token, or all "
+                "tokens are prompt tokens)."
+            )
+        sums, n = (self.token_sums, self.n_tokens) if average == "token" else (self.sequence_sums, self.n_sequences)
+        mean = {key: sums[key] / n for key in STAT_KEYS}
+        t_ppl, s_ppl = math.exp(mean["teacher_nll"]), math.exp(mean["student_nll"])
+        return {
+            "aoag": mean["exp_neg_kl"],
+            "mean_kl": mean["kl"],
+            "js": mean["js"],
+            "top1_agreement": mean["top1"],
+            "topk_overlap": mean["topk"],
+            "logprob_gap": mean["student_nll"] - mean["teacher_nll"],
+            "teacher_nll": mean["teacher_nll"],
+            "student_nll": mean["student_nll"],
+            "teacher_perplexity": t_ppl,
+            "student_perplexity": s_ppl,
+            "perplexity_ratio": math.exp(mean["teacher_nll"] - mean["student_nll"]),
+        }
+
+    def by_position(self) -> dict[str, list[float]]:
+        """Top-1 agreement and mean exp(-KL) at each position (index among a text's counted tokens)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {
+                "count": self.position_count.tolist(),
+                "top1_agreement": (self.position_top1 / self.position_count).tolist(),
+                "aoag": (self.position_exp_neg_kl / self.position_count).tolist(),
+            }
+
+
+def token_agreement(
+    teacher_logits: Any,
+    student_logits: Any,
+    targets: Any,
+    *,
+    sequence_ids: Any = None,
+    temperature: float = 1.0,
+    top_k: int = 5,
+    average: TokenAverage = "token",
+) -> dict[str, float]:
+    """One-shot token-level measures from ``(n, V)`` logits: ``TokenAgreementAccumulator().update(...).compute()``.
+
+    Example:
+        >>> out = token_agreement([[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, 1.0]], [0, 0], top_k=1)
+        >>> out["aoag"], out["top1_agreement"], out["perplexity_ratio"]
+        (1.0, 1.0, 1.0)
+    """
+    acc = TokenAgreementAccumulator(temperature=temperature, top_k=top_k)
+    if sequence_ids is not None:
+        seq = np.asarray(sequence_ids).reshape(-1)
+        positions = np.zeros(seq.shape[0], dtype=np.int64)
+        for value in np.unique(seq):
+            where = np.flatnonzero(seq == value)
+            positions[where] = np.arange(where.size)
+        return acc.update(teacher_logits, student_logits, targets, sequence_ids=seq, positions=positions).compute(average)
+    return acc.update(teacher_logits, student_logits, targets).compute(average)
