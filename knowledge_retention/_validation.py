@@ -63,7 +63,7 @@ def as_float_array(
     *,
     ndim: int | Sequence[int] = 2,
     min_rows: int = 1,
-    dtype: type = np.float64,
+    dtype: type | None = np.float64,
     check_finite: bool = True,
 ) -> np.ndarray:
     """Returns ``value`` as a finite float array with the expected number of dimensions.
@@ -73,7 +73,8 @@ def as_float_array(
         name: the argument's name, used in error messages.
         ndim: allowed number of dimensions (one int or a sequence of ints).
         min_rows: the smallest allowed size of the first dimension.
-        dtype: output float dtype (float64 by default: accumulation happens in float64).
+        dtype: output float dtype (float64 by default: accumulation happens in float64); None keeps
+            the input's dtype (for callers that convert chunk by chunk).
         check_finite: look for NaN/Inf (callers that detect them more cheaply afterwards, e.g. in
             the sums they compute anyway, pass False and call :func:`check_finite_values` on failure).
 
@@ -91,7 +92,8 @@ def as_float_array(
         raise InputError(f"`{name}` needs at least {min_rows} examples (rows), got {array.shape[0]}.")
     if array.ndim >= 2 and 0 in array.shape[1:]:
         raise InputError(f"`{name}` has an empty dimension: shape {array.shape}.")
-    array = np.asarray(array, dtype=dtype)
+    if dtype is not None:
+        array = np.asarray(array, dtype=dtype)
     if check_finite:
         check_finite_values(array, name)
     return array

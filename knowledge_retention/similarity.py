@@ -51,6 +51,10 @@ from ._validation import (
 FSSMethod = Literal["linear_cka", "debiased_cka", "rbf_cka", "cosine"]
 FSS_METHODS: tuple[str, ...] = ("linear_cka", "debiased_cka", "rbf_cka", "cosine")
 
+#: Rows per chunk of one ``LinearCKAAccumulator.update`` call: the float64 buffers are this size
+#: (8192 x (D_t + D_s) x 8 bytes, 75 MB at 768 + 384), whatever N is.
+_CHUNK_ROWS = 8192
+
 #: Gram-based CKA stores several N x N float64 matrices; refuse sizes that would not fit comfortably.
 RBF_MAX_EXAMPLES = 10_000
 
@@ -174,10 +178,12 @@ class LinearCKAAccumulator:
         ``sample_weight`` (``(B,)``, non-negative integers) counts each example that many times:
         the bootstrap's resampling multiplicities.
         """
-        # NaN/Inf are found below from the batch's own sums (a NaN or Inf in a row makes the
-        # diagonal of XᵀX non-finite), which saves a pass over the batch
-        t = as_float_array(teacher, "teacher_features", ndim=2, min_rows=1, check_finite=False)
-        s = as_float_array(student, "student_features", ndim=2, min_rows=1, check_finite=False)
+        # The rows keep their dtype here: each chunk of _CHUNK_ROWS rows is converted to float64 and
+        # shifted in one pass into a reused buffer, so one large call (67,349 x 768 float32) never
+        # makes a full float64 copy. NaN/Inf are found from each chunk's own sums (a NaN or Inf in a
+        # row makes the diagonal of XᵀX non-finite), which saves a pass over the rows.
+        t = as_float_array(teacher, "teacher_features", ndim=2, min_rows=1, dtype=None, check_finite=False)
+        s = as_float_array(student, "student_features", ndim=2, min_rows=1, dtype=None, check_finite=False)
         check_same_length(t, s, "teacher_features", "student_features")
         weights = None
         if sample_weight is not None:
@@ -198,19 +204,31 @@ class LinearCKAAccumulator:
             # their mean keep the digits that raw sums lose to cancellation when the features sit
             # far from the origin (outlier dimensions of transformer states); the debiased
             # estimator lost 2e-4 relative at a mean offset of 1000 standard deviations without it.
-            shift_t, shift_s = t.mean(axis=0), s.mean(axis=0)
-        with np.errstate(over="ignore", invalid="ignore"):  # non-finite input is reported just below
-            batch = _batch_sums(self._shifted(t, shift_t, "t"), self._shifted(s, shift_s, "s"), weights,
-                                debiased=self.track_debiased)
-        if not (np.isfinite(np.trace(batch.tt)) and np.isfinite(np.trace(batch.ss))):  # type: ignore[arg-type]
-            check_finite_values(t, "teacher_features")
-            check_finite_values(s, "student_features")
-            raise InputError(
-                "`teacher_features`/`student_features` overflow float64 when squared (values near 1e154); "
-                "rescale the features (CKA is invariant to isotropic scaling)."
-            )
-        self.shift_t, self.shift_s = shift_t, shift_s  # only once the batch is known to be finite
-        batch.shift_t, batch.shift_s = shift_t, shift_s
+            # The first chunk's mean is near enough to the mean of all rows.
+            head = slice(0, _CHUNK_ROWS)
+            shift_t = t[head].mean(axis=0, dtype=np.float64)
+            shift_s = s[head].mean(axis=0, dtype=np.float64)
+        batch: LinearCKAAccumulator | None = None
+        for lo in range(0, t.shape[0], _CHUNK_ROWS):
+            rows = slice(lo, lo + _CHUNK_ROWS)
+            with np.errstate(over="ignore", invalid="ignore"):  # non-finite input is reported just below
+                chunk = _batch_sums(self._shifted(t[rows], shift_t, "t"), self._shifted(s[rows], shift_s, "s"),
+                                    None if weights is None else weights[rows], debiased=self.track_debiased)
+            if not (np.isfinite(np.trace(chunk.tt)) and np.isfinite(np.trace(chunk.ss))):  # type: ignore[arg-type]
+                check_finite_values(t[rows], "teacher_features")
+                check_finite_values(s[rows], "student_features")
+                raise InputError(
+                    "`teacher_features`/`student_features` overflow float64 when squared (values near 1e154); "
+                    "rescale the features (CKA is invariant to isotropic scaling)."
+                )
+            chunk.shift_t, chunk.shift_s = shift_t, shift_s
+            if batch is None:
+                batch = chunk
+            else:
+                batch += chunk  # same shift: plain in-place sums
+        assert batch is not None
+        # the state changes only once the whole call is known to be finite
+        self.shift_t, self.shift_s = shift_t, shift_s
         if self.n == 0:  # the batch's arrays are new and ours: adopt them instead of copying
             for name in (*_ARRAY_FIELDS, "n", "q_tt", "q_ss", "q_ts"):
                 setattr(self, name, getattr(batch, name))
@@ -219,14 +237,16 @@ class LinearCKAAccumulator:
         return self
 
     def _shifted(self, rows: np.ndarray, shift: np.ndarray | None, side: str) -> np.ndarray:
-        """``rows - shift``, written into a buffer reused across batches of one shape."""
-        if shift is None:
-            return rows
+        """``rows - shift`` in float64 (converted and shifted in one pass), in a buffer reused across chunks."""
         buffers = self.__dict__.setdefault("_buffers", {})
         buf = buffers.get(side)
         if buf is None or buf.shape[1] != rows.shape[1] or buf.shape[0] < rows.shape[0]:
             buf = buffers[side] = np.empty(rows.shape, dtype=np.float64)
-        return np.subtract(rows, shift, out=buf[: rows.shape[0]])
+        out = buf[: rows.shape[0]]
+        if shift is None:
+            np.copyto(out, rows)
+            return out
+        return np.subtract(rows, shift, out=out)
 
     def __iadd__(self, other: LinearCKAAccumulator) -> LinearCKAAccumulator:
         if other.n == 0:

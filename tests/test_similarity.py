@@ -393,3 +393,36 @@ def test_cosine_is_computed_without_overflow_or_underflow():
     assert mean_cosine_similarity(1e-200 * x, y) == pytest.approx(plain, rel=1e-12)
     scales = 10.0 ** rng.uniform(-150, 150, size=(30, 1))
     assert mean_cosine_similarity(scales * x, y) == pytest.approx(plain, rel=1e-12)
+
+
+def test_one_large_call_is_chunked_exactly_and_without_a_float64_copy():
+    """linear_cka converts and shifts chunk by chunk: same value, memory flat in N."""
+    import tracemalloc
+
+    from knowledge_retention import similarity
+
+    rng = np.random.default_rng(12)
+    n = 6 * getattr(similarity, "_CHUNK_ROWS", 8192) + 123
+    x = rng.normal(size=(n, 24)).astype(np.float32) + 50
+    y = (x[:, :12] @ rng.normal(size=(12, 12)) + rng.normal(size=(n, 12))).astype(np.float32)
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    for debiased in (False, True):
+        reference = LinearCKAAccumulator()
+        for lo in range(0, n, 1000):
+            reference.update(x64[lo:lo + 1000], y64[lo:lo + 1000])
+        assert linear_cka(x, y, debiased=debiased) == pytest.approx(reference.compute(debiased=debiased), rel=1e-12)
+    xc, yc = x64 - x64.mean(0), y64 - y64.mean(0)  # Kornblith et al.'s feature-space formula, centred first
+    direct = np.sum((yc.T @ xc) ** 2) / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc))
+    assert linear_cka(x, y) == pytest.approx(direct, rel=1e-12)
+    tracemalloc.start()
+    linear_cka(x, y)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 0.5 * (x64.nbytes + y64.nbytes)  # less than half of one float64 copy of the inputs
+    # a NaN in the last chunk is reported and leaves the state as it was
+    acc = LinearCKAAccumulator().update(x[:10], y[:10])
+    bad = x.copy()
+    bad[-1, 3] = np.nan
+    with pytest.raises(InputError, match="`teacher_features` contains 1 NaN"):
+        acc.update(bad, y)
+    assert acc.n == 10
