@@ -24,8 +24,15 @@ def run(tmp_path_factory):
 def test_results_cover_every_student_before_and_after(run):
     out, results = run
     assert [(r["name"], r["variant"]) for r in results["students"]] == [
-        (name, variant) for name in ("distilbert", "pkd", "tinybert") for variant in ("before", "after")
+        (name, variant) for name in ("distilbert", "pkd", "tinybert", "distilbert_teacher_init")
+        for variant in ("before", "after")
     ]
+    assert [r["init_from"] for r in results["students"]] == ["pretrained"] * 6 + ["teacher"] * 2
+    assert results["general_distillation"][0]["path"] == "general/tinybert"
+    for key in ("teacher_seconds", "general_distillation_seconds", "first_seed_students_seconds",
+                "evaluation_seconds", "wall_seconds"):
+        assert results["timings"][key] >= 0, key
+    assert results["departures"] and all({"what", "paper", "here", "why"} <= set(d) for d in results["departures"])
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
     for path in (out / "results.json", *(out / "models").glob("*.json")):  # no machine-specific paths
         assert str(out.resolve()) not in path.read_text(), path
@@ -53,7 +60,7 @@ def test_accuracy_matches_the_training_run_and_krs_the_formula(run):
 def test_table_and_figures_are_written(run):
     out, results = run
     table = (out / "table.md").read_text()
-    for name in ("DistilBERT-style", "PKD", "TinyBERT-style"):
+    for name in ("DistilBERT-style", "PKD", "TinyBERT-style", "DistilBERT-style, teacher init (ablation)"):
         assert table.count(f"| {name} |") == 1
         for variant in ("before", "after"):
             assert f"| {name} {variant} |" in table  # the diagnostics table
@@ -62,7 +69,7 @@ def test_table_and_figures_are_written(run):
     for name in results["files"].values():
         assert (out / name).is_file()
     pngs = [n for n in results["files"].values() if n.endswith(".png")]
-    assert len(pngs) == 7  # alpha sensitivity + one heatmap per student model
+    assert len(pngs) == 9  # alpha sensitivity + one heatmap per student model
     assert all((out / n).read_bytes()[:8] == PNG for n in pngs)
 
 
@@ -96,11 +103,12 @@ def test_skip_training_without_an_earlier_run_is_a_clear_error(tmp_path):
 
 
 def test_render_table_marks_missing_variants():
-    row = {"name": "pkd", "variant": "after", "accuracy": 0.9, "quality_retained": 0.95, "krs": 0.7, "fss": 0.6,
+    row = {"name": "pkd", "variant": "after", "init_from": "pretrained", "accuracy": 0.9, "quality_retained": 0.95, "krs": 0.7, "fss": 0.6,
            "aoag": 0.8, "num_layers": 3, "hidden_size": 384, "parameters": 17_400_000}
     table = render_table({"teacher": {"accuracy": 0.947, "num_layers": 6, "hidden_size": 384, "parameters": 22.7e6,
                                       "init": "minilm"}, "students": [row], "scale": "x", "data": {"dev": 872}})
-    assert "| PKD | 3×384 | 17.4 M | — → 90.00% | — → 93.12% | 95.0% | — → 0.700 | — → — | — → 0.600 | — → 0.800 |" in table
+    assert ("| PKD | P | 3×384 | 17.4 M | — → 90.00% | — → 93.12% | — → 0.700 | — → — | — → — | — → 0.600 | — → — "
+            "| — → 0.800 |") in table
     assert "dev accuracy 94.70%" in table
 
 
@@ -123,7 +131,7 @@ def test_extra_seeds_measure_run_to_run_variation(tmp_path):
     assert (tmp_path / "checkpoints" / "seeds" / "7" / "manifest.json").is_file()
     assert not (tmp_path / "checkpoints" / "seeds" / str(own)).exists()
     rows = {seed: {r["variant"]: r for r in seeds["per_seed"][str(seed)]} for seed in (own, 7)}
-    # a random-init student: another seed is another model, evaluated against the same teacher
+    # the general-distilled start is shared; another seed draws another head and batch order
     assert rows[own]["before"]["krs"] != rows[7]["before"]["krs"]
     gain = seeds["gains"][0]
     diffs = [rows[s]["after"]["krs"] - rows[s]["before"]["krs"] for s in sorted([own, 7])]
@@ -136,3 +144,108 @@ def test_extra_seeds_measure_run_to_run_variation(tmp_path):
     again = reproduce_sst2("smoke", tmp_path / "again", work_dir=tmp_path / "checkpoints", skip_training=True,
                            students=["tinybert"], extra_seeds=[7], bootstrap=0, measure_speed=False, progress=False)
     assert again["seeds"]["per_seed"]["7"] == seeds["per_seed"]["7"]
+
+
+def test_fss_cosine_is_the_library_cosine_of_the_final_cls_states(run):
+    """fss_cosine on the run's own features: the features are the final-layer [CLS] states of the saved
+    checkpoints (recomputed here with a plain forward pass), and fss_cosine is the library's
+    mean_cosine_similarity of them (and numpy's mean cosine)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from knowledge_retention.distillation.scales import SCALES
+    from knowledge_retention.distillation.sst2 import load_pipeline_splits
+    from knowledge_retention.reproduction import evaluate_manifest
+    from knowledge_retention.similarity import mean_cosine_similarity
+
+    out, results = run
+    cfg = SCALES["smoke"]
+    dev = load_pipeline_splits(cfg)[2]
+    again = evaluate_manifest(out / "checkpoints", dev, max_length=cfg.max_length, progress=False)
+    texts = list(dev["sentence"][:16])
+
+    def cls_states(path):
+        model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        batch = tokenizer(texts, padding=True, truncation=True, max_length=cfg.max_length, return_tensors="pt")
+        with torch.no_grad():
+            return model(**batch, output_hidden_states=True).hidden_states[-1][:, 0].numpy()
+
+    teacher_cls = cls_states(out / "checkpoints" / "teacher")
+    for row, fresh in zip(results["students"], again["students"], strict=True):
+        arrays = again["arrays"][f"{row['name']}-{row['variant']}"]
+        np.testing.assert_allclose(arrays["teacher_features"][:16], teacher_cls, rtol=1e-4, atol=1e-5)
+        student_cls = cls_states(out / "checkpoints" / "students" / f"{row['name']}-{row['variant']}")
+        np.testing.assert_allclose(arrays["student_features"][:16], student_cls, rtol=1e-4, atol=1e-5)
+        t, s_ = arrays["teacher_features"], arrays["student_features"]
+        if t.shape[1] != s_.shape[1]:
+            assert row["fss_cosine"] is None and row["krs_cosine"] is None  # TinyBERT-style: other width
+            continue
+        numpy_cosine = float(np.mean(np.sum(t * s_, axis=1) / (np.linalg.norm(t, axis=1) * np.linalg.norm(s_, axis=1))))
+        assert row["fss_cosine"] == pytest.approx(mean_cosine_similarity(t, s_), abs=1e-9) == fresh["fss_cosine"]
+        assert row["fss_cosine"] == pytest.approx(numpy_cosine, abs=1e-6)
+        assert row["krs_cosine"] == pytest.approx(
+            knowledge_retention_score(max(0.0, row["fss_cosine"]), row["aoag"], alpha=0.5, beta=0.5))
+    assert any(r["fss_cosine"] is not None for r in results["students"])
+
+
+def test_pooled_paired_bootstrap_point_estimate_and_interval():
+    from knowledge_retention.agreement import per_example_kl
+    from knowledge_retention.reproduction import pooled_paired_bootstrap
+    from knowledge_retention.similarity import linear_cka
+
+    rng = np.random.default_rng(3)
+    n = 120
+    labels = rng.integers(0, 2, size=n)
+    teacher = rng.normal(size=(n, 6))
+    t_logits = np.stack([teacher[:, 0], -teacher[:, 0]], axis=1)
+    per_seed = {}
+    expected_acc, expected_krs = [], []
+    for seed in (0, 1):
+        models = {}
+        for variant, noise in (("before", 1.5), ("after", 0.3)):
+            feats = teacher @ rng.normal(size=(6, 4)) * 0.1 + teacher[:, :4] + noise * rng.normal(size=(n, 4))
+            logits = t_logits + noise * rng.normal(size=(n, 2))
+            models[f"m-{variant}"] = {"teacher_features": teacher, "student_features": feats,
+                                      "teacher_logits": t_logits, "student_logits": logits}
+        per_seed[seed] = models
+
+        def stats(m):
+            acc = float(np.mean(m["student_logits"].argmax(1) == labels))
+            aoag = float(np.mean(np.exp(-per_example_kl(m["teacher_logits"], m["student_logits"]))))
+            return acc, 0.5 * linear_cka(m["teacher_features"], m["student_features"]) + 0.5 * aoag
+
+        (acc_b, krs_b), (acc_a, krs_a) = stats(models["m-before"]), stats(models["m-after"])
+        expected_acc.append(acc_a - acc_b)
+        expected_krs.append(krs_a - krs_b)
+    out = pooled_paired_bootstrap(per_seed, labels, n_resamples=200, seed=0)
+    gain = out["gains"]["m"]
+    assert gain["seeds"] == [0, 1]
+    assert gain["accuracy"]["gain"] == pytest.approx(np.mean(expected_acc), abs=1e-12)
+    assert gain["krs"]["gain"] == pytest.approx(np.mean(expected_krs), abs=1e-9)
+    for key in ("accuracy", "krs"):
+        assert gain[key]["low"] <= gain[key]["gain"] <= gain[key]["high"]
+    assert gain["krs"]["excludes_zero"] and gain["krs"]["low"] > 0  # much less noise after: a clear gain
+    with pytest.raises(ValueError, match="n_resamples"):
+        pooled_paired_bootstrap(per_seed, labels, n_resamples=0)
+
+
+def test_full_scale_dry_run_plan(monkeypatch, capsys):
+    from knowledge_retention.cli import main
+    from knowledge_retention.reproduction import full_scale_plan, render_plan
+
+    plan = full_scale_plan(check_hub=False)
+    assert plan["stages"][0] == {"stage": "teacher", "model": "bert-base-uncased fine-tuned", "steps": 2105 * 3,
+                                 "seconds": round(2105 * 3 * plan["assumed_step_seconds"]["teacher"])}
+    tiny = next(s for s in plan["stages"] if s["stage"] == "tinybert-after x 3")
+    assert tiny["steps"] == 3 * (2105 * 3 + 2105 * 10)  # prediction 3 epochs + intermediate 10 epochs
+    assert plan["total_steps"] == sum(s["steps"] for s in plan["stages"]) and plan["gpu_hours_estimate"] > 0
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", "/nonexistent-cache-for-the-test")
+    assert main(["reproduce-sst2", "--scale", "full", "--dry-run"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    offline = [line for line in printed if line.startswith("offline:")]
+    assert offline == [render_plan({**plan, "unreachable": ["bert-base-uncased", "distilbert-base-uncased",
+                                                             "huawei-noah/TinyBERT_General_6L_768D"]}).splitlines()[-1]]
+    assert any("GPU-hours" in line for line in printed)
+    assert main(["reproduce-sst2", "--scale", "smoke", "--dry-run"]) != 0

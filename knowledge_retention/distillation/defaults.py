@@ -38,8 +38,23 @@ def version_hash() -> str:
     """12 hex digits identifying the default-pair recipe (scale config + recipe version)."""
     from .scales import SCALES
 
-    payload = json.dumps({"recipe": _RECIPE_VERSION, "scale": SCALES["quick"].to_dict()}, sort_keys=True)
+    payload = json.dumps({"recipe": _RECIPE_VERSION, "scale": _stable(SCALES["quick"].to_dict())}, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:12]
+
+
+# fields added to the configs after the default pair was first cached: left out of the hash while they
+# hold the values that reproduce the earlier recipe (whose students were copied from the teacher)
+_LATER_FIELDS = {"general_train_size": None, "general_epochs": 1.0, "general_lr": 3e-4}
+_LATER_STUDENT_FIELDS = {"init_from": "teacher", "checkpoint": None, "all_seeds": True}
+
+
+def _stable(config: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in config.items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
+    out["students"] = [
+        {k: v for k, v in s.items() if k not in _LATER_STUDENT_FIELDS or v != _LATER_STUDENT_FIELDS[k]}
+        for s in config["students"]
+    ]
+    return out
 
 
 def default_pair_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:

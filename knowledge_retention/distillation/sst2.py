@@ -6,13 +6,21 @@ Run it as::
     python -m knowledge_retention.distillation.sst2 --scale cpu --out runs/sst2-cpu  # ~20-40 min, 2 cores
     accelerate launch -m knowledge_retention.distillation.sst2 --scale full --out runs/sst2-full  # GPUs, Hub
 
-It writes ``teacher/``, ``students/<name>-<variant>/`` (model, tokenizer, ``run_config.json``) and
-``manifest.json``; it does not compute KRS (see :mod:`.manifest` for the evaluation boundary).
+It writes ``teacher/``, ``general/<name>/`` (TinyBERT's general-distilled starting point),
+``students/<name>-<variant>/`` (model, tokenizer, ``run_config.json``) and ``manifest.json``; it does
+not compute KRS (see :mod:`.manifest` for the evaluation boundary).
+
+The protocol is the paper's: the students start from the *pretrained* model P (the scale's
+``teacher`` checkpoint before fine-tuning), never from the fine-tuned teacher, unless a student spec
+asks for ``init_from="teacher"`` (the ablation). Each student entry of the manifest records
+``init_from`` and ``init_fingerprint`` (a hash of the weights it started from), so that its "before"
+and "after" runs can be checked to share their initialisation.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -36,7 +44,8 @@ from .targets import TargetSpec, TeacherCache
 from .trainer import DistillationTrainer, plan_targets, recipe_for
 
 __all__ = [
-    "PipelineData", "build_student", "build_teacher", "load_pipeline_data", "load_pipeline_splits", "train_pipeline",
+    "PipelineData", "build_pretrained", "build_student", "build_teacher", "general_distillation", "init_fingerprint",
+    "load_general_corpus", "load_pipeline_data", "load_pipeline_splits", "train_general", "train_pipeline",
     "train_student_seeds",
 ]
 
@@ -53,6 +62,7 @@ class PipelineData:
     student_train: Any
     dev: Any
     source: str
+    general_train: Any = None
 
 
 class _Progress:
@@ -91,8 +101,23 @@ def load_pipeline_splits(cfg: ScaleConfig, *, data_dir: str | Path | None = None
     return teacher_train, student_train, dev, source
 
 
-def load_pipeline_data(cfg: ScaleConfig, *, data_dir: str | Path | None = None) -> PipelineData:
-    """Load, subset and tokenise the splits a scale needs (see :func:`load_pipeline_splits`)."""
+def load_general_corpus(cfg: ScaleConfig, *, data_dir: str | Path | None = None) -> Any:
+    """The unlabelled corpus of TinyBERT's general distillation: the training split's sentences
+    (shuffled with the scale's seed; the first ``general_train_size``, all by default). Labels stay
+    in the dataset but no general-distillation loss reads them."""
+    use_sst2 = cfg.data == "sst2" or (cfg.data == "auto" and sst2_data.find_sst2_dir(data_dir) is not None)
+    if use_sst2:
+        train = sst2_data.load_sst2("train", data_dir=data_dir)
+        return sst2_data.subset(train, cfg.general_train_size, seed=cfg.seed)
+    teacher_train = load_pipeline_splits(cfg, data_dir=data_dir)[0]
+    return sst2_data.subset(teacher_train, cfg.general_train_size, seed=cfg.seed)
+
+
+def load_pipeline_data(
+    cfg: ScaleConfig, *, data_dir: str | Path | None = None, general: bool = False
+) -> PipelineData:
+    """Load, subset and tokenise the splits a scale needs (see :func:`load_pipeline_splits`);
+    ``general`` also the general-distillation corpus (:func:`load_general_corpus`)."""
     tokenizer = load_tokenizer()
     teacher_train, student_train, dev, source = load_pipeline_splits(cfg, data_dir=data_dir)
 
@@ -100,12 +125,16 @@ def load_pipeline_data(cfg: ScaleConfig, *, data_dir: str | Path | None = None) 
         return sst2_data.tokenize_dataset(ds, tokenizer, max_length=cfg.max_length)
 
     return PipelineData(
-        tokenizer, sst2_data.make_collator(tokenizer), tok(teacher_train), tok(student_train), tok(dev), source
+        tokenizer, sst2_data.make_collator(tokenizer), tok(teacher_train), tok(student_train), tok(dev), source,
+        general_train=tok(load_general_corpus(cfg, data_dir=data_dir)) if general else None,
     )
 
 
-def build_teacher(cfg: ScaleConfig, tokenizer: Any) -> Any:
-    """The untrained teacher of a scale: tiny random BERT, MiniLM + new head, or bert-base-uncased."""
+def build_pretrained(cfg: ScaleConfig, tokenizer: Any) -> Any:
+    """The pretrained model P of a scale, as a sequence classifier with a new head: a tiny random
+    BERT (``smoke``; seeded), all-MiniLM-L6-v2 as shipped, or bert-base-uncased. The teacher is P
+    fine-tuned; the students start from P. Call :func:`transformers.set_seed` first for a
+    reproducible head."""
     from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
 
     label2id = {v: k for k, v in SST2_LABELS.items()}
@@ -126,23 +155,92 @@ def build_teacher(cfg: ScaleConfig, tokenizer: Any) -> Any:
     raise ValueError(f"`cfg.teacher` must be 'tiny-random', 'minilm' or 'bert-base-uncased', got {cfg.teacher!r}")
 
 
-def build_student(spec: StudentSpec, teacher: Any, *, seed: int) -> Any:
-    """A fresh student for ``spec`` (same init for its "before" and "after" runs)."""
-    from transformers import set_seed
+build_teacher = build_pretrained
+"""The untrained teacher of a scale is its pretrained model P (kept under this name for callers)."""
+
+
+def init_fingerprint(model: Any) -> str:
+    """16 hex digits of a SHA-256 over a model's state dict (sorted keys, raw bytes): equal
+    fingerprints mean equal weights."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode("utf-8"))
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _fresh_head(model: Any, seed: int) -> None:
+    """Re-draws the classification head (BERT's init: N(0, initializer_range), zero bias) from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    std = float(getattr(model.config, "initializer_range", 0.02))
+    for name in ("pre_classifier", "classifier"):
+        module = getattr(model, name, None)
+        if isinstance(module, torch.nn.Linear):
+            with torch.no_grad():
+                weight = torch.empty(module.weight.shape).normal_(0.0, std, generator=generator)
+                module.weight.copy_(weight)
+                if module.bias is not None:
+                    module.bias.zero_()
+
+
+def build_student(
+    spec: StudentSpec, pretrained: Any, *, seed: int, teacher: Any = None, general: Any = None
+) -> Any:
+    """A fresh student for ``spec`` (same init for its "before" and "after" runs).
+
+    Args:
+        spec: the student.
+        pretrained: the pretrained model P (layers are copied from it: the paper's protocol).
+        seed: sets the fresh head and, for a random narrow student, its weights.
+        teacher: the fine-tuned teacher, used only by ``spec.init_from == "teacher"`` (the ablation:
+            layers and head copied from it).
+        general: the general-distilled checkpoint of a ``narrow`` student (TinyBERT), copied; without
+            it a narrow student is randomly initialised.
+
+    Returns:
+        A new model; nothing is shared with ``pretrained``, ``teacher`` or ``general``.
+    """
+    import copy
+
+    from transformers import AutoModelForSequenceClassification, set_seed
 
     set_seed(seed)
-    if spec.init == "every_other":
-        return every_other_layer_student(teacher, spec.num_layers)
-    if spec.init == "lower":
-        return lower_layers_student(teacher, spec.num_layers)
-    if spec.init == "narrow":
+    device = next(pretrained.parameters()).device
+    if spec.init_from == "teacher":
+        if teacher is None:
+            raise ValueError(f"student {spec.name!r} is initialised from the teacher, but no `teacher` was given")
+        source = teacher
+    elif spec.init_from == "pretrained":
+        source = pretrained
+    else:
+        raise ValueError(f"`spec.init_from` must be 'pretrained' or 'teacher', got {spec.init_from!r}")
+    if spec.checkpoint is not None and spec.init_from == "pretrained":
+        model = AutoModelForSequenceClassification.from_pretrained(
+            spec.checkpoint, num_labels=2, id2label=dict(SST2_LABELS), label2id={v: k for k, v in SST2_LABELS.items()}
+        )
+    elif spec.init == "every_other":
+        model = every_other_layer_student(source, spec.num_layers)
+    elif spec.init == "lower":
+        model = lower_layers_student(source, spec.num_layers)
+    elif spec.init == "narrow":
         if None in (spec.hidden_size, spec.intermediate_size, spec.num_heads):
             raise ValueError(f"a narrow student needs hidden_size, intermediate_size and num_heads, got {spec}")
         assert spec.hidden_size and spec.intermediate_size and spec.num_heads
-        return narrow_student(
-            teacher.config, spec.num_layers, spec.hidden_size, spec.intermediate_size, spec.num_heads, seed=seed
-        ).to(next(teacher.parameters()).device)
-    raise ValueError(f"`spec.init` must be 'every_other', 'lower' or 'narrow', got {spec.init!r}")
+        if general is not None:
+            model = copy.deepcopy(general)
+        else:
+            model = narrow_student(
+                source.config, spec.num_layers, spec.hidden_size, spec.intermediate_size, spec.num_heads, seed=seed
+            )
+    else:
+        raise ValueError(f"`spec.init` must be 'every_other', 'lower' or 'narrow', got {spec.init!r}")
+    if spec.init_from == "pretrained":
+        _fresh_head(model, seed)
+    return model.to(device)
+
+
+def _needs_general(spec: StudentSpec) -> bool:
+    return spec.init == "narrow" and spec.init_from == "pretrained" and spec.checkpoint is None
 
 
 def _cached_spec(cfg: ScaleConfig, teacher: Any) -> TargetSpec:
@@ -166,6 +264,8 @@ class _Runner:
 
     def __init__(self, cfg: ScaleConfig, data: PipelineData, out_dir: Path, progress: _Progress, show: bool):
         self.cfg, self.data, self.out_dir, self.progress, self.show = cfg, data, out_dir, progress, show
+        self.pretrained: Any = None  # P, the students' starting point
+        self.general: dict[str, Any] = {}  # general-distilled narrow students, by name
         self.bf16 = cfg.bf16 if cfg.bf16 is not None else bool(
             torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         )
@@ -230,14 +330,98 @@ def _stage_record(trainer: Any, result: dict[str, Any], lr: float, epochs: float
     }
 
 
+def general_distillation(runner: _Runner, spec: StudentSpec) -> tuple[Any, dict[str, Any]]:
+    """TinyBERT's general distillation: a random narrow student learns P's embeddings, hidden states
+    (through a learned projection) and attention maps on the unlabelled corpus (TinyBERT's
+    intermediate-layer loss; no prediction layer: P has no task head). Saved as ``general/<name>``.
+
+    Returns:
+        ``(model, record)``; the record (also the folder's ``run_config.json``) holds the corpus size,
+        steps, seconds and the loss per logged step.
+    """
+    from transformers import set_seed
+
+    cfg, data = runner.cfg, runner.data
+    if data.general_train is None:
+        raise ValueError("the pipeline data has no general-distillation corpus (load it with general=True)")
+    assert spec.hidden_size and spec.intermediate_size and spec.num_heads
+    set_seed(cfg.seed)
+    student = narrow_student(
+        runner.pretrained.config, spec.num_layers, spec.hidden_size, spec.intermediate_size, spec.num_heads,
+        seed=cfg.seed,
+    ).to(next(runner.pretrained.parameters()).device)
+    run = f"general-{spec.name}"
+    runner.progress(f"{run}: general distillation from P on {len(data.general_train)} unlabelled sentences "
+                    f"({cfg.general_epochs} epoch(s), lr {cfg.general_lr})")
+    trainer = runner.trainer(
+        student, data.general_train, run=run, lr=cfg.general_lr, epochs=cfg.general_epochs, method="tinybert",
+        stage="intermediate", teacher=runner.pretrained, layer_map_strategy=spec.layer_map,
+    )
+    result = run_training(trainer)
+    record = {
+        "name": spec.name, "path": f"general/{spec.name}", "from": cfg.teacher, "corpus": data.source,
+        "corpus_sentences": len(data.general_train), "init_seed": cfg.seed,
+        **_stage_record(trainer, result, cfg.general_lr, cfg.general_epochs),
+        "parameters": sum(p.numel() for p in student.parameters()),
+    }
+    save_run(trainer, runner.out_dir / record["path"], record)
+    runner.progress(f"{run}: done in {result['seconds']:.0f} s, loss {result['train_loss']:.4f}")
+    return trainer.model, record
+
+
+def train_general(
+    scale: str | ScaleConfig, out_dir: str | Path, *, data_dir: str | Path | None = None, progress: bool = True
+) -> list[dict[str, Any]]:
+    """Only the general distillation of a scale's narrow students, into ``<out_dir>/general/<name>``:
+    the "released general checkpoint" that a later :func:`train_pipeline` call reuses with
+    ``general_from=out_dir`` (it needs no teacher, so it can run while the teacher trains).
+
+    Returns:
+        One record per general-distilled student (see :func:`general_distillation`).
+    """
+    from transformers import set_seed
+
+    cfg = get_scale(scale)
+    out = Path(out_dir)
+    say = _Progress(f"{cfg.name}/general", progress, True)
+    threads = torch.get_num_threads()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    try:
+        data = load_pipeline_data(cfg, data_dir=data_dir, general=True)
+        runner = _Runner(cfg, data, out, say, progress)
+        set_seed(cfg.seed)
+        device = torch.device("cuda" if torch.cuda.is_available() and not cfg.use_cpu else "cpu")
+        runner.pretrained = build_pretrained(cfg, data.tokenizer).to(device)
+        records = [general_distillation(runner, spec)[1] for spec in cfg.students if _needs_general(spec)]
+    finally:
+        torch.set_num_threads(threads)
+    shutil.rmtree(out / "_scratch", ignore_errors=True)
+    return records
+
+
+def _load_general(path: Path) -> tuple[Any, dict[str, Any]]:
+    from transformers import AutoModelForSequenceClassification
+
+    from .runs import RUN_CONFIG
+
+    if not (path / RUN_CONFIG).is_file():
+        raise ValueError(f"no general-distilled checkpoint in {str(path)!r} ({RUN_CONFIG} missing)")
+    record = json.loads((path / RUN_CONFIG).read_text(encoding="utf-8"))
+    return AutoModelForSequenceClassification.from_pretrained(path), record
+
+
 def _train_student(
     runner: _Runner, spec: StudentSpec, variant: str, teacher: Any, cache: TeacherCache | None
 ) -> dict[str, Any]:
     cfg = runner.cfg
     lr, epochs = spec.learning_rate or cfg.student_lr, spec.epochs or cfg.student_epochs
-    student = build_student(spec, teacher, seed=cfg.seed)
+    student = build_student(spec, runner.pretrained, seed=cfg.seed, teacher=teacher, general=runner.general.get(spec.name))
+    fingerprint = init_fingerprint(student)
     run = f"{spec.name}-{variant}"
-    runner.progress(f"{run}: training ({spec.init} init, {spec.num_layers} layers, "
+    start_from = "the teacher" if spec.init_from == "teacher" else spec.checkpoint or (
+        "P, general-distilled" if spec.name in runner.general else "P")
+    runner.progress(f"{run}: training ({spec.init} init from {start_from}, {spec.num_layers} layers, "
                     f"{'hard labels' if variant == 'before' else spec.method})")
     stages = []
     common: dict[str, Any] = {"lr": lr, "epochs": epochs}
@@ -264,7 +448,9 @@ def _train_student(
     entry = {
         "role": "student", "name": spec.name, "variant": variant,
         "method": "hard" if variant == "before" else spec.method,
-        "init": spec.init, "path": f"students/{run}", "layer_map": spec.layer_map,
+        "init": spec.init, "init_from": spec.init_from, "init_checkpoint": spec.checkpoint,
+        "general": f"general/{spec.name}" if spec.name in runner.general else None,
+        "init_fingerprint": fingerprint, "path": f"students/{run}", "layer_map": spec.layer_map,
     }
     return runner.finish(trainer, stages, entry)
 
@@ -278,6 +464,8 @@ def train_pipeline(
     variants: Sequence[str] | None = None,
     progress: bool = True,
     evaluate_fn: EvaluateFn | None = None,
+    teacher_from: str | Path | None = None,
+    general_from: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train the teacher and every student of a scale; write ``manifest.json``; return the manifest.
 
@@ -291,6 +479,10 @@ def train_pipeline(
         evaluate_fn: optional evaluation step (e.g. KRS extraction + report), called with the
             manifest's path after training; its return value is stored under ``"evaluation"`` in the
             returned dict (not in the manifest file).
+        teacher_from: the folder of an earlier run of the same scale whose teacher to reuse instead
+            of training one (its teacher settings must equal this run's; its training time is
+            carried into the manifest, marked ``reused``).
+        general_from: likewise, an earlier run folder holding ``general/<name>`` checkpoints.
 
     Returns:
         The manifest: ``scale``, ``config``, ``data``, ``timings`` and ``models`` (one entry per
@@ -302,7 +494,8 @@ def train_pipeline(
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     try:
-        manifest, written = _run(cfg, Path(out_dir), data_dir=data_dir, progress=progress)
+        manifest, written = _run(cfg, Path(out_dir), data_dir=data_dir, progress=progress,
+                                 teacher_from=teacher_from, general_from=general_from)
     finally:
         torch.set_num_threads(threads)
     if evaluate_fn is not None and written:
@@ -310,8 +503,31 @@ def train_pipeline(
     return manifest
 
 
+_TEACHER_FIELDS = ("teacher", "data", "teacher_train_size", "teacher_epochs", "teacher_lr", "batch_size", "max_length",
+                   "warmup", "weight_decay", "seed", "group_by_length", "teacher_group_by_length")
+
+
+def _reuse_teacher(cfg: ScaleConfig, source: Path, out: Path) -> tuple[dict[str, Any], Any]:
+    """Copies the teacher of an earlier run with the same teacher settings into ``out/teacher``."""
+    from transformers import AutoModelForSequenceClassification
+
+    from .manifest import load_manifest
+
+    earlier = load_manifest(source)
+    mine, theirs = cfg.to_dict(), earlier["config"]
+    differ = [k for k in _TEACHER_FIELDS if mine.get(k) != theirs.get(k)]
+    if differ:
+        raise ValueError(f"`teacher_from`: that run's teacher settings differ from this scale's in {differ}")
+    entry = dict(next(m for m in earlier["models"] if m["role"] == "teacher"))
+    if (out / "teacher").resolve() != (source / entry["path"]).resolve():
+        shutil.copytree(source / entry["path"], out / "teacher", dirs_exist_ok=True)
+    entry.update(path="teacher", reused=True, reused_created=earlier.get("created"))
+    return entry, AutoModelForSequenceClassification.from_pretrained(out / "teacher")
+
+
 def _run(
-    cfg: ScaleConfig, out: Path, *, data_dir: str | Path | None, progress: bool
+    cfg: ScaleConfig, out: Path, *, data_dir: str | Path | None, progress: bool,
+    teacher_from: str | Path | None = None, general_from: str | Path | None = None,
 ) -> tuple[dict[str, Any], bool]:
     from accelerate import PartialState
     from transformers import set_seed
@@ -323,25 +539,50 @@ def _run(
     start = time.perf_counter()
 
     set_seed(cfg.seed)
-    data = load_pipeline_data(cfg, data_dir=data_dir)
+    general_specs = [spec for spec in cfg.students if _needs_general(spec)]
+    data = load_pipeline_data(cfg, data_dir=data_dir, general=bool(general_specs) and general_from is None)
     say(f"data: {data.source}; teacher train {len(data.teacher_train)}, student train {len(data.student_train)}, "
         f"dev {len(data.dev)}")
     runner = _Runner(cfg, data, out, say, progress and main_process)
 
     set_seed(cfg.seed)
-    teacher = build_teacher(cfg, data.tokenizer)
-    say(f"teacher: fine-tuning {cfg.teacher} ({cfg.teacher_epochs} epoch(s), lr {cfg.teacher_lr})")
-    grouped = cfg.group_by_length if cfg.teacher_group_by_length is None else cfg.teacher_group_by_length
-    trainer = runner.trainer(teacher, data.teacher_train, run="teacher", lr=cfg.teacher_lr,
-                             epochs=cfg.teacher_epochs, method="hard", grouped=grouped)
-    stage = _stage_record(trainer, run_training(trainer), cfg.teacher_lr, cfg.teacher_epochs)
-    models = [runner.finish(trainer, [stage], {"role": "teacher", "name": "teacher", "variant": None,
-                                                "method": "hard", "init": cfg.teacher, "path": "teacher"})]
-    teacher = trainer.model
+    if teacher_from is not None:
+        entry, teacher = _reuse_teacher(cfg, Path(teacher_from), out)
+        say(f"teacher: reused from an earlier run (dev accuracy {entry['dev_accuracy']}, "
+            f"trained in {entry['train_seconds']:.0f} s)")
+        models = [entry]
+        device = torch.device("cuda" if torch.cuda.is_available() and not cfg.use_cpu else "cpu")
+        teacher.to(device)
+    else:
+        teacher = build_pretrained(cfg, data.tokenizer)
+        say(f"teacher: fine-tuning {cfg.teacher} ({cfg.teacher_epochs} epoch(s), lr {cfg.teacher_lr})")
+        grouped = cfg.group_by_length if cfg.teacher_group_by_length is None else cfg.teacher_group_by_length
+        trainer = runner.trainer(teacher, data.teacher_train, run="teacher", lr=cfg.teacher_lr,
+                                 epochs=cfg.teacher_epochs, method="hard", grouped=grouped)
+        stage = _stage_record(trainer, run_training(trainer), cfg.teacher_lr, cfg.teacher_epochs)
+        models = [runner.finish(trainer, [stage], {"role": "teacher", "name": "teacher", "variant": None,
+                                                    "method": "hard", "init": cfg.teacher, "path": "teacher"})]
+        teacher, device = trainer.model, trainer.args.device
     teacher.eval().requires_grad_(False)
 
-    students, cache = _train_students(runner, teacher, trainer.args.device, say)
+    set_seed(cfg.seed)
+    runner.pretrained = build_pretrained(cfg, data.tokenizer).to(device)  # P, as shipped (its head unused)
+    general_records = []
+    for spec in general_specs:
+        if general_from is not None:
+            model, record = _load_general(Path(general_from) / "general" / spec.name)
+            if (out / record["path"]).resolve() != (Path(general_from) / record["path"]).resolve():
+                shutil.copytree(Path(general_from) / record["path"], out / record["path"], dirs_exist_ok=True)
+            record = {**record, "reused": True}
+            say(f"general-{spec.name}: reused from an earlier run ({record['seconds']:.0f} s)")
+        else:
+            model, record = general_distillation(runner, spec)
+        runner.general[spec.name] = model.to(device).eval()
+        general_records.append(record)
+    student_start = time.perf_counter()
+    students, cache = _train_students(runner, teacher, device, say)
     models += students
+    student_seconds = time.perf_counter() - student_start
 
     total = round(time.perf_counter() - start, 1)
     manifest: dict[str, Any] = {
@@ -352,7 +593,13 @@ def _run(
         "data": {"source": data.source, "teacher_train": len(data.teacher_train),
                  "student_train": len(data.student_train), "dev": len(data.dev)},
         "timings": {"total_seconds": total,
+                    "teacher_seconds": models[0]["train_seconds"], "teacher_reused": bool(models[0].get("reused")),
+                    "general_distillation_seconds": round(sum(r["seconds"] for r in general_records), 1),
+                    "general_reused": any(r.get("reused") for r in general_records),
+                    "students_seconds": round(student_seconds, 1),
                     "teacher_cache_seconds": round(cache.seconds, 1) if cache else None},
+        "pretrained": {"model": cfg.teacher, "fingerprint": init_fingerprint(runner.pretrained)},
+        "general": general_records,
         "versions": _versions(),
         "models": models,
     }
@@ -419,11 +666,12 @@ def train_student_seeds(
         The manifest written to ``<run_dir>/seeds/<seed>/manifest.json`` (its teacher entry points
         to the run's teacher).
     """
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModelForSequenceClassification, set_seed
 
     from .manifest import load_manifest
 
     cfg = _select(get_scale(scale), students, None)
+    cfg = cfg.replace(students=tuple(s for s in cfg.students if s.all_seeds))
     run_dir = Path(run_dir)
     base = load_manifest(run_dir)
     out = run_dir / "seeds" / str(seed)
@@ -440,6 +688,11 @@ def train_student_seeds(
         device = torch.device("cuda" if torch.cuda.is_available() and not cfg.use_cpu else "cpu")
         teacher = AutoModelForSequenceClassification.from_pretrained(run_dir / "teacher").to(device)
         teacher.eval().requires_grad_(False)
+        set_seed(cfg.seed)  # P as the run built it (the run's seed: a random P at smoke scale)
+        runner.pretrained = build_pretrained(cfg, data.tokenizer).to(device)
+        for spec in cfg.students:  # the run's general-distilled checkpoints, shared by every seed
+            if _needs_general(spec):
+                runner.general[spec.name] = _load_general(run_dir / "general" / spec.name)[0].to(device).eval()
         models, cache = _train_students(runner, teacher, device, say)
     finally:
         torch.set_num_threads(threads)
@@ -453,6 +706,8 @@ def train_student_seeds(
         "data": base["data"],
         "timings": {"total_seconds": round(time.perf_counter() - start, 1),
                     "teacher_cache_seconds": round(cache.seconds, 1) if cache else None},
+        "pretrained": base.get("pretrained"),
+        "general": base.get("general", []),
         "versions": _versions(),
         "models": [{**teacher_entry, "path": os.path.relpath(run_dir / teacher_entry["path"], out)}, *models],
     }
