@@ -667,6 +667,13 @@ def render_plan(plan: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _public_source(source: Any) -> Any:
+    """A local data folder named without the machine's path (results read the same everywhere)."""
+    if isinstance(source, str) and os.path.isabs(source):
+        return f"local GLUE SST-2 TSV folder ({Path(source).name})"
+    return source
+
+
 def _train_seed_job(scale: str, work: str, seed: int, data_dir: str | None, students: list[str] | None,
                     progress: bool) -> float:
     """One extra seed in a worker process (see ``jobs``); returns its wall seconds."""
@@ -863,10 +870,10 @@ def reproduce_sst2(
                     "fss_cosine": "mean cosine of the final [CLS] states (None where widths differ); "
                                   "krs_cosine = 0.5 * max(0, fss_cosine) + 0.5 * aoag",
                     "aoag": "kl: mean exp(-KL(teacher || student)), T = 1", "max_length": cfg.max_length},
-        "data": {**manifest.get("data", {}), "dev": len(dev), "source": source},
+        "data": {**manifest.get("data", {}), "dev": len(dev), "source": _public_source(source)},
         **evaluation,
         "pretrained": manifest.get("pretrained"),
-        "general_distillation": manifest.get("general", []),
+        "general_distillation": [{**g, "corpus": _public_source(g.get("corpus"))} for g in manifest.get("general", [])],
         "paper": PAPER_TABLE9,
         **({"seeds": seeds} if seeds else {}),
         "departures": _departures(cfg),
