@@ -9,6 +9,7 @@ Subcommands:
 * ``evaluate``        — teacher vs student (optional baseline student) on a dataset: report.
 * ``arrays``          — KRS from saved arrays (``.npz``/``.safetensors``), no models needed.
 * ``reproduce-sst2``  — train, distil, evaluate and tabulate the SST-2 experiments at a scale.
+* ``export-hub``      — a self-contained evaluate metric folder (no need for this package), for the Hub.
 
 Exit codes: 0 success; 2 bad arguments or input (argparse's errors and the package's own
 ``InputError``/``InputTypeError``: one line naming the flag, no stack trace); 3 a model or dataset
@@ -194,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="retrain the students with these seeds too (same teacher and data) and report the "
                           "mean and standard deviation over seeds")
     rep.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    hub = sub.add_parser("export-hub", help="write a self-contained evaluate metric folder, ready to push to the Hub",
+                         description="Write DIR/<name of DIR>.py (the metric script), the maths it needs as flat sibling "
+                                     "files, the metric card, the widget app.py and requirements.txt: evaluate.load(DIR) "
+                                     "then works without this package installed; push DIR as a Space to publish it.")
+    hub.add_argument("directory", type=Path, help="the folder; its name is the metric's (e.g. knowledge_retention)")
+    hub.add_argument("--overwrite", action="store_true", help="replace the files of an existing folder")
     return parser
 
 
@@ -438,6 +446,15 @@ def cmd_arrays(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export_hub(args: argparse.Namespace) -> int:
+    from .hub_export import export_hub
+
+    files = export_hub(args.directory, overwrite=args.overwrite)
+    print(f"Wrote {len(files)} files to {args.directory}: " + ", ".join(sorted(p.name for p in files.values())))
+    print(f'Load it with evaluate.load("{args.directory}"); push the folder as a Gradio Space to publish it.')
+    return EXIT_OK
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from .reproduction import render_table, reproduce_sst2
 
@@ -498,7 +515,8 @@ def as_flags(message: str, flags: dict[str, str]) -> str:
     return re.sub(rf"`({names})`", lambda m: f"`{flags[m.group(1)]}`", message)
 
 
-COMMANDS = {"default": cmd_default, "evaluate": cmd_evaluate, "arrays": cmd_arrays, "reproduce-sst2": cmd_reproduce}
+COMMANDS = {"default": cmd_default, "evaluate": cmd_evaluate, "arrays": cmd_arrays, "reproduce-sst2": cmd_reproduce,
+            "export-hub": cmd_export_hub}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
