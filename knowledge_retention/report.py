@@ -617,13 +617,28 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = write_figures(report, out)
-    final = dict(report)
+    final = _home_relative(dict(report))  # no machine-specific /home/<user>/... in files meant to be shared
     final["figures"] = {name: path.name for name, path in figures.items()}
     json_path = out / "report.json"
     json_path.write_text(json.dumps(jsonable(final), indent=2, allow_nan=False, ensure_ascii=False) + "\n", encoding="utf-8")
     md_path = out / "report.md"
     md_path.write_text(render_markdown(final), encoding="utf-8")
     return {"json": json_path, "markdown": md_path, **figures}
+
+
+def _home_relative(value: Any) -> Any:
+    """Every string that is an absolute path under the home folder, as ``~/...`` (recursively)."""
+    if isinstance(value, Mapping):
+        return {k: _home_relative(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_home_relative(v) for v in value]
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if isinstance(value, str) and value.startswith(os.sep):
+        home = os.path.expanduser("~").rstrip(os.sep)
+        if home and (value == home or value.startswith(home + os.sep)):
+            return "~" + value[len(home):]
+    return value
 
 
 # --- markdown ------------------------------------------------------------------------------------------

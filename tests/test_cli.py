@@ -279,12 +279,16 @@ def test_main_job_runs_on_the_default_pair(saved_pair, tmp_path, monkeypatch, ca
 
     monkeypatch.setattr(defaults, "ensure_default_pair", fake_pair)
     monkeypatch.setattr(cli, "_default_pair_missing", lambda: False)  # the fake pair is "cached": no train.tsv needed
+    monkeypatch.setenv("HOME", str(root))  # the pair lives under "home", as the real one in ~/.cache does
     out = tmp_path / "krs_report"
     assert main(["--sst2-dir", str(root / "sst2"), "--max-examples", "30", "--bootstrap", "0", "--no-latency",
                  "--quiet", "--output-dir", str(out)]) == EXIT_OK
     assert calls == [{"progress": False}]
-    report = json.loads((out / "report.json").read_text())
+    text = (out / "report.json").read_text()
+    report = json.loads(text)
     assert report["num_examples"] == 30 and report["has_labels"]
+    assert report["models"]["teacher"] == "~/teacher" and report["baseline"]["model"] == "~/baseline"
+    assert str(root) not in text and str(root) not in (out / "report.md").read_text()  # committed reports: no /root/...
     assert report["headline"]["alpha"] == 0.5 and 0.0 <= report["headline"]["krs"] <= 1.0
     assert report["quality"]["teacher"]["accuracy"] is not None
     assert report["baseline"]["comparison"] is not None  # the distill-vs-fine-tune check ran
