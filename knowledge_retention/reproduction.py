@@ -713,15 +713,16 @@ def _departures(cfg: Any) -> list[dict[str, str]]:
         out.append({"what": "TinyBERT-style student", "paper": "TinyBERT general distillation on Wikipedia (3 epochs), "
                     "task distillation with data augmentation, intermediate stage 10 epochs",
                     "here": f"{spec.num_layers} x {spec.hidden_size} (FFN {spec.intermediate_size}, {spec.num_heads} heads) "
-                            f"general-distilled from P on {cfg.general_train_size or 'all'} SST-2 training sentences "
+                            f"general-distilled from P on {cfg.general_train_size or 'all'} "
+                            f"{'templated' if cfg.data == 'synthetic' else 'SST-2 training'} sentences "
                             f"({cfg.general_epochs:g} epoch, lr {cfg.general_lr:g}); no augmentation; intermediate "
                             f"stage {cfg.tinybert_intermediate_epochs:g} epoch(s), lr {cfg.tinybert_intermediate_lr:g}; "
                             "the hidden-state projection is learned afresh in each stage",
                     "why": "CPU budget; no Wikipedia here"})
     if cfg.num_threads:
         out.append({"what": "threads", "paper": "-", "here": f"{cfg.num_threads} torch thread(s) per process; extra "
-                    "seeds trained in parallel processes", "why": "measured: 2 threads per process on 2 shared "
-                    "cores were 4x slower per step than 1"})
+                    "seeds trained in parallel processes", "why": "on 2 cores shared with other jobs, a process with "
+                    "2 threads stalls whenever a neighbour takes one core (every op waits for the slower thread)"})
     return out
 
 
