@@ -526,6 +526,36 @@ def test_half_sampling_avoids_the_tie_bias_of_the_bootstrap_for_cka() -> None:
     assert abs(shift["half"]) < 0.02
 
 
+@pytest.mark.parametrize("mode", ["half", "bootstrap"])
+def test_gram_space_replicates_equal_the_feature_space_accumulator(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Gram-space path (few thousand examples) gives every replicate's CKA of the accumulator with
+    those multiplicities, also at a mean offset of 1e3, and the same intervals as the per-replicate path."""
+    from knowledge_retention.diagnostics import bootstrap as bs
+    from knowledge_retention.similarity import LinearCKAAccumulator
+
+    rng = np.random.default_rng(5)
+    t = rng.normal(size=(301, 48)) + 1e3
+    s = t[:, :20] @ rng.normal(size=(20, 24)) + 2.0 * rng.normal(size=(301, 24)) - 50.0
+    draw = bs._half_samples if mode == "half" else bs._resample_counts
+    weights = np.concatenate(list(draw(301, 60, rng)))
+    got = bs._gram_linear_cka(t, s, weights)
+    want = [LinearCKAAccumulator().update(t[w > 0], s[w > 0], sample_weight=w[w > 0]).compute() for w in weights]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    assert np.isnan(bs._gram_linear_cka(np.ones((301, 3)), s, weights[:2])).all()  # constant features
+    assert bs._gram_path_is_cheaper(872, [(384, 384)], 200, debiased=False)
+    assert not bs._gram_path_is_cheaper(872, [(384, 384)], 200, debiased=True)
+    assert not bs._gram_path_is_cheaper(200_000, [(384, 384)], 200, debiased=False)  # linear beyond
+    logits_t, logits_s = rng.normal(size=(301, 2)), rng.normal(size=(301, 2))
+    kwargs = dict(teacher_features=t, student_features=s, n_resamples=30, n_feature_resamples=60,
+                  feature_resampling=mode, seed=1)
+    gram = bootstrap_confidence_intervals(logits_t, logits_s, **kwargs)["intervals"]  # type: ignore[arg-type]
+    monkeypatch.setattr(bs, "_gram_path_is_cheaper", lambda *a, **k: False)
+    feature = bootstrap_confidence_intervals(logits_t, logits_s, **kwargs)["intervals"]  # type: ignore[arg-type]
+    for key in ("fss", "krs"):
+        for end in ("low", "high", "replicate_mean"):
+            assert gram[key][end] == pytest.approx(feature[key][end], abs=1e-12), (key, end)
+
+
 def test_bootstrap_without_features_or_labels_says_so() -> None:
     teacher, student, _ = _pair(n=40)
     out = bootstrap_confidence_intervals(teacher, student, n_resamples=20)

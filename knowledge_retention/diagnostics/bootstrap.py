@@ -12,7 +12,11 @@ A replicate costs one ``(N,)`` dot product per statistic, so 1000 replicates (th
 Feature-based statistics (FSS, and KRS, which needs FSS and AOAg of the *same* resample): each
 replicate is ``LinearCKAAccumulator().update(t, s, sample_weight=w_r).compute()`` per layer pair,
 about :math:`N (D_t + D_s)^2` multiply-adds (measured here: ~0.2 s at N = 872, D = 384 on two CPU
-cores), hence fewer replicates (``n_feature_resamples=200``).  Only linear CKA (biased or debiased)
+cores), hence fewer replicates (``n_feature_resamples=200``). For biased linear CKA, while N is below
+about :math:`R D^2 / (2 (2D + 5R))` (some 10,000 at D = 384, R = 200), all replicates come at once
+from Gram-space quadratic forms instead (:func:`_gram_linear_cka`: the same numbers, formed in blocks
+of rows so memory stays O(N)); the cheaper of the two is used, so the cost stays below the
+feature-space line, linear in N.  Only linear CKA (biased or debiased)
 can be resampled from weighted sums; other FSS methods get no interval, and without features there
 is no FSS or KRS interval (``notes`` says so).  Two resampling schemes (``feature_resampling``):
 
@@ -173,10 +177,95 @@ def _fss_statistic(teacher_layers: list[np.ndarray], student_layers: list[np.nda
     return float(np.mean(scores))
 
 
+_GRAM_BLOCK = 256  # Gram rows formed at once in the Gram-space path: memory 2 x _GRAM_BLOCK x N floats
+
+
+def _gram_path_is_cheaper(n: int, widths: Sequence[tuple[int, int]], n_replicates: int, debiased: bool) -> bool:
+    r"""Whether the Gram-space replicates (:func:`_gram_linear_cka`) cost fewer multiply-adds than one
+    feature-space CKA per replicate: about :math:`N^2 (D_t + D_s + 5R)` against
+    :math:`R \, \tfrac N2 (D_t^2 + D_s^2 + D_t D_s)` per layer pair (R replicates of about N/2 used
+    rows). The first is quadratic in N, the second linear, so taking the cheaper one keeps the cost
+    linear in N (below the feature-space line) and far lower at N of a few thousand."""
+    if debiased:
+        return False
+    gram = sum(n * n * (dt + ds + 5 * n_replicates) for dt, ds in widths)
+    feature = sum(n_replicates * (n / 2) * (dt * dt + ds * ds + dt * ds) for dt, ds in widths)
+    return gram < feature
+
+
+def _gram_linear_cka(teacher: np.ndarray, student: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    r"""Linear CKA of ``(teacher, student)`` under every row of ``weights`` ``(R, N)`` (multiplicities),
+    from Gram-space quadratic forms: the same statistic as
+    ``LinearCKAAccumulator().update(t, s, sample_weight=w).compute()``.
+
+    With :math:`K = XX^\top`, :math:`L = YY^\top` (features centred on the full sample first, so the
+    corrections below are small), :math:`n = \sum_i w_i` and the weighted centred cross-product
+    :math:`C = X^\top W Y - n\,\mu_x\mu_y^\top`:
+
+    .. math::
+
+        \lVert C \rVert_F^2 = w^\top (K \circ L)\, w - \tfrac{2}{n} \textstyle\sum_i w_i (Kw)_i (Lw)_i
+            + \tfrac{1}{n^2} (w^\top K w)(w^\top L w)
+
+    and likewise :math:`\lVert C_{xx} \rVert_F^2`, :math:`\lVert C_{yy} \rVert_F^2` with :math:`K \circ K`,
+    :math:`L \circ L`; CKA :math:`= \lVert C\rVert_F^2 / (\lVert C_{xx}\rVert_F \lVert C_{yy}\rVert_F)`.
+    The Grams are formed :data:`_GRAM_BLOCK` rows at a time (memory O(N), not O(N^2)).
+    NaN where a replicate's features are constant (a zero denominator).
+    """
+    x = teacher - teacher.mean(axis=0)
+    y = student - student.mean(axis=0)
+    w = np.ascontiguousarray(weights, dtype=np.float64)
+    wt = np.ascontiguousarray(w.T)  # (N, R)
+    n_rows = w.shape[1]
+    quad = {key: np.zeros(w.shape[0]) for key in ("xy", "xx", "yy")}
+    kw = np.empty((n_rows, w.shape[0]))
+    lw = np.empty((n_rows, w.shape[0]))
+    for lo in range(0, n_rows, _GRAM_BLOCK):
+        hi = min(lo + _GRAM_BLOCK, n_rows)
+        k = x[lo:hi] @ x.T  # (b, N)
+        gram_l = y[lo:hi] @ y.T
+        kw[lo:hi] = k @ wt
+        lw[lo:hi] = gram_l @ wt
+        block_w = wt[lo:hi]  # (b, R)
+        quad["xy"] += np.einsum("br,br->r", block_w, (k * gram_l) @ wt)
+        quad["xx"] += np.einsum("br,br->r", block_w, (k * k) @ wt)
+        quad["yy"] += np.einsum("br,br->r", block_w, (gram_l * gram_l) @ wt)
+    n = w.sum(axis=1)
+    wkw = np.einsum("nr,nr->r", wt, kw)
+    wlw = np.einsum("nr,nr->r", wt, lw)
+
+    def centred(q: np.ndarray, a: np.ndarray, b: np.ndarray, wa: np.ndarray, wb: np.ndarray) -> np.ndarray:
+        return q - 2.0 / n * np.einsum("nr,nr,nr->r", wt, a, b) + wa * wb / (n * n)
+
+    xy = centred(quad["xy"], kw, lw, wkw, wlw)
+    xx = centred(quad["xx"], kw, kw, wkw, wkw)
+    yy = centred(quad["yy"], lw, lw, wlw, wlw)
+    # constant features in a replicate: its centred sums vanish against their size about the mean
+    # (trace of the weighted second moment), up to rounding
+    size_x = wt.T @ np.einsum("ij,ij->i", x, x)
+    size_y = wt.T @ np.einsum("ij,ij->i", y, y)
+    tiny = 1e-10
+    constant = (np.sqrt(np.clip(xx, 0.0, None)) <= tiny * size_x) | (np.sqrt(np.clip(yy, 0.0, None)) <= tiny * size_y)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cka = xy / np.sqrt(np.clip(xx, 0.0, None) * np.clip(yy, 0.0, None))
+    return np.where(constant, np.nan, cka)
+
+
+def _fss_replicates(teacher_layers: list[np.ndarray], student_layers: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """FSS (mean over layer pairs of linear CKA, clipped to [0, 1]) of every row of ``weights``, Gram space."""
+    scores = [np.clip(_gram_linear_cka(t, s, weights), 0.0, 1.0)
+              for t, s in zip(teacher_layers, student_layers, strict=True)]
+    return np.mean(scores, axis=0)  # NaN where any pair is undefined
+
+
 def _feature_statistics(student: _Student, setup: _Setup, weights: np.ndarray, aoag: np.ndarray) -> dict[str, np.ndarray]:
     """FSS and KRS (with the AOAg of the same resample) for each row of ``weights``."""
     assert setup.teacher_layers is not None and student.layers is not None
-    fss = np.array([_fss_statistic(setup.teacher_layers, student.layers, w, setup.debiased) for w in weights])
+    widths = [(t.shape[1], s.shape[1]) for t, s in zip(setup.teacher_layers, student.layers, strict=True)]
+    if len(weights) > 1 and _gram_path_is_cheaper(setup.n, widths, len(weights), setup.debiased):
+        fss = _fss_replicates(setup.teacher_layers, student.layers, weights)
+    else:
+        fss = np.array([_fss_statistic(setup.teacher_layers, student.layers, w, setup.debiased) for w in weights])
     krs = np.array([
         knowledge_retention_score(f, float(g), alpha=setup.alpha, beta=setup.beta) if np.isfinite(f) else np.nan
         for f, g in zip(fss, aoag, strict=True)
@@ -213,7 +302,12 @@ def _run(
                 rep[k].append(v)
     if with_features:
         draw = _half_samples if feature_resampling == "half" else _resample_counts
-        for weights in draw(setup.n, n_feature_resamples, rng):
+        chunks: Iterator[np.ndarray] | list[np.ndarray] = draw(setup.n, n_feature_resamples, rng)
+        assert setup.teacher_layers is not None
+        widths = [(t.shape[1], t.shape[1]) for t in setup.teacher_layers]
+        if _gram_path_is_cheaper(setup.n, widths, n_feature_resamples, setup.debiased):
+            chunks = [np.concatenate(list(chunks))]  # the same draws, in one (R, N) matrix for the Gram path
+        for weights in chunks:
             for student, rep in zip(students, reps, strict=True):
                 aoag = _logit_statistics(student, setup, weights)["aoag"]
                 for k, v in _feature_statistics(student, setup, weights, aoag).items():
