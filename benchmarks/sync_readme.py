@@ -86,6 +86,11 @@ def main_job_section(root: Path = ROOT) -> str:
             cells.append(f"{label} Δ {d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}], {verdict}")
     if cells:
         lines.append("| distilled − baseline (paired bootstrap, 95%) | " + "; ".join(cells) + " |")
+    timings = report.get("timings") or {}
+    if timings.get("total_s") is not None:
+        speed = f" ({timings['examples_per_s']:.0f} examples/s)" if timings.get("examples_per_s") else ""
+        built = f", report {timings['report_s']:.0f} s" if timings.get("report_s") is not None else ""
+        lines.append(f"| time of this run (after loading the models) | extraction {timings['total_s']:.0f} s{speed}{built} |")
     return "\n".join(lines) + "\n"
 
 
