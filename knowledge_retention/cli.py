@@ -36,7 +36,7 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LOAD = 0, 1, 2, 3
 
 FSS_CHOICES = ("linear_cka", "debiased_cka", "rbf_cka", "cosine")
 AOAG_CHOICES = ("kl", "js", "top1", "mse")
-TASK_CHOICES = ("classification", "nlp", "regression")
+TASK_CHOICES = ("classification", "nlp", "regression", "causal-lm")
 
 
 class UserError(Exception):
@@ -89,7 +89,8 @@ def _add_scoring_options(parser: argparse.ArgumentParser, *, default_task: str) 
     group = parser.add_argument_group("scoring")
     group.add_argument("--task", choices=TASK_CHOICES, default=default_task,
                        help="preset for (alpha, beta) and the default AOAg measure: classification (0.3, 0.7), "
-                            "nlp (0.5, 0.5, the paper's SST-2 setting), regression (0.5, 0.5). Default: %(default)s")
+                            "nlp (0.5, 0.5, the paper's SST-2 setting), regression (0.5, 0.5), causal-lm (0.5, 0.5: "
+                            "token-level measures of two causal LMs). Default: %(default)s")
     group.add_argument("--alpha", type=_unit_float, help="weight of FSS in [0, 1]; overrides the preset (beta = 1 - alpha)")
     group.add_argument("--beta", type=_unit_float, help="weight of AOAg in [0, 1]; alpha + beta must be 1")
     group.add_argument("--fss-method", choices=FSS_CHOICES, default="linear_cka",
@@ -157,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", default="validation", help="split to evaluate (default: validation)")
     ev.add_argument("--text-column", default="sentence", help="column of input texts (default: sentence)")
     ev.add_argument("--label-column", help="column of gold labels (optional: without it, only teacher-relative figures)")
+    ev.add_argument("--prompt-column", help="--task causal-lm: column of prompts put before each text (not counted)")
+    ev.add_argument("--generate-tokens", type=_positive_int, metavar="N",
+                    help="--task causal-lm: the teacher continues each text greedily by N tokens; only those are scored")
     _add_extraction_options(ev)
     _add_scoring_options(ev, default_task="nlp")
     _add_report_options(ev, "krs_report")
@@ -402,6 +406,11 @@ def cmd_default(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = _load_dataset(args.dataset, args.split, args.dataset_config)
+    if args.task == "causal-lm":  # token-level report of two causal LMs (knowledge_retention/lm_report.py)
+        from .lm_report import run_cli
+
+        run_cli(args, dataset)
+        return EXIT_OK
     extraction = {
         "layers": args.layers, "pooling": args.pooling, "batch_size": args.batch_size,
         "max_examples": args.max_examples, "max_length": args.max_length,
