@@ -291,3 +291,26 @@ def test_two_processes_equal_one(tmp_path):
             np.testing.assert_allclose(np.array(dist[name]["cross_layer_cka"]["matrix"], dtype=float),
                                        np.array(single["cross_layer_cka"]["matrix"], dtype=float), rtol=1e-6)
             assert dist[name]["lm"]["by_position"]["count"] == single["lm"]["by_position"]["count"]
+
+
+def test_logits_that_are_not_the_head_fall_back_to_the_models_own():
+    """A model whose logits are soft-capped (not its output layer on its last state) is scored from its own logits."""
+    from transformers import GPT2LMHeadModel
+
+    class SoftCapped(GPT2LMHeadModel):
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            out.logits = 3.0 * torch.tanh(out.logits / 3.0)
+            return out
+
+    base = fx.tiny_gpt2(layers=2, seed=16)
+    capped = SoftCapped(base.config).double().eval()
+    capped.load_state_dict(base.state_dict())
+    student, tok = fx.tiny_gpt2(layers=1, seed=17), fx.tokenizer(bos=True, pad=None)
+    result = evaluate_pair(capped, student, TEXTS, teacher_tokenizer=tok, student_tokenizer=tok, batch_size=4,
+                           progress=False)
+    assert any("soft-capping" in note for note in result.notes)
+    ref, cka = _reference(capped, student, tok, TEXTS)
+    _check(result, ref, cka)
+    plain = evaluate_pair(base, student, TEXTS, teacher_tokenizer=tok, student_tokenizer=tok, progress=False)
+    assert plain.notes == [] and plain.aoag != pytest.approx(result.aoag)

@@ -90,7 +90,8 @@ def is_causal_lm(model: Any, *, trust_remote_code: bool = False) -> bool:
     """True for a causal-LM object (``*ForCausalLM``, ``GPT2LMHeadModel``, ...) or a path / hub name
     whose ``config.architectures`` names one; False otherwise (and for anything unreadable)."""
     if isinstance(model, torch.nn.Module):
-        return _is_lm_class_name(type(model).__name__) and callable(getattr(model, "get_output_embeddings", None))
+        named = any(_is_lm_class_name(cls.__name__) for cls in type(model).__mro__)  # subclasses too
+        return named and callable(getattr(model, "get_output_embeddings", None))
     if not isinstance(model, (str, os.PathLike)):
         return False
     try:
