@@ -9,7 +9,8 @@ writes one PNG and returns its path:
   the preset α marked; :func:`plot_alpha_sensitivity_curves` - one line per model on one figure;
 * :func:`plot_reliability_diagrams` - teacher and student side by side: accuracy vs confidence per
   bin, the gap to the diagonal, and the bin counts;
-* :func:`plot_baseline_comparison` - grouped bars, plain fine-tuned baseline vs distilled student.
+* :func:`plot_baseline_comparison` - distilled minus baseline student per metric, with the paired
+  intervals, around 0.
 
 matplotlib is imported inside each function: importing this module costs nothing.
 """
@@ -120,9 +121,9 @@ def plot_cross_layer_cka(
     return _save(fig, path)
 
 
-def _alpha_axes(ax: Any, bottom: float, title: str) -> None:
-    """Axes of a KRS-against-α figure: α from 0 to 1, KRS from ``bottom`` (at least 0) to 1."""
-    ax.set_ylim(max(0.0, bottom), 1.02)
+def _alpha_axes(ax: Any, bottom: float, title: str, *, top: float = 1.02) -> None:
+    """Axes of a KRS-against-α figure: α from 0 to 1, KRS from ``bottom`` (at least 0) to ``top``."""
+    ax.set_ylim(max(0.0, bottom), top)
     ax.set_xlim(0.0, 1.0)
     ax.set_xlabel("α (weight of FSS; β = 1 − α weights AOAg)")
     ax.set_ylabel("KRS")
@@ -161,10 +162,12 @@ def plot_alpha_sensitivity(
     ax.axhline(fss, color="0.5", linestyle=":", linewidth=1.0)
     ax.axhline(aoag, color="0.5", linestyle="--", linewidth=1.0)
     box = {"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.85}
-    for text, x, y, ha in ((f"AOAg = {aoag:.3f} (α = 0)", 0.01, aoag, "left"), (f"FSS = {fss:.3f} (α = 1)", 0.99, fss, "right")):
-        below = y > 0.93  # near the top: write under the line
-        ax.annotate(text, (x, y), xytext=(0, -6 if below else 6), textcoords="offset points", fontsize=8, ha=ha,
-                    va="top" if below else "bottom", bbox=box)
+    top = 1.02
+    for text, x, y, ha, side in _end_labels(fss, aoag):
+        ax.annotate(text, (x, y), xytext=(0, 7 * side), textcoords="offset points", fontsize=8, ha=ha,
+                    va="bottom" if side > 0 else "top", bbox=box)
+        if side > 0:
+            top = max(top, y + 0.07)  # room above the axes' top for a label written over its end
     if alpha is not None:
         value = alpha * fss + (1.0 - alpha) * aoag
         ax.axvline(alpha, color="black", linewidth=1.0, alpha=0.6)
@@ -172,9 +175,22 @@ def plot_alpha_sensitivity(
             ax.errorbar([alpha], [value], yerr=[[value - interval[0]], [interval[1] - value]], fmt="none",
                         ecolor="black", capsize=4, label=interval_label)
         ax.plot([alpha], [value], "o", color="black", label=f"preset α = {alpha:g}: KRS = {value:.3f}")
-    _alpha_axes(ax, min(fss, aoag) - 0.1, title)
+    _alpha_axes(ax, min(fss, aoag) - 0.1, title, top=top)
     ax.legend(loc="lower left", fontsize=8)
     return _save(fig, path)
+
+
+def _end_labels(fss: float, aoag: float) -> list[tuple[str, float, float, str, int]]:
+    """``(text, x, y, ha, side)`` of the two end labels, ``side`` +1 above the line, -1 below it.
+
+    Each label goes on the side of its end that the line leaves free: a rising line (FSS > AOAg)
+    has room under its left end and over its right end, a falling one the other way round.
+    """
+    rising = fss >= aoag
+    return [
+        (f"AOAg = {aoag:.3f} (α = 0)", 0.01, aoag, "left", -1 if rising else 1),
+        (f"FSS = {fss:.3f} (α = 1)", 0.99, fss, "right", 1 if rising else -1),
+    ]
 
 
 def plot_alpha_sensitivity_curves(
@@ -220,6 +236,18 @@ def plot_alpha_sensitivity_curves(
     return _save(fig, path)
 
 
+def _confidence_floor(lower: np.ndarray, count: np.ndarray) -> float:
+    """Left edge of the confidence axis: the lowest occupied bin, rounded down to a tenth.
+
+    The top-class probability of C classes is at least 1/C (0.5 for binary), so the bins below the
+    first occupied one are always empty; drawing them would waste half the panel.
+    """
+    occupied = lower[np.isfinite(count) & (count > 0)]
+    if occupied.size == 0:
+        return 0.0
+    return float(np.floor(occupied.min() * 10 + 1e-9) / 10)
+
+
 def _reliability_panel(ax: Any, ax_count: Any, bins: Mapping[str, Sequence[Any]], name: str, colour: str, ece: float | None) -> None:
     lower = _as_float(bins["bin_lower"])
     upper = _as_float(bins["bin_upper"])
@@ -237,8 +265,9 @@ def _reliability_panel(ax: Any, ax_count: Any, bins: Mapping[str, Sequence[Any]]
            edgecolor="red", hatch="///", linewidth=0.8, label="gap |accuracy − confidence|")
     ax.plot(centres[filled], confidence[filled], "_", color="black", markersize=9, markeredgewidth=1.5,
             label="mean confidence in bin")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="black", linewidth=1.0, label="perfect calibration")
-    ax.set_xlim(0, 1)
+    left = _confidence_floor(lower, count)
+    ax.plot([left, 1], [left, 1], linestyle="--", color="black", linewidth=1.0, label="perfect calibration")
+    ax.set_xlim(left, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
     heading = f"{name}" + ("" if ece is None else f" — ECE = {ece:.3f}")
@@ -246,7 +275,7 @@ def _reliability_panel(ax: Any, ax_count: Any, bins: Mapping[str, Sequence[Any]]
     ax.legend(loc="upper left", fontsize=7)
     ax.grid(True, alpha=0.3)
     ax_count.bar(centres, count, width=width, color=colour, edgecolor="black", linewidth=0.5)
-    ax_count.set_xlim(0, 1)
+    ax_count.set_xlim(left, 1)
     ax_count.set_xlabel("confidence (max softmax probability)")
     ax_count.set_ylabel("examples")
     if np.nanmax(count) > 0 and np.nanmax(count) / max(np.nanmin(count[count > 0]), 1) > 50:
@@ -290,38 +319,67 @@ def plot_baseline_comparison(
     metrics: Mapping[str, tuple[float | None, float | None]],
     path: str | os.PathLike[str],
     *,
+    intervals: Mapping[str, tuple[float | None, float | None]] | None = None,
+    confidence_level: float = 0.95,
     labels: tuple[str, str] = ("plain fine-tuning (baseline)", "distillation"),
-    title: str = "Distillation vs plain fine-tuning of the same student",
+    title: str = "Distillation minus plain fine-tuning of the same student",
 ) -> Path:
-    """Grouped bars, one group per metric: the baseline student and the distilled student.
+    """The difference distilled − baseline per metric, with its paired interval, around a line at 0.
+
+    A difference of 0.006 between two scores near 0.9 is drawn as what it is: a point near 0 whose
+    interval may well include 0 (then the comparison is undecided), not two bars of visibly
+    different height. The two values themselves are written in the metric's label.
 
     Args:
-        metrics: ``{metric name: (baseline value, distilled value)}``, values in [0, 1] (None: no bar).
+        metrics: ``{metric name: (baseline value, distilled value)}`` (None: not available).
         path: output PNG path.
-        labels: legend labels of the two bars.
+        intervals: ``{metric name: (low, high)}``: the paired interval of distilled − baseline
+            (``report["baseline"]["paired"]["differences"]``); metrics without one get a point only.
+        confidence_level: of the intervals, for the legend.
+        labels: names of the two models (baseline, distilled), for the axis label.
         title: figure title.
 
     Returns:
         The path of the PNG written.
     """
-    names = [k for k, v in metrics.items() if v[0] is not None or v[1] is not None]
+    names = [k for k, v in metrics.items() if v[0] is not None and v[1] is not None]
     if not names:
-        raise ValueError("`metrics` holds no values to plot.")
+        raise ValueError("`metrics` holds no values to compare: no metric has both a baseline and a distilled value.")
+    intervals = intervals or {}
     base = _as_float([metrics[k][0] for k in names])
     dist = _as_float([metrics[k][1] for k in names])
-    x = np.arange(len(names))
-    fig = _figure(max(5.5, 1.4 * len(names) + 2.0), 4.4)
+    delta = dist - base
+    y = np.arange(len(names))[::-1]  # the first metric on top
+    fig = _figure(7.0, 1.3 + 0.55 * len(names))
     ax = fig.add_subplot()
-    width = 0.38
-    for offset, values, colour, label in ((-width / 2, base, _BASELINE_COLOUR, labels[0]), (width / 2, dist, _STUDENT_COLOUR, labels[1])):
-        bars = ax.bar(x[np.isfinite(values)] + offset, values[np.isfinite(values)], width, color=colour, label=label,
-                      edgecolor="black", linewidth=0.5)
-        ax.bar_label(bars, fmt="%.3f", fontsize=8, padding=2)
-    ax.set_xticks(x, names)
-    finite = np.concatenate([base[np.isfinite(base)], dist[np.isfinite(dist)]])
-    ax.set_ylim(max(0.0, float(finite.min()) - 0.15) if finite.size else 0.0, 1.05)
-    ax.set_ylabel("value (higher is better)")
+    ax.axvline(0.0, color="black", linewidth=1.0)
+    extent = [float(np.max(np.abs(delta)))]
+    shown_interval = shown_undecided = False
+    for row, name, d in zip(y, names, delta, strict=True):
+        low, high = intervals.get(name, (None, None))
+        if low is not None and high is not None:
+            decided = low > 0 or high < 0
+            colour = _STUDENT_COLOUR if decided else _BASELINE_COLOUR
+            label = None
+            if decided and not shown_interval:
+                label, shown_interval = f"{100 * confidence_level:.0f}% paired interval excludes 0", True
+            elif not decided and not shown_undecided:
+                label, shown_undecided = f"{100 * confidence_level:.0f}% paired interval includes 0: undecided", True
+            ax.errorbar([d], [row], xerr=[[d - low], [high - d]], fmt="o", color=colour, ecolor=colour, capsize=4,
+                        markersize=6, linewidth=1.6, label=label)
+            extent += [abs(low), abs(high)]
+        else:
+            ax.plot([d], [row], "o", color="black", markersize=6, markerfacecolor="white")
+        ax.annotate(f"{d:+.3f}", (d, row), xytext=(0, 7), textcoords="offset points", ha="center", fontsize=8)
+    if any(name not in intervals for name in names):
+        ax.plot([], [], "o", color="black", markerfacecolor="white", label="no interval (point estimate)")
+    ticks = [f"{name}\n{b:.3f} → {v:.3f}" for name, b, v in zip(names, base, dist, strict=True)]
+    ax.set_yticks(y, ticks, fontsize=8)
+    span = 1.25 * max(extent) if max(extent) > 0 else 0.01
+    ax.set_xlim(-span, span)
+    ax.set_ylim(-0.7, len(names) - 0.3)
+    ax.set_xlabel(f"difference: {labels[1]} − {labels[0]} (> 0: distillation higher)")
     ax.set_title(title)
+    ax.grid(True, axis="x", alpha=0.3)
     fig.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
-    ax.grid(True, axis="y", alpha=0.3)
     return _save(fig, path)
