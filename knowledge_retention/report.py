@@ -603,8 +603,15 @@ def write_figures(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) ->
         for key, name in (("krs", "KRS"), ("fss", "FSS"), ("aoag", "AOAg"), ("top1_agreement", "top-1 agreement")):
             mine = head.get(key) if key != "top1_agreement" else (report.get("agreement") or {}).get(key)
             metrics[name] = (base["headline"].get(key), mine)
-        if any(v[0] is not None or v[1] is not None for v in metrics.values()):
-            figures["baseline_comparison"] = plots.plot_baseline_comparison(metrics, out / "baseline_comparison.png")
+        differences = (base.get("paired") or {}).get("differences") or {}
+        keys = {"accuracy": "student_accuracy", "KRS": "krs", "FSS": "fss", "AOAg": "aoag",
+                "top-1 agreement": "top1_agreement"}
+        intervals = {name: (differences[key].get("low"), differences[key].get("high"))
+                     for name, key in keys.items() if differences.get(key)}
+        if any(v[0] is not None and v[1] is not None for v in metrics.values()):
+            figures["baseline_comparison"] = plots.plot_baseline_comparison(
+                metrics, out / "baseline_comparison.png", intervals=intervals,
+                confidence_level=(base.get("paired") or {}).get("confidence_level", 0.95))
     return figures
 
 
