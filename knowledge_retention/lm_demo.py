@@ -195,8 +195,10 @@ def train_demo(
 def evaluate_demo(out_dir: Path = DEFAULT_OUT, *, batch_size: int = 64, generate_tokens: int = 16,
                   prompt_tokens: int = 4) -> dict[str, Any]:
     """Scores both students against the teacher on the SST-2 dev sentences (teacher-forced) and on
-    greedy teacher continuations of their first words; writes ``results/lm/demo.json`` and ``demo.md``."""
+    greedy teacher continuations of their first words; writes ``results/lm/demo.json``, ``demo.md`` and the
+    teacher-forced LM report of each student (``report_before/``, ``report_after/``)."""
     from .extraction import evaluate_pair
+    from .lm_report import build_lm_report, write_lm_report
 
     ckpt = out_dir / "checkpoints"
     dev = _sentences("validation")
@@ -210,6 +212,8 @@ def evaluate_demo(out_dir: Path = DEFAULT_OUT, *, batch_size: int = 64, generate
                             layers="uniform", batch_size=batch_size, progress=False,
                             generate={"max_new_tokens": generate_tokens})
         out[name] = {"teacher_forced": forced.to_dict(), "generated": gen.to_dict()}
+        write_lm_report(build_lm_report(forced, options={"command": "python -m knowledge_retention.lm_demo evaluate"}),
+                        out_dir / f"report_{name}")
     (out_dir / "demo.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     (out_dir / "demo.md").write_text(demo_table(out), encoding="utf-8")
     return out
@@ -220,7 +224,7 @@ _ROWS = (
     ("fss", "FSS (token-level linear CKA)"),
     ("aoag", "token AOAg = mean exp(-KL)"),
     ("mean_kl", "mean KL(teacher || student), nats"),
-    ("js", "mean JS divergence, nats"),
+    ("js", "mean JS divergence, bits"),
     ("top1_agreement", "top-1 agreement"),
     ("topk_overlap", "top-5 overlap"),
     ("logprob_gap", "log-prob gap on the true token (teacher - student)"),

@@ -69,7 +69,7 @@ TASK = "causal-lm"
 SequencePooling = Literal["mean", "last"]
 SEQUENCE_POOLINGS: tuple[str, ...] = ("mean", "last")
 #: float32 values per ``(chunk, V)`` logit block: the chunk has ``max(1, LOGIT_BUDGET // V)`` rows.
-LOGIT_BUDGET = 1 << 22
+LOGIT_BUDGET = 1 << 20
 _FSS_METHODS = ("linear_cka", "debiased_cka")
 _AOAG = ("kl", "js", "top1")
 _CONTEXT_TOKENS = 12  # tokens of context kept with each most-disagreeing token
@@ -316,11 +316,15 @@ def token_step(
         else:
             lt, ls = lt1, ls1
         del lt1, ls1
+        # few (chunk, V) temporaries: one difference buffer reused, dot products without products
         pt, ps = lt.exp(), ls.exp()
-        kl = (pt * (lt - ls)).sum(-1).clamp(min=0.0)
-        lm = torch.logaddexp(lt, ls) - log2
-        js = (0.5 * (pt * (lt - lm)).sum(-1) + 0.5 * (ps * (ls - lm)).sum(-1)) / log2
-        del pt, ps, lm, lt, ls
+        diff = torch.sub(lt, ls)
+        kl = torch.linalg.vecdot(pt, diff).clamp(min=0.0)
+        lm = torch.logaddexp(lt, ls).sub_(log2)  # log of the mixture (p + q) / 2
+        js = 0.5 * torch.linalg.vecdot(pt, torch.sub(lt, lm, out=diff))
+        js += 0.5 * torch.linalg.vecdot(ps, torch.sub(ls, lm, out=diff))
+        js /= log2
+        del pt, ps, lm, lt, ls, diff
         kt, ks = zt.topk(top_k, dim=-1).indices, zs.topk(top_k, dim=-1).indices
         out["kl"].append(kl)
         out["exp_neg_kl"].append(torch.exp(-kl))
