@@ -193,7 +193,7 @@ def train_demo(
 
 
 def evaluate_demo(out_dir: Path = DEFAULT_OUT, *, batch_size: int = 64, generate_tokens: int = 16,
-                  prompt_tokens: int = 4) -> dict[str, Any]:
+                  prompt_tokens: int = 4, max_dev: int | None = None) -> dict[str, Any]:
     """Scores both students against the teacher on the SST-2 dev sentences (teacher-forced) and on
     greedy teacher continuations of their first words; writes ``results/lm/demo.json``, ``demo.md`` and the
     teacher-forced LM report of each student (``report_before/``, ``report_after/``)."""
@@ -201,7 +201,7 @@ def evaluate_demo(out_dir: Path = DEFAULT_OUT, *, batch_size: int = 64, generate
     from .lm_report import build_lm_report, write_lm_report
 
     ckpt = out_dir / "checkpoints"
-    dev = _sentences("validation")
+    dev = _sentences("validation")[:max_dev]
     prompts = [" ".join(s.split()[:prompt_tokens]) for s in dev]
     out: dict[str, Any] = {"dev_sentences": len(dev), "generate": {"max_new_tokens": generate_tokens,
                                                                      "prompt_words": prompt_tokens}}
