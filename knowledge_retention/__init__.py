@@ -47,6 +47,7 @@ from .similarity import (
     mean_cosine_similarity,
     rbf_cka,
 )
+from .token_agreement import TokenAgreementAccumulator, token_agreement
 
 __version__ = "0.1.0"
 
@@ -97,6 +98,7 @@ __all__ = [
     "KRSCallback",
     "TASK_PRESETS",
     "TeacherCache",
+    "TokenAgreementAccumulator",
     "alpha_sensitivity",
     "box_iou_agreement",
     "build_report",
@@ -118,5 +120,6 @@ __all__ = [
     "regression_agreement",
     "reproduce_sst2",
     "resolve_weights",
+    "token_agreement",
     "write_report",
 ]
