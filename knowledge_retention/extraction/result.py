@@ -42,10 +42,15 @@ class ExtractionResult:
         labels: ``(N,)`` labels from ``label_column`` (None without one).
         example_indices: ``(N,)`` dataset index of each row (``0..N-1``).
         num_examples: N.
-        options: the options used (JSON-safe), for reports.
+        options: the options used (JSON-safe), for reports; ``student_name`` (the key given to
+            ``evaluate_students``, ``"student"`` for ``evaluate_pair``), ``group_by_length`` and
+            ``teacher_cache`` (None, or ``{"location", "key", "reused"}``) among them.
         timings: seconds spent tokenising, in each model's forward pass, pooling and accumulating
-            (``accumulate_s``), merging and computing the scores (``merge_s``), in total; and
-            ``examples_per_s``. Under ``accelerate`` these are the returning process's own.
+            (``accumulate_s``), ordering the examples by length (``grouping_s``), merging and
+            computing the scores (``merge_s``), in total; ``forward_batches`` (batches each model
+            ran, the probe excluded) and ``examples_per_s``. With ``evaluate_students`` the teacher's
+            figures are its one shared pass; replayed from a teacher cache, they are the ones recorded
+            with it. Under ``accelerate`` these are the returning process's own.
         truncation: per model, the token limit, where it came from (``max_length`` or ``model``)
             and how many examples were truncated.
         notes: plain-language remarks (e.g. why AOAg is missing).
