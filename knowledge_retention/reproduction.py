@@ -36,7 +36,7 @@ from typing import Any
 
 __all__ = [
     "PAPER_TABLE9", "evaluate_manifest", "full_scale_plan", "pooled_paired_bootstrap", "render_plan", "render_table",
-    "reproduce_sst2", "seed_summary",
+    "reproduce_sst2", "seed_summary", "tabulate",
 ]
 
 PAPER_TABLE9: dict[str, dict[str, float | None]] = {
@@ -545,7 +545,13 @@ def _figures(results: Mapping[str, Any], out: Path) -> dict[str, str]:
     curves = {f"{r['name']}-{r['variant']}": (r["fss"], r["aoag"]) for r in results["students"]}
     paths["alpha_sensitivity"] = str(plot_alpha_sensitivity_curves(
         curves, out / "alpha_sensitivity.png", alpha=0.5,
-        title="SST-2: KRS(α) per student, dashed = before distillation, solid = after"))
+        title="SST-2, FSS = linear CKA: dashed = before, solid = after"))
+    cosine = {f"{r['name']}-{r['variant']}": (max(0.0, r["fss_cosine"]), r["aoag"])
+              for r in results["students"] if r.get("fss_cosine") is not None and r.get("aoag") is not None}
+    if cosine:  # the paper's Figure 14 uses its cosine FSS (students of the teacher's width only)
+        paths["alpha_sensitivity_cosine"] = str(plot_alpha_sensitivity_curves(
+            cosine, out / "alpha_sensitivity_cosine.png", alpha=0.5,
+            title="SST-2, FSS = mean cosine (paper): dashed = before, solid = after"))
     for row in results["students"]:
         ext = row["extraction"]
         cross = ext.get("cross_layer_cka")
@@ -898,13 +904,30 @@ def reproduce_sst2(
         },
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
-    results = _relative_to(results, out)
+    results = tabulate(_relative_to(results, out), out)
+    _say(progress, start, f"done: {out / 'table.md'}")
+    return results
+
+
+def tabulate(results: Mapping[str, Any], output_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The tabulation step alone: figures, ``table.md`` and ``results.json`` (with ``files``) from a
+    reproduction's results, e.g. to redraw an earlier run's ``results.json`` with this version's
+    figures and table (nothing is trained or evaluated).
+
+    Args:
+        results: what :func:`reproduce_sst2` returns (or the loaded ``results.json``).
+        output_dir: where to write.
+
+    Returns:
+        The results with ``files`` (paths relative to ``output_dir``).
+    """
+    out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    results = dict(results)
     files = _figures(results, out)
     (out / "table.md").write_text(render_table(results), encoding="utf-8")
     files["table"] = str(out / "table.md")
     files["results"] = str(out / "results.json")
     results["files"] = {k: os.path.relpath(v, out) for k, v in files.items()}
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    _say(progress, start, f"done: {out / 'table.md'}")
     return results

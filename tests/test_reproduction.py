@@ -69,7 +69,8 @@ def test_table_and_figures_are_written(run):
     for name in results["files"].values():
         assert (out / name).is_file()
     pngs = [n for n in results["files"].values() if n.endswith(".png")]
-    assert len(pngs) == 9  # alpha sensitivity + one heatmap per student model
+    assert len(pngs) == 10  # alpha sensitivity (CKA and cosine FSS) + one heatmap per student model
+    assert "alpha_sensitivity_cosine" in results["files"]
     assert all((out / n).read_bytes()[:8] == PNG for n in pngs)
 
 
