@@ -73,6 +73,7 @@ LOGIT_BUDGET = 1 << 20
 _FSS_METHODS = ("linear_cka", "debiased_cka")
 _AOAG = ("kl", "js", "top1")
 _CONTEXT_TOKENS = 12  # tokens of context kept with each most-disagreeing token
+_LENGTH_CHUNK = 256  # texts tokenised per call when measuring lengths for the grouping
 
 
 # ----------------------------------------------------------------------------------------- loading
@@ -716,8 +717,8 @@ def evaluate_causal_lm(
             order = None
             if group_by_length:
                 lengths = np.empty(len(source), dtype=np.int64)
-                for lo in range(0, len(source), 2048):
-                    texts, prompts = source.batch(range(lo, min(lo + 2048, len(source))))
+                for lo in range(0, len(source), _LENGTH_CHUNK):  # a bounded slice of texts at a time
+                    texts, prompts = source.batch(range(lo, min(lo + _LENGTH_CHUNK, len(source))))
                     joined = texts if prompts is None else [p + t for p, t in zip(prompts, texts, strict=True)]
                     lengths[lo : lo + len(texts)] = [len(r) for r in t_tok(joined, truncation=False)["input_ids"]]
                 order = length_grouped_order(lengths)
