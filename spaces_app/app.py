@@ -20,6 +20,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,15 +42,17 @@ from space_io import (  # noqa: E402
     read_array_files,
     synthetic_example,
 )
-from space_plots import alpha_curve_figure, cka_heatmap_figure  # noqa: E402
+from space_plots import AlphaCurve, alpha_curve, cka_heatmap_figure  # noqa: E402
 from space_results import (  # noqa: E402
     AOAG_CHOICES,
     FSS_CHOICES,
     TASK_CHOICES,
     ScoreResult,
+    heatmap_caption,
     preset_alpha,
     score_arrays,
     summary_markdown,
+    with_task,
 )
 
 logger = logging.getLogger("knowledge_retention.space")
@@ -69,20 +72,26 @@ Upload **one `.npz` or `.safetensors` file** holding the arrays below by name, *
 files named after their key** (`teacher_features.npy`, ...). Up to {MAX_UPLOAD_BYTES / 1024**2:.0f} MB.
 Pickles (`.pkl`, `.pt`, object arrays) are refused.
 
-| key | shape | |
+| key | shape | needed |
 |---|---|---|
-| `teacher_features` | `(N, D_t)` one layer, or `(N, L, D_t)` L layers | required |
-| `student_features` | `(N, D_s)` or `(N, L, D_s)`; student layer *l* is compared with teacher layer *l* | required |
-| `teacher_logits` | `(N, C)` logits; regression `(N,)`/`(N, K)`; segmentation `(N, H, W)` label maps (alias `teacher_outputs`) | required |
-| `student_logits` | same layout as the teacher's (alias `student_outputs`) | required |
-| `labels` | `(N,)` class ids (regression: targets) → accuracy retention | optional |
-| `layer_map` | `(L_s,)` ints: teacher layer paired with each student layer, when L differs | optional |
+| `teacher_features` | `(N, D_t)` one layer, or `(N, L, D_t)` for L layers | required |
+| `student_features` | `(N, D_s)` or `(N, L, D_s)`; layer *l* is paired with teacher layer *l* | required |
+| `teacher_logits` | `(N, C)` logits; regression `(N,)` or `(N, K)`; segmentation `(N, H, W)` (alias `teacher_outputs`) | required |
+| `student_logits` | the teacher's layout (alias `student_outputs`) | required |
+| `labels` | `(N,)` class ids (regression: targets): accuracy retention | optional |
+| `layer_map` | `(L_s,)` ints: the teacher layer of each student layer | optional |
 
 Layers of different widths: numbered keys `teacher_features_0`, `teacher_features_1`, ...
 
 ```python
-np.savez("pair.npz", teacher_features=t_feats, student_features=s_feats,
-         teacher_logits=t_logits, student_logits=s_logits, labels=y)
+np.savez(
+    "pair.npz",
+    teacher_features=t_feats,
+    student_features=s_feats,
+    teacher_logits=t_logits,
+    student_logits=s_logits,
+    labels=y,
+)
 ```
 """
 
@@ -90,11 +99,30 @@ CSS = """
 .krs-status p { margin: 0; }
 .krs-error { border-left: 4px solid #d62728; padding: 0.4em 0.8em; background: rgba(214, 39, 40, 0.08); }
 .krs-ok { border-left: 4px solid #2ca02c; padding: 0.4em 0.8em; background: rgba(44, 160, 44, 0.08); }
+.krs-format table { table-layout: auto; width: 100%; }
+.krs-format td, .krs-format th { word-break: normal !important; overflow-wrap: normal !important; }
+.krs-format td:first-child, .krs-format td:last-child, .krs-format th { white-space: nowrap; }
+.krs-format pre, .krs-format pre code { white-space: pre; overflow-x: auto; max-width: 100%; }
+.krs-alpha-figure svg { display: block; max-width: 100%; }
+#models-teacher input, #models-student input { text-overflow: ellipsis; }
+ul.options li { white-space: normal !important; }
 """
 
 _TASK_LABELS = [(f"{task} (α = {preset_alpha(task):.1f}, β = {1 - preset_alpha(task):.1f})", task)
                 for task in TASK_CHOICES]
 _AOAG_LABELS = [("auto (the task's default)" if m == "auto" else m, m) for m in AOAG_CHOICES]
+_LAYER_LABELS = [("final layers (as the report)", "final"), ("uniform map (PKD / TinyBERT)", "uniform"),
+                 ("all hidden states", "all")]
+#: Shown for any error that is not the visitor's input: the details go to the server log only.
+UNEXPECTED = "Something went wrong on the server while computing; the details are in its log."
+
+
+@dataclass(frozen=True)
+class Shown:
+    """What a tab keeps between events: the scores and the α curve drawn once (the slider only moves its dot)."""
+
+    result: ScoreResult
+    curve: AlphaCurve | None
 
 
 def _error_status(message: str) -> str:
@@ -105,43 +133,52 @@ def _ok_status(message: str) -> str:
     return f"**Done.** {message}"
 
 
-def _empty_outputs(status: str) -> tuple[Any, ...]:
-    """Outputs for a failed run: status shown, previous results cleared."""
+def _empty_outputs(status: str, *, error: bool = True) -> tuple[Any, ...]:
+    """Outputs for a failed run (or a new upload): status shown, previous results cleared."""
     return (
         None,
-        gr.Markdown(status, elem_classes=["krs-status", "krs-error"]),
+        gr.Markdown(status, elem_classes=["krs-status", "krs-error"] if error else ["krs-status"]),
         "",
+        gr.HTML(value="", visible=False),
         gr.Plot(value=None, visible=False),
-        gr.Plot(value=None, visible=False),
+        gr.Markdown("", visible=False),
     )
 
 
+def _curve(result: ScoreResult) -> AlphaCurve | None:
+    if result.aoag is None:
+        return None
+    return alpha_curve(result.fss, result.aoag, preset_alpha=preset_alpha(result.task), preset_name=result.task)
+
+
 def _result_outputs(result: ScoreResult, alpha: float, status: str) -> tuple[Any, ...]:
+    shown = Shown(result, _curve(result))
     heatmap = (
         gr.Plot(
             value=cka_heatmap_figure(result.cka, teacher_names=result.teacher_names,
-                                     student_names=result.student_names, paired=result.paired),
+                                     student_names=result.student_names, paired=result.paired,
+                                     method=result.fss_method),
             visible=True,
         )
         if result.cka is not None
         else gr.Plot(value=None, visible=False)
     )
+    caption = heatmap_caption(result)
     return (
-        result,
+        shown,
         gr.Markdown(status, elem_classes=["krs-status", "krs-ok"]),
         summary_markdown(result, alpha),
-        _alpha_plot(result, alpha),
+        _alpha_html(shown, alpha),
         heatmap,
+        gr.Markdown(caption, visible=bool(caption)),
     )
 
 
-def _alpha_plot(result: ScoreResult, alpha: float) -> Any:
-    """The α-curve component: the figure, or hidden when there is no AOAg (FSS-only results)."""
-    if result.aoag is None:
-        return gr.Plot(value=None, visible=False)
-    figure = alpha_curve_figure(result.fss, result.aoag, float(alpha), preset_alpha=preset_alpha(result.task),
-                                preset_name=result.task)
-    return gr.Plot(value=figure, visible=True)
+def _alpha_html(shown: Shown, alpha: float) -> Any:
+    """The α-curve component: the stored figure with its dot at α, or hidden without AOAg (FSS only)."""
+    if shown.curve is None:
+        return gr.HTML(value="", visible=False)
+    return gr.HTML(value=shown.curve.html(float(alpha)), visible=True)
 
 
 def guarded(function: F) -> F:
@@ -151,14 +188,14 @@ def guarded(function: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
-        except (InputError, ValueError, TypeError) as err:
+        except (InputError, ValueError, TypeError) as err:  # the package words these for a person
             logger.info("input rejected: %s", err)
             return _empty_outputs(_error_status(str(err)))
         except MemoryError:
             return _empty_outputs(_error_status("Out of memory: use fewer examples or narrower features."))
-        except Exception as err:  # noqa: BLE001 - last resort: the visitor sees a message, the log the trace
+        except Exception:  # noqa: BLE001 - last resort: the visitor sees a sentence, the log the trace
             logger.exception("unexpected error in %s", function.__name__)
-            return _empty_outputs(_error_status(f"Unexpected error ({type(err).__name__}): {err}"))
+            return _empty_outputs(_error_status(UNEXPECTED))
 
     return wrapper  # type: ignore[return-value]
 
@@ -184,11 +221,42 @@ def run_arrays(
     return _result_outputs(result, alpha, _ok_status(f"Scored {names}."))
 
 
-def update_alpha(result: ScoreResult | None, alpha: float) -> tuple[Any, Any]:
-    """Callback of the α slider: KRS and the curve's marker from the stored FSS/AOAg (no recomputation)."""
-    if result is None:
+def uploaded(files: Any) -> tuple[Any, ...]:
+    """Callback of a new upload (or a cleared box): the old result and any old error go."""
+    names = [Path(p).name for p in _file_paths(files)]
+    if not names:
+        return _empty_outputs(ARRAYS_PLACEHOLDER, error=False)
+    listing = ", ".join(f"`{name}`" for name in names)
+    return _empty_outputs(f"Uploaded {listing}: press **Compute KRS**.", error=False)
+
+
+def update_alpha(shown: Shown | None, alpha: float) -> tuple[Any, Any]:
+    """Callback of the α slider: KRS and the curve's dot from the stored FSS/AOAg (nothing recomputed or redrawn)."""
+    if shown is None:
         return gr.skip(), gr.skip()
-    return summary_markdown(result, alpha), _alpha_plot(result, alpha)
+    return summary_markdown(shown.result, alpha), _alpha_html(shown, alpha)
+
+
+def rescore_arrays(
+    shown: Shown | None, files: Any, task: str, fss_method: str, aoag_method: str, temperature: float
+) -> tuple[Any, ...]:
+    """Callback of a preset change on the arrays tab: α moves to the preset's, and a shown result is
+    scored again under the new preset (its AOAg measure may differ)."""
+    alpha = preset_alpha(task)
+    if shown is None:
+        return (alpha, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+    return (alpha, *run_arrays(files, task, alpha, fss_method, aoag_method, temperature))
+
+
+def retask_models(shown: Shown | None, task: str) -> tuple[Any, ...]:
+    """Callback of a preset change on the models tab: α moves to the preset's; the shown result is
+    relabelled (nlp and classification both use KL agreement, so FSS and AOAg stand)."""
+    alpha = preset_alpha(task)
+    if shown is None:
+        return alpha, gr.skip(), gr.skip(), gr.skip()
+    result = with_task(shown.result, task)
+    new = Shown(result, _curve(result))
+    return alpha, new, summary_markdown(result, alpha), _alpha_html(new, alpha)
 
 
 def example_file() -> list[str]:
@@ -208,6 +276,7 @@ def run_models(
     sentences: str,
     task: str,
     alpha: float,
+    layers: str,
     fss_method: str,
     aoag_method: str,
     temperature: float,
@@ -215,14 +284,30 @@ def run_models(
 ) -> tuple[Any, ...]:
     """Callback of "Compare models": run both models on the texts through ``knowledge_retention.extraction``."""
     texts, labels, origin = space_compare.texts_for(text_source, sentences, int(sample_size))
+    choices = MODEL_CHOICES
+    teacher, student = _model_path(teacher), _model_path(student)
     result = space_compare.compare_models(
-        teacher, student, texts, labels, task=task, alpha=float(alpha), fss_method=fss_method,
-        aoag_method=aoag_method, temperature=float(temperature), source=origin,
+        teacher, student, texts, labels, task=task, alpha=float(alpha), layers=layers, fss_method=fss_method,
+        aoag_method=aoag_method, temperature=float(temperature), source=origin, choices=choices,
         progress=lambda fraction, message: progress(fraction, desc=message),
     )
-    teacher_name, student_name = space_compare.short_name(str(teacher)), space_compare.short_name(str(student))
-    return _result_outputs(result, alpha, _ok_status(f"Compared {teacher_name} (teacher) with {student_name} "
-                                                     f"(student) on {origin}."))
+    teacher_name = space_compare.display_name(str(teacher), choices)
+    student_name = space_compare.display_name(str(student), choices)
+    return _result_outputs(result, alpha, _ok_status(f"Compared the teacher {teacher_name} with the student "
+                                                     f"{student_name} on {origin}."))
+
+
+def _model_path(choice: str | None) -> str | None:
+    """The folder behind a dropdown label (the page shows names only, never the server's paths); a typed
+    value (only when ``KRS_ALLOW_CUSTOM_MODELS`` is set) is passed on as it is, to be checked."""
+    for label, path in MODEL_CHOICES:
+        if choice == label:
+            return path
+    return choice
+
+
+def _label_of(path: str | None) -> str | None:
+    return next((label for label, listed in MODEL_CHOICES if listed == path), None)
 
 
 def _options(prefix: str, default_task: str) -> tuple[Any, Any, Any, Any, Any]:
@@ -233,69 +318,82 @@ def _options(prefix: str, default_task: str) -> tuple[Any, Any, Any, Any, Any]:
                       info="After computing, moving α updates KRS and the curve instantly (FSS and AOAg are kept).",
                       elem_id=f"{prefix}-alpha")
     with gr.Accordion("Advanced: FSS / AOAg measures, temperature", open=False):
-        fss = gr.Dropdown(list(FSS_CHOICES), value="linear_cka", label="FSS method", elem_id=f"{prefix}-fss")
+        fss = gr.Dropdown(list(FSS_CHOICES), value="linear_cka", label="FSS method (also the heatmap's)",
+                          elem_id=f"{prefix}-fss")
         aoag = gr.Dropdown(_AOAG_LABELS, value="auto", label="AOAg method", elem_id=f"{prefix}-aoag")
         temperature = gr.Number(1.0, label="Softmax temperature (kl / js)", minimum=0.01,
                                 elem_id=f"{prefix}-temperature")
-    task.change(preset_alpha, inputs=task, outputs=alpha, show_progress="hidden")
     return task, alpha, fss, aoag, temperature
 
 
-def _results_column(prefix: str, placeholder: str) -> tuple[Any, Any, Any, Any]:
+def _results_column(prefix: str, placeholder: str) -> tuple[Any, Any, Any, Any, Any]:
     status = gr.Markdown(placeholder, elem_id=f"{prefix}-status", elem_classes=["krs-status"])
-    summary = gr.Markdown("", elem_id=f"{prefix}-summary")
-    curve = gr.Plot(label="α-sensitivity", show_label=False, visible=False, elem_id=f"{prefix}-alpha-plot")
-    heatmap = gr.Plot(label="Cross-layer CKA", show_label=False, visible=False, elem_id=f"{prefix}-heatmap")
-    return status, summary, curve, heatmap
+    summary = gr.Markdown("", elem_id=f"{prefix}-summary", min_height=60)
+    curve = gr.HTML("", visible=False, elem_id=f"{prefix}-alpha-plot")
+    heatmap = gr.Plot(label="Cross-layer similarity", show_label=False, visible=False, elem_id=f"{prefix}-heatmap")
+    caption = gr.Markdown("", visible=False, elem_id=f"{prefix}-heatmap-caption")
+    return status, summary, curve, heatmap, caption
+
+
+ARRAYS_PLACEHOLDER = "Upload arrays (or press **Load example**), then press **Compute KRS**."
+#: The models offered, found once when the Space starts (the cached default pair included).
+MODEL_CHOICES: list[tuple[str, str]] = []
 
 
 def build_demo() -> gr.Blocks:
     """The Space's page (not launched)."""
+    MODEL_CHOICES[:] = space_compare.model_choices(include_default_pair=True)
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(INTRO)
         with gr.Tab("Bring your own arrays", id="arrays"):
             arrays_state = gr.State(None)
             with gr.Row(equal_height=False):
-                with gr.Column(scale=2, min_width=320):
+                with gr.Column(scale=2, min_width=360):
                     files = gr.File(
                         file_count="multiple",
                         label=".npz / .safetensors (or .npy per key), teacher & student features and logits",
                         elem_id="arrays-upload",
-                        height=140,
+                        height=360,
                     )
                     with gr.Row():
                         example_button = gr.Button("Load example", elem_id="arrays-example", size="sm")
-                    with gr.Accordion("File format (keys and shapes)", open=False):
-                        gr.Markdown(FORMAT_HELP)
                     task, alpha, fss, aoag, temperature = _options("arrays", "classification")
                     run_button = gr.Button("Compute KRS", variant="primary", elem_id="arrays-run")
                 with gr.Column(scale=3, min_width=420):
-                    outputs = _results_column(
-                        "arrays", "Upload arrays (or press **Load example**), then press **Compute KRS**."
-                    )
-            status, summary, curve, heatmap = outputs
-            result_outputs = [arrays_state, status, summary, curve, heatmap]
+                    status, summary, curve, heatmap, caption = _results_column("arrays", ARRAYS_PLACEHOLDER)
+            # Full width: the key / shape table and the code example need the room.
+            with gr.Accordion("File format (keys and shapes)", open=False, elem_id="arrays-format"):
+                gr.Markdown(FORMAT_HELP, elem_classes=["krs-format"])
+            result_outputs = [arrays_state, status, summary, curve, heatmap, caption]
             option_inputs = [task, alpha, fss, aoag, temperature]
             run_button.click(run_arrays, inputs=[files, *option_inputs], outputs=result_outputs,
-                             concurrency_limit=2)
+                             concurrency_limit=2, show_progress_on=[summary])
             example_button.click(example_file, outputs=files).then(
-                run_arrays, inputs=[files, *option_inputs], outputs=result_outputs
+                run_arrays, inputs=[files, *option_inputs], outputs=result_outputs, show_progress_on=[summary]
             )
+            files.upload(uploaded, inputs=files, outputs=result_outputs, show_progress="hidden")
+            files.clear(uploaded, inputs=files, outputs=result_outputs, show_progress="hidden")
             alpha.change(update_alpha, inputs=[arrays_state, alpha], outputs=[summary, curve],
-                         show_progress="hidden", trigger_mode="always_last")
+                         show_progress="hidden", trigger_mode="always_last", queue=False)
+            task.change(rescore_arrays, inputs=[arrays_state, files, task, fss, aoag, temperature],
+                        outputs=[alpha, *result_outputs], show_progress="hidden")
 
-        with gr.Tab("Compare models", id="models") as models_tab:
+        with gr.Tab("Compare models", id="models"):
             models_state = gr.State(None)
             gr.Markdown(space_compare.TAB_HELP)
+            custom = space_compare.custom_models_allowed()
             with gr.Row(equal_height=False):
-                with gr.Column(scale=2, min_width=320):
-                    choices = space_compare.model_choices()
-                    teacher = gr.Dropdown(choices, value=space_compare.default_teacher(choices),
-                                          allow_custom_value=True, label="Teacher (pick, or type a local path / hub name)",
+                with gr.Column(scale=2, min_width=360):
+                    labels = [label for label, _ in MODEL_CHOICES]  # values are names: no server path on the page
+                    hint = "pick from the list, or type a local path / hub name" if custom else "models this Space offers"
+                    teacher = gr.Dropdown(labels, value=_label_of(space_compare.default_teacher(MODEL_CHOICES)),
+                                          allow_custom_value=custom, label="Teacher", info=hint,
                                           elem_id="models-teacher")
-                    student = gr.Dropdown(choices, value=space_compare.default_student(choices),
-                                          allow_custom_value=True, label="Student (pick, or type a local path / hub name)",
+                    student = gr.Dropdown(labels, value=_label_of(space_compare.default_student(MODEL_CHOICES)),
+                                          allow_custom_value=custom, label="Student", info=hint,
                                           elem_id="models-student")
+                    layers = gr.Dropdown(_LAYER_LABELS, value="final", label="Layer pairs averaged into FSS",
+                                         elem_id="models-layers")
                     sources = space_compare.text_sources()
                     text_source = gr.Radio(sources, value=sources[0], label="Texts")
                     sample_size = gr.Slider(8, space_compare.MAX_SAMPLE, value=64, step=8,
@@ -306,7 +404,7 @@ def build_demo() -> gr.Blocks:
                     m_task, m_alpha, m_fss, m_aoag, m_temperature = _options("models", "nlp")
                     compare_button = gr.Button("Compare models", variant="primary", elem_id="models-run")
                 with gr.Column(scale=3, min_width=420):
-                    m_status, m_summary, m_curve, m_heatmap = _results_column(
+                    m_status, m_summary, m_curve, m_heatmap, m_caption = _results_column(
                         "models", space_compare.availability_message()
                     )
             text_source.change(
@@ -316,16 +414,15 @@ def build_demo() -> gr.Blocks:
             )
             compare_button.click(
                 run_models,
-                inputs=[teacher, student, text_source, sample_size, sentences, m_task, m_alpha, m_fss, m_aoag,
+                inputs=[teacher, student, text_source, sample_size, sentences, m_task, m_alpha, layers, m_fss, m_aoag,
                         m_temperature],
-                outputs=[models_state, m_status, m_summary, m_curve, m_heatmap],
-                concurrency_limit=1,
+                outputs=[models_state, m_status, m_summary, m_curve, m_heatmap, m_caption],
+                concurrency_limit=1, show_progress_on=[m_summary], api_name="compare_models",
             )
             m_alpha.change(update_alpha, inputs=[models_state, m_alpha], outputs=[m_summary, m_curve],
-                           show_progress="hidden", trigger_mode="always_last")
-            # The cached default pair is looked up when the tab opens (it imports torch: seconds).
-            models_tab.select(space_compare.refresh_models, inputs=[teacher, student], outputs=[teacher, student],
-                              show_progress="minimal")
+                           show_progress="hidden", trigger_mode="always_last", queue=False)
+            m_task.change(retask_models, inputs=[models_state, m_task], outputs=[m_alpha, models_state, m_summary, m_curve],
+                          show_progress="hidden")
     return demo
 
 

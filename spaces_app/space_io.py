@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import os
 import re
-import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from knowledge_retention._io import read_arrays
+from knowledge_retention._validation import InputError, as_layers, check_num_examples
 
 __all__ = [
     "ALIASES",
@@ -61,106 +63,11 @@ REQUIRED_KEYS: tuple[str, ...] = ("teacher_features", "student_features", "teach
 OPTIONAL_KEYS: tuple[str, ...] = ("labels", "layer_map")
 #: Alternative names accepted for the output arrays.
 ALIASES: dict[str, str] = {"teacher_outputs": "teacher_logits", "student_outputs": "student_logits"}
-_PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".bin", ".joblib", ".ckpt")
 _LAYER_KEY = re.compile(r"^(teacher|student)_features[._/-]?(\d+)$")
-
-
-class InputError(ValueError):
-    """A problem with the visitor's input, worded for the page (no stack trace is shown)."""
 
 
 def _megabytes(num_bytes: int) -> str:
     return f"{num_bytes / 1024**2:.1f} MB"
-
-
-def _display_name(path: str | os.PathLike[str]) -> str:
-    return Path(path).name
-
-
-def _refuse_object_array(key: str, filename: str) -> InputError:
-    return InputError(
-        f"`{key}` in {filename} is a pickled object array (dtype=object), which this app refuses to load "
-        "for safety. Save plain numeric arrays, e.g. `np.savez(path, teacher_features=np.asarray(x, "
-        "dtype=np.float32), ...)`."
-    )
-
-
-def _read_npz(path: Path, max_array_bytes: int) -> dict[str, np.ndarray]:
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        if "pickle" in str(err).lower():
-            raise InputError(
-                f"{path.name} contains pickled data, which this app refuses to load for safety. "
-                "Save numeric arrays with `np.savez`."
-            ) from None
-        raise InputError(f"Could not read {path.name} as a NumPy .npz archive: {err}") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise InputError(f"Could not read {path.name} as a NumPy .npz archive (corrupt or not an .npz): {err}") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        # np.load sniffs the content: a .npy saved under a .npz name comes back as a single array.
-        return {"": _check_array(archive, "", path.name)}
-    with archive:
-        members = archive.zip.infolist() if archive.zip is not None else []
-        declared = int(sum(info.file_size for info in members))
-        if declared > max_array_bytes:
-            raise InputError(
-                f"{path.name} decompresses to {_megabytes(declared)}, more than the {_megabytes(max_array_bytes)} "
-                "this app accepts. Use fewer examples or float16/float32 arrays."
-            )
-        arrays: dict[str, np.ndarray] = {}
-        for key in archive.files:
-            try:
-                value = archive[key]
-                if not isinstance(value, np.ndarray):  # NpzFile returns raw bytes for non-.npy members
-                    raise InputError(f"Could not read `{key}` from {path.name}: it is not a NumPy array (.npy) member.")
-                arrays[key] = _check_array(value, key, path.name)
-            except ValueError as err:
-                if isinstance(err, InputError):
-                    raise
-                if "pickle" in str(err).lower() or "object" in str(err).lower():
-                    raise _refuse_object_array(key, path.name) from None
-                raise InputError(f"Could not read `{key}` from {path.name}: {err}") from None
-            except (OSError, EOFError, zipfile.BadZipFile) as err:
-                raise InputError(f"Could not read `{key}` from {path.name} (corrupt archive?): {err}") from None
-    return arrays
-
-
-def _read_npy(path: Path) -> dict[str, np.ndarray]:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except ValueError as err:
-        if "pickle" in str(err).lower() or "object" in str(err).lower():
-            raise _refuse_object_array(path.stem, path.name) from None
-        raise InputError(f"Could not read {path.name} as a NumPy .npy file: {err}") from None
-    except (OSError, EOFError) as err:
-        raise InputError(f"Could not read {path.name} as a NumPy .npy file (corrupt or not a .npy): {err}") from None
-    if isinstance(array, np.lib.npyio.NpzFile):
-        array.close()
-        raise InputError(f"{path.name} is an .npz archive saved under a .npy name; rename it to .npz.")
-    return {path.stem: _check_array(array, path.stem, path.name)}
-
-
-def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    try:
-        from safetensors.numpy import load_file
-    except ImportError:  # pragma: no cover - safetensors is in requirements.txt
-        raise InputError("Reading .safetensors needs the `safetensors` package, which is not installed here.") from None
-    try:
-        loaded = load_file(str(path))
-    except Exception as err:  # safetensors raises its own SafetensorError, TypeError for bf16, ...
-        raise InputError(
-            f"Could not read {path.name} as safetensors: {err}. (bfloat16 tensors have no NumPy type: "
-            "save them as float32.)"
-        ) from None
-    return {key: _check_array(value, key, path.name) for key, value in loaded.items()}
-
-
-def _check_array(array: np.ndarray, key: str, filename: str) -> np.ndarray:
-    array = np.asarray(array)
-    if array.dtype == object:
-        raise _refuse_object_array(key, filename)
-    return array
 
 
 def read_array_file(
@@ -191,32 +98,11 @@ def read_array_file(
         [0, 1, 2]
     """
     file = Path(path)
-    name = file.name
-    suffix = file.suffix.lower()
     if not file.is_file():
-        raise InputError(f"The uploaded file {name} could not be found on the server; upload it again.")
-    if suffix not in SUPPORTED_SUFFIXES:
-        hint = " Pickle-based files are refused for safety." if suffix in _PICKLE_SUFFIXES else ""
-        raise InputError(
-            f"{name}: unsupported file type {suffix or '(no extension)'!r}. Upload .npz, .npy or .safetensors "
-            f"files.{hint}"
-        )
-    size = file.stat().st_size
-    if size > max_bytes:
-        raise InputError(
-            f"{name} is {_megabytes(size)}; the limit is {_megabytes(max_bytes)}. Use fewer examples, pooled "
-            "features or float16 arrays."
-        )
-    if size == 0:
-        raise InputError(f"{name} is empty (0 bytes).")
-    if suffix == ".npz":
-        arrays = _read_npz(file, max_array_bytes)
-        if "" in arrays:  # a .npy saved under .npz
-            arrays = {file.stem: arrays.pop("")}
-        return arrays
-    if suffix == ".npy":
-        return _read_npy(file)
-    return _read_safetensors(file)
+        raise InputError(f"The uploaded file {file.name} could not be found on the server; upload it again.")
+    # the package's one loader (the CLI's too): says what a damaged or mislabelled file is not
+    return read_arrays(file, suffixes=SUPPORTED_SUFFIXES, npy_key=file.stem, max_bytes=max_bytes,
+                       max_array_bytes=max_array_bytes, display_name=file.name)
 
 
 def read_array_files(
@@ -334,14 +220,7 @@ def _feature_layers(arrays: Mapping[str, np.ndarray], role: str) -> tuple[list[n
     if key not in arrays:
         return [], []
     array = _numeric(arrays[key], key)
-    if array.ndim == 2:
-        return [array], [key]
-    if array.ndim == 3:
-        return list(np.moveaxis(array, 1, 0)), [key]  # (N, L, D) -> L arrays of (N, D)
-    raise InputError(
-        f"`{key}` must be (N, D) for one layer or (N, L, D) for L layers; got shape {array.shape} "
-        f"({array.ndim}-D)."
-    )
+    return as_layers(array, key), [key]  # the package's layout rule: (N, D) or (N, L, D)
 
 
 def _output(arrays: Mapping[str, np.ndarray], role: str) -> tuple[np.ndarray | None, str | None]:
@@ -405,22 +284,23 @@ def parse_arrays(arrays: Mapping[str, np.ndarray]) -> ArrayInputs:
                 f"`labels` must be (N,) class ids (or (N,)/(N, K) regression targets); got shape {labels.shape}."
             )
 
-    lengths: dict[str, int] = {}
-    for keys, layers in ((t_keys, teacher_layers), (s_keys, student_layers)):
-        if len(keys) == 1:
-            lengths[keys[0]] = layers[0].shape[0]
-        else:
-            lengths.update({k: layer.shape[0] for k, layer in zip(keys, layers, strict=True)})
-    lengths[t_out_key] = teacher_out.shape[0]
-    lengths[s_out_key] = student_out.shape[0]
-    if labels is not None:
-        lengths["labels"] = labels.shape[0]
-    if len(set(lengths.values())) != 1:
-        listing = ", ".join(f"`{k}`: {n}" for k, n in lengths.items())
+    if len(t_keys) > 1:
+        as_layers(teacher_layers, "teacher_features")  # numbered layers: the same N in each
+    if len(s_keys) > 1:
+        as_layers(student_layers, "student_features")
+    # The package's own row-count check, with compute_krs's argument names: the same message as there.
+    count = check_num_examples({
+        "teacher_features": teacher_layers[0].shape[0],
+        "student_features": student_layers[0].shape[0],
+        "teacher_outputs": teacher_out.shape[0],
+        "student_outputs": student_out.shape[0],
+    })
+    if labels is not None and labels.shape[0] != count:
         raise InputError(
-            f"All arrays must describe the same examples (same first dimension N), but got {listing}."
+            f"`labels` must have one entry per example ({count}, as the features and outputs); got "
+            f"`labels`: {labels.shape[0]}."
         )
-    if next(iter(lengths.values())) < 2:
+    if count < 2:
         raise InputError("At least 2 examples are needed (CKA compares examples with each other).")
 
     layer_map = None

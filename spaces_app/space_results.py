@@ -9,14 +9,14 @@ This module only calls them and formats the results.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from space_io import ArrayInputs, InputError
 
 from knowledge_retention import TASK_PRESETS, compute_krs, cross_layer_cka, knowledge_retention_score
-from knowledge_retention.similarity import FSS_METHODS
+from knowledge_retention.similarity import FSS_METHODS, layer_similarity
 
 __all__ = [
     "AOAG_CHOICES",
@@ -28,7 +28,9 @@ __all__ = [
     "preset_alpha",
     "quality_for",
     "score_arrays",
+    "heatmap_caption",
     "summary_markdown",
+    "with_task",
 ]
 
 logger = logging.getLogger(__name__)
@@ -57,7 +59,8 @@ class ScoreResult:
         temperature: softmax temperature of the classification measures.
         num_examples: N.
         num_layer_pairs: layer pairs averaged into FSS.
-        cka: ``(L_t, L_s)`` cross-layer linear CKA, or None (one layer each, or too large).
+        cka: ``(L_t, L_s)`` similarity of every teacher layer with every student layer by
+            ``fss_method`` (NaN: undefined), or None (one layer each, or too large).
         paired: the ``(teacher, student)`` layer pairs behind FSS (cells outlined in the heatmap).
         teacher_names: heatmap row labels.
         student_names: heatmap column labels.
@@ -97,18 +100,33 @@ def krs_at(result: ScoreResult, alpha: float) -> float | None:
     return knowledge_retention_score(result.fss, result.aoag, alpha=float(alpha))
 
 
-def _heatmap(teacher_layers: list[np.ndarray], student_layers: list[np.ndarray]) -> tuple[np.ndarray | None, str | None]:
+def _heatmap(
+    teacher_layers: list[np.ndarray], student_layers: list[np.ndarray], method: str = "linear_cka"
+) -> tuple[np.ndarray | None, str | None]:
+    """Every teacher layer against every student layer, by the FSS method (so the boxed cells average to FSS)."""
     if len(teacher_layers) < 2 and len(student_layers) < 2:
         return None, None
     d_t = [x.shape[1] for x in teacher_layers]
     d_s = [y.shape[1] for y in student_layers]
-    floats = sum(d * d for d in d_t) + sum(d * d for d in d_s) + sum(d_t) * sum(d_s)
+    n = teacher_layers[0].shape[0]
+    if method == "rbf_cka":  # one N x N Gram matrix per layer
+        floats = n * n * (len(d_t) + len(d_s))
+    else:
+        floats = sum(d * d for d in d_t) + sum(d * d for d in d_s) + sum(d_t) * sum(d_s)
     if floats > MAX_HEATMAP_FLOATS:
         return None, (
-            f"Cross-layer CKA heatmap skipped: {len(d_t)}x{len(d_s)} layers of these widths need about "
-            f"{floats * 8 / 1e9:.1f} GB; the Space stops at {MAX_HEATMAP_FLOATS * 8 / 1e9:.1f} GB."
+            f"Cross-layer heatmap skipped: {len(d_t)}x{len(d_s)} layers need about {floats * 8 / 1e9:.1f} GB "
+            f"for {method}; the Space stops at {MAX_HEATMAP_FLOATS * 8 / 1e9:.1f} GB."
         )
-    return cross_layer_cka(teacher_layers, student_layers), None
+    if method == "linear_cka":
+        return cross_layer_cka(teacher_layers, student_layers), None
+    matrix = np.full((len(d_t), len(d_s)), np.nan)
+    for i, teacher in enumerate(teacher_layers):
+        for j, student in enumerate(student_layers):
+            if method == "cosine" and d_t[i] != d_s[j]:
+                continue  # cosine compares features of equal width only: the cell stays blank
+            matrix[i, j] = layer_similarity(teacher, student, method=method)  # type: ignore[arg-type]
+    return matrix, None
 
 
 def quality_for(
@@ -185,7 +203,7 @@ def score_arrays(
         temperature=float(temperature),
     )
     notes: list[str] = []
-    cka, cka_note = _heatmap(inputs.teacher_layers, inputs.student_layers)
+    cka, cka_note = _heatmap(inputs.teacher_layers, inputs.student_layers, fss_method)
     quality, quality_note = quality_for(task, inputs.labels, inputs.teacher_outputs, inputs.student_outputs)
     notes.extend(n for n in (cka_note, quality_note) if n)
     if inputs.ignored_keys:
@@ -227,6 +245,22 @@ def _quality_rows(quality: dict[str, Any]) -> list[str]:
             shown = "n/a" if value is None else f"{value:.4f}"
             rows.append(f"| {label} | {shown} | student {student[key]:.4g} · teacher {teacher[key]:.4g} |")
     return rows
+
+
+def heatmap_caption(result: ScoreResult) -> str:
+    """The line under the heatmap: which measure it shows, and that its boxed cells average to FSS."""
+    if result.cka is None:
+        return ""
+    boxed = [float(result.cka[t, s]) for t, s in result.paired]
+    mean = f"{np.mean(boxed):.4f}" if boxed and np.all(np.isfinite(boxed)) else "n/a"
+    return (f"Heatmap: **{result.fss_method}** between every teacher layer (rows, input at the bottom) and every "
+            f"student layer (columns). The {len(boxed)} red box(es) are the layer pairs FSS averages: their mean "
+            f"is {mean}, FSS = {result.fss:.4f}.")
+
+
+def with_task(result: ScoreResult, task: str) -> ScoreResult:
+    """The same scores under another task preset's name (when the preset's AOAg measure is the one used)."""
+    return replace(result, task=task)
 
 
 def summary_markdown(result: ScoreResult, alpha: float) -> str:

