@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--eval-steps", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--teacher", type=Path, help="an SST-2 teacher folder (default: the main job's, trained if needed)")
     args = parser.parse_args()
 
     import datasets
@@ -65,9 +66,9 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    pair = ensure_default_pair(progress=False)
-    teacher = AutoModelForSequenceClassification.from_pretrained(pair["teacher"]).eval()
-    tok = AutoTokenizer.from_pretrained(pair["teacher"])
+    teacher_dir = str(args.teacher) if args.teacher else ensure_default_pair(progress=False)["teacher"]
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
+    tok = AutoTokenizer.from_pretrained(teacher_dir)
     pretrained = AutoModelForSequenceClassification.from_pretrained(str(minilm_dir()), num_labels=2)
     student = every_other_layer_student(pretrained, 3)
     train_cols = eo.read_sst2("train.tsv", args.train)
@@ -108,12 +109,15 @@ def main() -> None:
                         eval_dataset=tokenised(dev_cols), data_collator=DataCollatorWithPadding(tok),
                         compute_metrics=accuracy, callbacks=[callback])
     tick = time.perf_counter()
-    trainer.evaluate()  # step 0: the student before training
+    trainer.evaluate()  # the student before training: printed, but train() starts a new log_history, so not drawn
     trainer.train()
     seconds = time.perf_counter() - tick
     history = [e for e in trainer.state.log_history if "eval_krs" in e]
     payload = {
-        "command": "python benchmarks/krs_during_training.py" + "".join(f" {a}" for a in sys.argv[1:]),
+        # the teacher's folder is named by what it is, not by this machine's path
+        "command": "python benchmarks/krs_during_training.py"
+                   + "".join(f" {a}" for a in sys.argv[1:] if a != str(args.teacher))
+                   .replace(" --teacher", " --teacher <main job's teacher>"),
         "teacher": "default pair teacher (all-MiniLM-L6-v2 fine-tuned on 4,000 SST-2 sentences)",
         "student": "3 blocks (0, 2, 4) of pretrained all-MiniLM-L6-v2, new random head; vanilla KD (T = 2, 0.5/0.5)",
         "train_sentences": args.train, "epochs": args.epochs, "eval_steps": args.eval_steps,
