@@ -5,7 +5,7 @@ Small random Llama-style models (teacher 2 blocks, student 1 block, width 64) on
 runs in a fresh subprocess and reports its peak resident memory (``ru_maxrss``) after the models are
 built and warmed up (``base_mb``) and at the end (``peak_mb``):
 
-* **flat in N**: 10^4, 10^5 and 10^6 counted tokens at V = 4,096;
+* **flat in N**: 10^4, 10^5 and 10^6 counted tokens at V = 2,048;
 * **bounded in V**: V = 131,072 (a Llama-3-sized vocabulary) at T = 512, batch 8, next to the
   ``(B, T, V)`` float32 logits one batch of a bare forward pass materialises, and that pass's own peak;
 * **overhead**: evaluation time over the time of the two bare forward passes (teacher and student,
@@ -111,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--child", nargs=5, metavar=("TOKENS", "VOCAB", "LENGTH", "BATCH", "MODE"))
     parser.add_argument("--quick", action="store_true", help="10^3..10^5 tokens only (a smoke run)")
+    parser.add_argument("--rows-from", type=Path, metavar="LOG",
+                        help="take the N-sweep rows from the log of an earlier run of this script (its printed dicts) "
+                             "and measure only the large-vocabulary point")
     args = parser.parse_args(argv)
     if args.child:
         t, v, n, b, mode = args.child
@@ -118,18 +121,27 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     sizes = (1_000, 10_000, 100_000) if args.quick else (10_000, 100_000, 1_000_000)
     rows = []
-    for tokens in sizes:
-        for mode in ("evaluate", "bare"):
-            rows.append(_spawn(tokens, 4096, 128, 32, mode))
-            print(rows[-1], flush=True)
-    big_tokens = 20_000 if not args.quick else 4_000
+    if args.rows_from is not None:
+        import ast
+
+        for line in args.rows_from.read_text(encoding="utf-8").splitlines():
+            if line.startswith("{'mode'"):
+                rows.append(ast.literal_eval(line))
+    else:
+        for tokens in sizes:
+            for mode in ("evaluate", "bare"):
+                rows.append(_spawn(tokens, 2048, 128, 32, mode))
+                print(rows[-1], flush=True)
+    big_tokens = 4_000 if not args.quick else 1_000
     big = [_spawn(big_tokens, 131_072, 512, 8, mode) for mode in ("evaluate", "bare")]
     print(big, flush=True)
     record = {
         "rows": rows, "large_vocab": big,
         "machine": f"{platform.machine()}, torch 1 thread per process; 2 CPU cores shared with other jobs running "
                    "at the same time (times are ratios within this run)",
-        "command": "python benchmarks/lm_memory.py",
+        "command": "python benchmarks/lm_memory.py" + ("` (the N sweep), then `python benchmarks/lm_memory.py "
+                                                      "--rows-from LOG` (the large-vocabulary point)"
+                                                      if args.rows_from is not None else ""),
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "lm_memory.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

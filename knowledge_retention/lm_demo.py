@@ -211,12 +211,24 @@ def evaluate_demo(out_dir: Path = DEFAULT_OUT, *, batch_size: int = 64, generate
         gen = evaluate_pair(str(ckpt / "teacher"), str(ckpt / f"student_{name}"), prompts, task="causal-lm",
                             layers="uniform", batch_size=batch_size, progress=False,
                             generate={"max_new_tokens": generate_tokens})
-        out[name] = {"teacher_forced": forced.to_dict(), "generated": gen.to_dict()}
-        write_lm_report(build_lm_report(forced, options={"command": "python -m knowledge_retention.lm_demo evaluate"}),
-                        out_dir / f"report_{name}")
+        out[name] = _relative({"teacher_forced": forced.to_dict(), "generated": gen.to_dict()}, out_dir)
+        report = build_lm_report(forced, options={"command": "python -m knowledge_retention.lm_demo evaluate"})
+        write_lm_report(_relative(report, out_dir), out_dir / f"report_{name}")
     (out_dir / "demo.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     (out_dir / "demo.md").write_text(demo_table(out), encoding="utf-8")
     return out
+
+
+def _relative(value: Any, base: Path) -> Any:
+    """Checkpoint paths relative to the results folder (no machine-specific paths in committed files)."""
+    prefix = str(Path(base).resolve()) + "/"
+    if isinstance(value, str):
+        return value.replace(prefix, "")
+    if isinstance(value, dict):
+        return {k: _relative(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative(v, base) for v in value]
+    return value
 
 
 _ROWS = (

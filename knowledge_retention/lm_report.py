@@ -23,7 +23,7 @@ __all__ = ["build_lm_report", "lm_markdown", "plot_agreement_by_position", "run_
 
 _MEASURES = (
     ("top1_agreement", "top-1 agreement", "share of counted tokens where both models' most likely next token is the same"),
-    ("topk_overlap", "top-k overlap", "mean |top-k teacher ∩ top-k student| / k"),
+    ("topk_overlap", "top-k overlap", "mean size of (top-k of the teacher ∩ top-k of the student) / k"),
     ("aoag", "token AOAg", "mean exp(−KL(teacher ‖ student)) per token"),
     ("mean_kl", "mean KL", "KL(teacher ‖ student) per token, nats (lower is better)"),
     ("js", "mean JS", "Jensen-Shannon divergence per token, bits (lower is better)"),
