@@ -27,6 +27,7 @@ import json
 import os
 import re
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -146,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     main_job.add_argument("--sst2-dir", type=Path,
                           help="folder with dev.tsv, and train.tsv for the first run (default: $SST2_DIR or ../shared/data/sst2)")
     main_job.add_argument("--max-examples", type=_positive_int, help="use only the first N dev sentences")
+    # `knowledge-retention --help` shows the main job's options too: it is what runs without a subcommand.
+    options = "\n".join(line for line in main_job.format_help().split("\n\n", 1)[1].splitlines()
+                        if "-h, --help" not in line)
+    parser.epilog = (f"The main job (no COMMAND, or `default`) takes these options:\n\n{options.rstrip()}\n\n"
+                     f"{parser.epilog}")
 
     ev = sub.add_parser("evaluate", help="score a student against its teacher on a dataset and write the report",
                         description="Score a student against its teacher on a dataset and write the report.")
@@ -206,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
                                      "then works without this package installed; push DIR as a Space to publish it.")
     hub.add_argument("directory", type=Path, help="the folder; its name is the metric's (e.g. knowledge_retention)")
     hub.add_argument("--overwrite", action="store_true", help="replace the files of an existing folder")
+
+    space = sub.add_parser("export-space", help="write a Gradio Space folder (the demo) that runs with its requirements.txt alone",
+                           description="Write DIR/app.py and the Space's helpers (from spaces_app/), this package's sources "
+                                       "vendored as DIR/knowledge_retention/, the Space card and a pinned requirements.txt "
+                                       "(torch from the CPU index): push DIR as a Gradio Space. Needs a source checkout.")
+    space.add_argument("directory", type=Path, help="the folder to write")
+    space.add_argument("--overwrite", action="store_true", help="replace the files of an existing folder")
     return parser
 
 
@@ -284,6 +297,10 @@ def _run_report(
 
         if not PartialState().is_main_process:
             return {}
+    started = time.perf_counter()
+    if progress:  # the report takes tens of seconds: say what is happening
+        print(f"knowledge retention: building the report ({args.bootstrap} bootstrap replicates for the intervals, "
+              "calibration, latency, the paired baseline comparison) ...", file=sys.stderr, flush=True)
     report = build_report(
         result,
         baseline=baseline_result,
@@ -299,6 +316,9 @@ def _run_report(
         batch_size=extraction.get("batch_size", 32),
         options=_json_options(args),
     )
+    if progress:
+        print(f"knowledge retention: report built in {time.perf_counter() - started:.0f} s; writing "
+              f"{args.output_dir}/report.json, report.md and the figures ...", file=sys.stderr, flush=True)
     paths = write_report(report, args.output_dir)
     _print_summary(report, paths)
     return report
@@ -464,6 +484,15 @@ def cmd_export_hub(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export_space(args: argparse.Namespace) -> int:
+    from .space_export import export_space
+
+    files = export_space(args.directory, overwrite=args.overwrite)
+    print(f"Wrote {len(files)} files to {args.directory} (app.py, requirements.txt, README.md, the package vendored).")
+    print(f"Try it: pip install -r {args.directory}/requirements.txt && python {args.directory}/app.py")
+    return EXIT_OK
+
+
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from .reproduction import render_table, reproduce_sst2
 
@@ -525,7 +554,7 @@ def as_flags(message: str, flags: dict[str, str]) -> str:
 
 
 COMMANDS = {"default": cmd_default, "evaluate": cmd_evaluate, "arrays": cmd_arrays, "reproduce-sst2": cmd_reproduce,
-            "export-hub": cmd_export_hub}
+            "export-hub": cmd_export_hub, "export-space": cmd_export_space}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
