@@ -598,7 +598,7 @@ def _evaluate(
             accumulate_s = dict.fromkeys(plans, 0.0)
             n_batches = 0
             for item in tqdm(batches, total=n_loader_batches, disable=not (progress and is_main),
-                             desc="knowledge retention", unit="batch"):
+                             desc=f"knowledge retention: teacher vs {', '.join(plans)}", unit="batch"):
                 if replay is not None:
                     teacher_batch: TeacherBatch = item
                     indices = teacher_batch.indices
