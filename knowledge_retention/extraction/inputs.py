@@ -155,6 +155,10 @@ def load_model(
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
 
     path = os.fspath(model)
+    looks_local = os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1
+    if looks_local and not os.path.isdir(os.path.expanduser(path)):
+        # say it plainly instead of huggingface_hub's "Repo id must be in the form ..."
+        raise FileNotFoundError(f"`{argument or role}`: there is no model folder at {path}.")
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     architectures = getattr(config, "architectures", None) or []
     if any(str(a).endswith("ForSequenceClassification") for a in architectures):
