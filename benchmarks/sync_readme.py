@@ -94,27 +94,78 @@ def main_job_section(root: Path = ROOT) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _sst2_verdicts(results: dict) -> list[str]:
+    """One line per method: the seed-averaged gains with their paired intervals, and what they say."""
+    seeds = results.get("seeds") or {}
+    paired = (seeds.get("paired_bootstrap") or {}).get("gains", {})
+    names = {"distilbert": "DistilBERT-style", "pkd": "PKD", "tinybert": "TinyBERT-style",
+             "distilbert_teacher_init": "DistilBERT-style from the teacher (ablation)"}
+    lines = []
+    for gain in seeds.get("gains", []):
+        pair = paired.get(gain["name"])
+        if not pair:
+            continue
+        acc, krs = pair["accuracy"], pair["krs"]
+
+        def word(d: dict) -> str:
+            if not d["excludes_zero"]:
+                return "not distinguishable from 0"
+            return "raised" if d["gain"] > 0 else "lowered"
+
+        both = acc["excludes_zero"] and krs["excludes_zero"] and acc["gain"] > 0 and krs["gain"] > 0
+        lines.append(
+            f"* {names.get(gain['name'], gain['name'])} ({gain['n']} seed{'s' if gain['n'] > 1 else ''}): accuracy "
+            f"{100 * acc['gain']:+.2f} points [{100 * acc['low']:+.2f}, {100 * acc['high']:+.2f}] ({word(acc)}), "
+            f"KRS {krs['gain']:+.3f} [{krs['low']:+.3f}, {krs['high']:+.3f}] ({word(krs)}); "
+            f"seeds where accuracy / KRS rose: {gain['accuracy_raised']} / {gain['krs_raised']} of {gain['n']}"
+            + ("; **both rose**, as in Table 9" if both else "")
+        )
+    return lines
+
+
 def sst2_section(root: Path = ROOT) -> str:
     folder = root / "results" / "sst2" / "cpu"
     table = folder / "table.md"
     if not table.is_file():
         return _missing("results/sst2/cpu/table.md", "knowledge-retention reproduce-sst2 --scale cpu")
     results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
-    timings = results.get("timings", {})
-    train = timings.get("training_manifest_seconds")
-    seeds = timings.get("seed_training_seconds") or {}
-    seed_text = (", each extra student seed " + " / ".join(f"{v / 60:.1f}" for v in seeds.values()) + " min"
-                 if seeds else "")
-    parts = [
-        table.read_text(encoding="utf-8").rstrip("\n"),
-        "",
-        f"Run time: training {train / 60:.0f} min{seed_text}; evaluation {timings.get('evaluation_seconds', 0) / 60:.1f} min "
-        f"(`{results.get('command')}{' --extra-seeds ' + ' '.join(seeds) if seeds else ''}`, "
-        f"torch {results['versions']['torch']}, "
-        f"transformers {results['versions']['transformers']}).",
-        "",
-        "![KRS against α for every student](results/sst2/cpu/alpha_sensitivity.png)",
-    ]
+    t = results.get("timings", {})
+
+    def minutes(key: str) -> str:
+        value = t.get(key)
+        return "—" if value is None else f"{value / 60:.1f}"
+
+    parts = [table.read_text(encoding="utf-8").rstrip("\n")]
+    verdicts = _sst2_verdicts(results)
+    if verdicts:
+        level = 100 * ((results.get("seeds") or {}).get("paired_bootstrap") or {}).get("confidence_level", 0.95)
+        parts += ["", f"Distillation's gain, averaged over seeds, with its {level:.0f}% paired bootstrap interval:", "",
+                  *verdicts]
+    if t.get("teacher_seconds") is not None:
+        seeds = t.get("seed_training_seconds") or {}
+        parts += [
+            "",
+            f"Stage timings (minutes, 2 shared CPU cores): teacher {minutes('teacher_seconds')}, general distillation "
+            f"{minutes('general_distillation_seconds')}, the first seed's students {minutes('first_seed_students_seconds')}, "
+            f"the other seeds {' / '.join(f'{v / 60:.1f}' for v in seeds.values()) or '—'} "
+            f"(in {t.get('parallel_jobs', 1)} parallel processes: {minutes('seed_training_wall_seconds')} wall), "
+            f"evaluation {minutes('evaluation_seconds')}, paired bootstrap {minutes('paired_bootstrap_seconds')}; "
+            f"the whole pipeline {minutes('pipeline_seconds')} "
+            f"(`{results.get('command')}`, torch {results['versions']['torch']}, "
+            f"transformers {results['versions']['transformers']}).",
+        ]
+    departures = results.get("departures") or []
+    if departures:
+        parts += ["", "Departures from the paper's protocol (from `results.json`):", "",
+                  "| what | paper | here | why |", "|---|---|---|---|"]
+        parts += [f"| {d['what']} | {d['paper']} | {d['here']} | {d['why']} |" for d in departures]
+    parts += ["", "![KRS against α for every student](results/sst2/cpu/alpha_sensitivity.png)"]
+    files = results.get("files", {})
+    if "alpha_sensitivity_cosine" in files:
+        parts += ["", "![KRS with the paper's cosine FSS against α](results/sst2/cpu/alpha_sensitivity_cosine.png)"]
+    heatmaps = [f"[{key[4:]}](results/sst2/cpu/{name})" for key, name in files.items() if key.startswith("cka_")]
+    if heatmaps:
+        parts += ["", "Cross-layer CKA heatmaps, teacher vs each student: " + ", ".join(heatmaps) + "."]
     return "\n".join(parts) + "\n"
 
 
