@@ -350,7 +350,7 @@ def plot_baseline_comparison(
     dist = _as_float([metrics[k][1] for k in names])
     delta = dist - base
     y = np.arange(len(names))[::-1]  # the first metric on top
-    fig = _figure(7.0, 1.3 + 0.55 * len(names))
+    fig = _figure(7.0, max(2.9, 1.3 + 0.55 * len(names)))
     ax = fig.add_subplot()
     ax.axvline(0.0, color="black", linewidth=1.0)
     extent = [float(np.max(np.abs(delta)))]
