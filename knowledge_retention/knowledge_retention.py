@@ -14,6 +14,7 @@ import datasets
 import evaluate
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 import knowledge_retention
 from knowledge_retention._validation import InputError, check_num_examples, check_real_dtype, to_numpy
@@ -120,8 +121,14 @@ def _from_arrow(column: Any) -> np.ndarray:
     """A fixed-shape Arrow column (nested fixed-size lists of float64) as an ``(N, d1, ..., dk)`` float64 array."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     shape = [len(array)]
-    while pa.types.is_fixed_size_list(array.type):
-        shape.append(array.type.list_size)
+    while pa.types.is_fixed_size_list(array.type) or pa.types.is_list(array.type) or pa.types.is_large_list(array.type):
+        if pa.types.is_fixed_size_list(array.type):
+            shape.append(array.type.list_size)
+        else:  # variable-length lists (evaluate's own encoding of the declared features): must be rectangular
+            lengths = np.unique(np.asarray(pc.list_value_length(array)))
+            if len(lengths) != 1:
+                raise InputError(f"Examples of different shapes were stored (lengths {lengths.tolist()}).")
+            shape.append(int(lengths[0]))
         array = array.flatten()  # respects the slice's offset
     return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.float64).reshape(shape)
 
