@@ -73,6 +73,7 @@ LOGIT_BUDGET = 1 << 20
 _FSS_METHODS = ("linear_cka", "debiased_cka")
 _AOAG = ("kl", "js", "top1")
 _CONTEXT_TOKENS = 12  # tokens of context kept with each most-disagreeing token
+_PROBE_POSITIONS = 4  # positions of the probe text whose logits check the head (not all: T x V would be large)
 _LENGTH_CHUNK = 256  # texts tokenised per call when measuring lengths for the grouping
 
 
@@ -248,13 +249,15 @@ class _LMRunner:
             mask[i, lo : lo + len(row)] = 1
         return input_ids, mask, offsets
 
-    def __call__(self, ids: list[list[int]], *, keep_all_logits: bool = False) -> tuple[tuple[torch.Tensor, ...], Any, np.ndarray]:
+    def __call__(self, ids: list[list[int]], *, keep_logits: int = 1) -> tuple[tuple[torch.Tensor, ...], Any, np.ndarray]:
+        """Hidden states, logits (of the last ``keep_logits`` positions where the model allows it, else all;
+        all of them in full-logits mode) and each row's padding offset."""
         input_ids, mask, offsets = self.pad(ids)
         inputs: dict[str, Any] = {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
         if "position_ids" in self._params:  # the positions each text would have alone, under either padding
             inputs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0).to(self.device)
-        if "logits_to_keep" in self._params and not (keep_all_logits or self.full_logits):
-            inputs["logits_to_keep"] = 1
+        if "logits_to_keep" in self._params and not self.full_logits:
+            inputs["logits_to_keep"] = keep_logits
         if "use_cache" in self._params:
             inputs["use_cache"] = False
         tick = time.perf_counter()
@@ -683,11 +686,11 @@ def evaluate_causal_lm(
             probe, _ = counted_batch([0])
             probe_ids = [row if len(row) > 1 else row * 2 for row in probe.ids]
             with autocast():
-                t_hidden, t_full, _ = t_runner(probe_ids, keep_all_logits=True)
+                t_hidden, t_full, _ = t_runner(probe_ids, keep_logits=_PROBE_POSITIONS)
                 t_runner.full_logits = not _head_matches(t_runner, t_hidden, t_full)
                 s_hidden = {}
                 for name, runner in s_runners.items():
-                    hidden, full, _ = runner(probe_ids, keep_all_logits=True)
+                    hidden, full, _ = runner(probe_ids, keep_logits=_PROBE_POSITIONS)
                     runner.full_logits = not _head_matches(runner, hidden, full)
                     s_hidden[name] = hidden
             for runner in (t_runner, *s_runners.values()):
@@ -872,8 +875,10 @@ def _head_matches(runner: _LMRunner, hidden: tuple[torch.Tensor, ...], logits: t
     """Whether the model's logits are its output layer applied to its last hidden state (probe batch)."""
     if logits is None:
         raise InputError(f"The {runner.role} model returned no logits; task='causal-lm' needs a causal LM head.")
-    mine = runner.head(hidden[-1].reshape(-1, hidden[-1].shape[-1])).reshape(logits.shape)
-    ref = logits.float()
+    k = min(_PROBE_POSITIONS, int(logits.shape[1]))  # the last k positions of the one probe text
+    last = hidden[-1][:, -k:]
+    mine = runner.head(last.reshape(-1, last.shape[-1])).reshape(last.shape[0], k, -1)
+    ref = logits[:, -k:].float()
     scale = float(ref.abs().max()) or 1.0
     return bool(torch.allclose(mine, ref, rtol=1e-3, atol=1e-3 * scale))
 
