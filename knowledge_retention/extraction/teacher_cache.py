@@ -149,8 +149,13 @@ class TeacherCache:
         return f"TeacherCache({'memory' if self.path is None else str(self.path)!r})"
 
     def where(self, key: str) -> str:
-        """A readable location of an entry, for notes."""
-        return "memory" if self.path is None else str(self.path / key)
+        """A readable location of an entry, for notes (``~/...`` under the home folder: reports carry no
+        machine-specific paths)."""
+        if self.path is None:
+            return "memory"
+        location = (self.path / key).resolve()
+        home = Path.home().resolve()
+        return f"~/{location.relative_to(home)}" if location.is_relative_to(home) else str(location)
 
     def lookup(self, key: str, rank: int, num_processes: int) -> tuple[dict[str, Any], Iterator[TeacherBatch]] | None:
         """``(meta, batches of this process)`` when a complete entry ``key`` exists for this many processes."""
