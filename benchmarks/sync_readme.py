@@ -8,7 +8,7 @@ Sections and their sources:
 
 * ``main-job``   ``results/main_job/report.json`` (``knowledge-retention --output-dir results/main_job``)
 * ``sst2``       ``results/sst2/cpu/table.md`` (``knowledge-retention reproduce-sst2 --scale cpu``)
-* ``benchmarks`` ``benchmarks/results/{cka_scaling,extraction_overhead,evaluate_overhead}.md``
+* ``benchmarks`` ``benchmarks/results/{cka_scaling,extraction_overhead,evaluate_overhead,teacher_once}.md``
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ BENCHMARKS = (
     ("cka_scaling", "Streaming CKA against its floor, and against Gram-matrix CKA"),
     ("extraction_overhead", "Extraction: overhead over a bare forward loop, and memory against N"),
     ("evaluate_overhead", "The `evaluate` module against a direct call"),
+    ("teacher_once", "The teacher runs once: several students, length grouping, training-time KRS, the report"),
 )
 
 
