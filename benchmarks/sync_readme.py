@@ -9,6 +9,7 @@ Sections and their sources:
 * ``main-job``   ``results/main_job/report.json`` (``knowledge-retention --output-dir results/main_job``)
 * ``sst2``       ``results/sst2/cpu/table.md`` (``knowledge-retention reproduce-sst2 --scale cpu``)
 * ``benchmarks`` ``benchmarks/results/{cka_scaling,extraction_overhead,evaluate_overhead,teacher_once}.md``
+* ``lm``         ``results/lm/{training.json,demo.md}`` (``python -m knowledge_retention.lm_demo all``)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ BENCHMARKS = (
     ("cka_scaling", "Streaming CKA against its floor, and against Gram-matrix CKA"),
     ("extraction_overhead", "Extraction: overhead over a bare forward loop, and memory against N"),
     ("evaluate_overhead", "The `evaluate` module against a direct call"),
+    ("lm_memory", "Causal-LM evaluation: memory against counted tokens and vocabulary, time over two forward passes"),
     ("teacher_once", "The teacher runs once: several students, length grouping, training-time KRS, the report"),
 )
 
@@ -182,7 +184,29 @@ def benchmarks_section(root: Path = ROOT) -> str:
     return "\n".join(parts)
 
 
-SECTIONS = {"main-job": main_job_section, "sst2": sst2_section, "benchmarks": benchmarks_section}
+def lm_section(root: Path = ROOT) -> str:
+    folder = root / "results" / "lm"
+    if not (folder / "demo.md").is_file() or not (folder / "training.json").is_file():
+        return _missing("results/lm/demo.md", "python -m knowledge_retention.lm_demo all")
+    train = json.loads((folder / "training.json").read_text(encoding="utf-8"))
+    minutes = sum(train[k]["train_s"] for k in ("teacher", "student_before", "student_after")) / 60
+    lines = [
+        f"Trained here ({train['note']}): a byte-level BPE tokenizer of {train['vocab_size']:,} tokens and a GPT-2-style "
+        f"teacher ({train['teacher_layers']} blocks, width {train['width']}) on {train['train_sentences']:,} SST-2 "
+        f"train sentences for {train['teacher']['steps']:,} steps of {train['batch_size']}; then a "
+        f"{train['student_layers']}-block student twice from one random initialisation for "
+        f"{train['student_before']['steps']:,} steps each, on the same batches: **before** = next-token "
+        f"cross-entropy only, **after** = {train['kd_loss']}. Training took {minutes:.0f} minutes in all.",
+        "",
+        (folder / "demo.md").read_text(encoding="utf-8").strip(),
+        "",
+        "Files: [`results/lm/demo.json`](results/lm/demo.json) (every measure, per-position agreement, the "
+        "most-disagreeing tokens), [`results/lm/training.json`](results/lm/training.json).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+SECTIONS = {"main-job": main_job_section, "sst2": sst2_section, "benchmarks": benchmarks_section, "lm": lm_section}
 
 
 def render(readme: str, root: Path = ROOT) -> str:

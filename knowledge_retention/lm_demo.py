@@ -235,7 +235,7 @@ _ROWS = (
     ("krs", "KRS (causal-lm preset)"),
     ("fss", "FSS (token-level linear CKA)"),
     ("aoag", "token AOAg = mean exp(-KL)"),
-    ("mean_kl", "mean KL(teacher || student), nats"),
+    ("mean_kl", "mean KL(teacher ‖ student), nats"),
     ("js", "mean JS divergence, bits"),
     ("top1_agreement", "top-1 agreement"),
     ("topk_overlap", "top-5 overlap"),
