@@ -93,6 +93,21 @@ def make_training_args(
     return TrainingArguments(**kwargs)
 
 
+def _quiet_logs(trainer: Any) -> None:
+    """The training bar stays, the raw ``{'loss': ...}`` dicts the Trainer prints at each log step go
+    (they are kept in ``log_history``, returned as ``log``)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    class BarsOnly(ProgressCallback):  # type: ignore[misc]
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            return None
+
+    trainer.remove_callback(PrinterCallback)
+    if any(type(c) is ProgressCallback for c in trainer.callback_handler.callbacks):
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(BarsOnly)
+
+
 def run_training(trainer: Any) -> dict[str, Any]:
     """``trainer.train()``, timed.
 
@@ -101,6 +116,7 @@ def run_training(trainer: Any) -> dict[str, Any]:
         wall time, ``cpu_seconds`` this process's CPU time, all threads) where ``log`` is the
         Trainer's log history (per-term losses included for a ``DistillationTrainer``).
     """
+    _quiet_logs(trainer)
     start, cpu_start = time.perf_counter(), time.process_time()
     output = trainer.train()
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
@@ -132,7 +148,15 @@ def save_run(trainer: Any, output_dir: str | Path, run_config: Mapping[str, Any]
         ``output_dir`` as a ``Path``.
     """
     output_dir = Path(output_dir)
-    trainer.save_model(str(output_dir))
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar per saved model
+    try:
+        trainer.save_model(str(output_dir))
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     if trainer.is_world_process_zero():
         text = json.dumps(_jsonable(run_config), indent=2, sort_keys=True)
         (output_dir / RUN_CONFIG).write_text(text + "\n", encoding="utf-8")
