@@ -9,7 +9,12 @@ pressed, so the Space starts (and the array tab works) without torch/transformer
   distilled student and baseline student of the default-pair cache of
   ``knowledge_retention.distillation.defaults``. Only those: a local path or hub name typed in is
   refused unless ``KRS_ALLOW_CUSTOM_MODELS=1`` (a public Space must not load arbitrary repositories
-  or probe its file system).
+  or probe its file system). Folders named in ``$KRS_RESULTS_DIR`` are searched the same way, so an
+  operator lists extra models (causal LMs among them) by pointing it at their parent folder.
+* causal-LM pairs (two ``*ForCausalLM`` / ``*LMHeadModel`` checkpoints sharing a vocabulary, e.g.
+  the demo checkpoints ``python -m knowledge_retention.lm_demo`` writes under ``results/lm``) are
+  scored with ``task="causal-lm"``: token-level FSS and AOAg, top-1 agreement, top-k overlap and
+  perplexities instead of accuracy retention.
 * texts: a sample of SST-2 dev (``$SST2_DIR`` or ``<repo>/../shared/data/sst2``), a few built-in
   labelled sentences otherwise, or the visitor's own sentences.
 """
@@ -20,6 +25,7 @@ import csv
 import importlib
 import importlib.util
 import inspect
+import json
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -45,6 +51,7 @@ __all__ = [
     "parse_sentences",
     "custom_models_allowed",
     "display_name",
+    "is_causal_lm_folder",
     "results_dirs",
     "short_name",
     "sst2_dev_file",
@@ -66,7 +73,9 @@ TAB_HELP = """\
 Run a **teacher** and a **student** text classifier (Hugging Face `transformers` checkpoints with the
 same label set) on the same sentences; the page shows KRS, FSS over the paired layers, AOAg of
 their predictions, accuracy retention when the sentences carry labels, and the cross-layer CKA
-heatmap. CPU only here: a few hundred sentences take seconds to a minute.
+heatmap. Two **causal language models** (same vocabulary) are scored token by token instead: next-token
+AOAg, top-1 agreement, top-k overlap and perplexities (the sentences' labels are not used).
+CPU only here: a few hundred sentences take seconds to a minute.
 """
 
 #: Labelled sentences (1 = positive, 0 = negative) for when SST-2 is not on disk; written for this app.
@@ -191,12 +200,29 @@ def _is_model_dir(path: Path) -> bool:
     )
 
 
-def _results_label(relative: Path) -> str:
-    """``sst2/cpu/students/pkd-after`` -> ``pkd-after (student · sst2/cpu)``: the model's name first."""
+#: Marks a causal language model in the dropdown labels.
+LM_MARK = "causal LM"
+
+
+def is_causal_lm_folder(path: str | Path) -> bool:
+    """Whether a local model folder's ``config.json`` names a causal-LM class (``*ForCausalLM``,
+    ``*LMHeadModel``, not encoder-decoder); False for anything else or unreadable (no torch import)."""
+    try:
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(config, dict) or config.get("is_encoder_decoder"):
+        return False
+    return any(str(name).endswith(("ForCausalLM", "LMHeadModel")) for name in config.get("architectures") or [])
+
+
+def _results_label(relative: Path, *, lm: bool = False) -> str:
+    """``sst2/cpu/students/pkd-after`` -> ``pkd-after (student · sst2/cpu)``: the model's name first
+    (with ``causal LM`` added for a causal language model)."""
     parts = relative.parts
     role = "teacher" if "teacher" in parts[-1] else "student" if "students" in parts or "student" in parts[-1] else ""
     where = "/".join(p for p in parts[:-1] if p not in ("students", "teachers"))
-    details = " · ".join(x for x in (role if role != parts[-1] else "", where) if x)
+    details = " · ".join(x for x in (role if role != parts[-1] else "", where, LM_MARK if lm else "") if x)
     return f"{parts[-1]} ({details})" if details else parts[-1]
 
 
@@ -209,7 +235,8 @@ def _results_models(root: Path, *, max_depth: int = 4) -> list[tuple[str, str]]:
         if len(directory.relative_to(root).parts) > max_depth or "checkpoint-" in str(directory):
             continue
         if _is_model_dir(directory):
-            found.append((_results_label(directory.relative_to(root)), str(directory)))
+            found.append((_results_label(directory.relative_to(root), lm=is_causal_lm_folder(directory)),
+                          str(directory)))
     return found
 
 
@@ -312,19 +339,25 @@ def short_name(model: str) -> str:
 
 
 def default_teacher(choices: Sequence[tuple[str, str]]) -> str | None:
-    """The first choice that looks like a teacher (else the first choice, else None)."""
-    for label, path in choices:
-        if "teacher" in label.lower():
+    """The first choice that looks like a teacher, a classifier before a causal LM (else the first
+    choice, else None)."""
+    teachers = [(label, path) for label, path in choices if "teacher" in label.lower()]
+    for label, path in teachers:
+        if LM_MARK not in label:
             return path
+    if teachers:
+        return teachers[0][1]
     return choices[0][1] if choices else None
 
 
 def default_student(choices: Sequence[tuple[str, str]]) -> str | None:
-    """The first choice that looks like a student, else another model than the default teacher, else None
-    (never the teacher compared with itself)."""
+    """The first choice that looks like a student (of the teacher's kind: classifier or causal LM), else
+    another model than the default teacher, else None (never the teacher compared with itself)."""
     teacher = default_teacher(choices)
+    teacher_lm = any(LM_MARK in label for label, path in choices if path == teacher)
     for label, path in choices:
-        if "student" in label.lower() and "baseline" not in label.lower() and path != teacher:
+        if ("student" in label.lower() and "baseline" not in label.lower() and path != teacher
+                and (LM_MARK in label) == teacher_lm):
             return path
     others = [path for _, path in choices if path != teacher]
     return others[0] if others else None
@@ -431,12 +464,18 @@ def compare_models(
     _check_model(teacher, "teacher", listed)
     _check_model(student, "student", listed)
     if task not in TASK_CHOICES or task in ("segmentation", "regression"):
-        raise InputError(f"Model comparison scores text classifiers: use the nlp or classification preset, not {task}.")
+        raise InputError("Model comparison scores text classifiers or causal LMs: use the nlp, classification or "
+                         f"causal-lm preset, not {task}.")
     if fss_method not in FSS_CHOICES or aoag_method not in AOAG_CHOICES or layers not in LAYER_CHOICES:
         raise InputError(f"Unknown option: layers {layers}, FSS {fss_method}, AOAg {aoag_method}.")
+    lm, lm_note = _lm_pair(teacher, student, task)
+    if lm and fss_method not in LM_FSS_CHOICES:
+        raise InputError(f"Causal-LM pairs are scored with {' or '.join(LM_FSS_CHOICES)}, not {fss_method}.")
     evaluate_pair, why = extraction_status()
     if evaluate_pair is None:
         raise InputError(why)
+    if lm:
+        task, labels = "causal-lm", None  # token by token: the sentences' labels are not used
     dataset: dict[str, list[Any]] = {"text": list(texts)}
     if labels is not None:
         dataset["label"] = list(labels)
@@ -458,7 +497,9 @@ def compare_models(
             # Layer 0 (the embeddings) is left out: with [CLS] pooling its output is the same for every
             # text, the similarity undefined (those cells stay blank, as in the linear-CKA heatmap).
             every_pair = sorted({*fss_pairs, *((t, s) for t in range(1, n_t) for s in range(1, n_s))})
-            options.update(layers=every_pair, cross_layer=False, keep_arrays=fss_method == "rbf_cka")
+            options.update(layers=every_pair, cross_layer=False)
+            if fss_method == "rbf_cka":
+                options["keep_arrays"] = True
         out = _call_with_supported(evaluate_pair, teacher, student, dataset, **options)
     except OSError:
         raise InputError(
@@ -486,7 +527,14 @@ def compare_models(
     quality, quality_note = (None, None)
     if out.labels is not None and teacher_logits is not None and student_logits is not None:
         quality, quality_note = quality_for(task, np.asarray(out.labels), teacher_logits, student_logits)
-    notes = [*(out.notes or []), *([quality_note] if quality_note else [])]
+    notes = [*([lm_note] if lm_note else []), *(out.notes or []), *([quality_note] if quality_note else [])]
+    lm_scores = None
+    if lm:
+        counted = getattr(out, "lm", None) or {}
+        lm_scores = {"num_tokens": counted.get("num_tokens"), "top_k": counted.get("top_k", 5),
+                     **{key: getattr(out, key, None) for key in (
+                         "top1_agreement", "topk_overlap", "js", "teacher_perplexity", "student_perplexity",
+                         "perplexity_ratio")}}
     shown_pairs = ", ".join(f"{names_t[t]}↔{names_s[s]}" for t, s in pairs)
     return ScoreResult(
         fss=fss,
@@ -505,4 +553,33 @@ def compare_models(
         source=(f"teacher {display_name(teacher, listed)} vs student {display_name(student, listed)} on {source}; "
                 f"layers: {layers} ({shown_pairs})"),
         notes=tuple(notes),
+        lm=lm_scores,
     )
+
+
+#: The FSS measures the causal-lm task offers.
+LM_FSS_CHOICES: tuple[str, ...] = ("linear_cka", "debiased_cka")
+
+
+def _lm_pair(teacher: str, student: str, task: str) -> tuple[bool, str | None]:
+    """Whether to score the pair as causal LMs (both local folders are causal LMs, or the causal-lm preset),
+    and a note when that overrides another preset.
+
+    Raises:
+        InputError: one causal LM and one other model, or the causal-lm preset with two other models.
+    """
+    kinds = {role: is_causal_lm_folder(path) for role, path in (("teacher", teacher), ("student", student))}
+    if kinds["teacher"] != kinds["student"]:
+        lm_role, other = ("teacher", "student") if kinds["teacher"] else ("student", "teacher")
+        raise InputError(f"The {lm_role} is a causal language model and the {other} is not: compare two causal LMs "
+                         "or two classifiers.")
+    if kinds["teacher"]:
+        note = None if task == "causal-lm" else (f"Scored as causal-lm (both models are causal language models): "
+                                                 f"the {task} preset does not apply.")
+        return True, note
+    if task == "causal-lm":
+        if Path(teacher).is_dir() or Path(student).is_dir():
+            raise InputError("The causal-lm preset needs two causal language models (*ForCausalLM); pick such a pair "
+                             "or the nlp preset.")
+        return True, None  # hub names (KRS_ALLOW_CUSTOM_MODELS): the library loads them as causal LMs
+    return False, None

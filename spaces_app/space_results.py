@@ -67,6 +67,9 @@ class ScoreResult:
         quality: ``classification_quality`` / ``regression_quality`` output, or None.
         source: a line saying what was scored.
         notes: remarks shown under the scores (skipped parts and why).
+        lm: (causal-LM pairs) the token-level measures shown instead of accuracy retention:
+            ``num_tokens``, ``top1_agreement``, ``top_k``, ``topk_overlap``, ``js``,
+            ``teacher_perplexity``, ``student_perplexity``, ``perplexity_ratio``; None otherwise.
     """
 
     fss: float
@@ -84,6 +87,7 @@ class ScoreResult:
     quality: dict[str, Any] | None = None
     source: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    lm: dict[str, Any] | None = None
 
 
 def preset_alpha(task: str) -> float:
@@ -259,8 +263,26 @@ def heatmap_caption(result: ScoreResult) -> str:
 
 
 def with_task(result: ScoreResult, task: str) -> ScoreResult:
-    """The same scores under another task preset's name (when the preset's AOAg measure is the one used)."""
-    return replace(result, task=task)
+    """The same scores under another task preset's name (when the preset's AOAg measure is the one used);
+    a causal-LM result stays ``causal-lm`` (its scores are token-level whatever the preset)."""
+    return result if result.lm is not None else replace(result, task=task)
+
+
+def _lm_rows(lm: dict[str, Any]) -> list[str]:
+    """Rows of the token-level measures of a causal-LM pair (no accuracy: the texts are scored token by token)."""
+
+    def shown(value: Any, digits: str = ".4f") -> str:
+        return "n/a" if value is None else format(float(value), digits)
+
+    return [
+        f"| Top-1 agreement | {shown(lm.get('top1_agreement'))} | share of counted tokens where both predict the "
+        "same next token |",
+        f"| Top-{lm.get('top_k', 5)} overlap | {shown(lm.get('topk_overlap'))} | share of the teacher's top "
+        f"{lm.get('top_k', 5)} next tokens among the student's |",
+        f"| Perplexity ratio (teacher / student) | {shown(lm.get('perplexity_ratio'))} | teacher "
+        f"{shown(lm.get('teacher_perplexity'), '.4g')} · student {shown(lm.get('student_perplexity'), '.4g')} "
+        "(1 = as good as the teacher) |",
+    ]
 
 
 def summary_markdown(result: ScoreResult, alpha: float) -> str:
@@ -282,12 +304,22 @@ def summary_markdown(result: ScoreResult, alpha: float) -> str:
         f"| FSS (feature similarity) | {result.fss:.4f} | {result.fss_method}, {layers} |",
         f"| AOAg (output agreement) | {aoag_text} | {result.aoag_method}{temperature} |",
     ]
+    if result.lm is not None:
+        lines[-2] = lines[-2].replace("| FSS (feature similarity) |", "| FSS (token hidden states) |")
+        lines[-1] = (f"| AOAg (next-token agreement) | {aoag_text} | {result.aoag_method}{temperature}, "
+                     "mean over counted tokens |")
+        lines.extend(_lm_rows(result.lm))
     if result.quality is not None:
         lines.extend(_quality_rows(result.quality))
-    lines += ["", f"N = {result.num_examples} examples · task preset: **{result.task}** · {result.source}"]
+    size = f"N = {result.num_examples} examples"
+    rows = result.num_examples
+    if result.lm is not None:
+        rows = int(result.lm.get("num_tokens") or 0)
+        size = f"N = {result.num_examples} texts, {rows} counted tokens"
+    lines += ["", f"{size} · task preset: **{result.task}** · {result.source}"]
     notes = list(result.notes)
-    if result.num_examples < SMALL_N and result.fss_method == "linear_cka":
-        notes.append(f"Only {result.num_examples} examples: linear CKA is biased upwards when N is small compared "
+    if rows < SMALL_N and result.fss_method == "linear_cka":
+        notes.append(f"Only {rows} {'counted tokens' if result.lm is not None else 'examples'}: linear CKA is biased upwards when N is small compared "
                      "with the feature width; use more examples or the debiased_cka method.")
     lines += [f"\n> {note}" for note in notes]
     return "\n".join(lines)

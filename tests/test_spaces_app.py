@@ -752,3 +752,103 @@ def test_compare_models_with_real_tiny_models(tmp_path: Path) -> None:
         np.testing.assert_allclose([result.cka[t, s] for t, s in result.paired], direct.pair_scores, atol=1e-9)
         if method == "linear_cka":
             np.testing.assert_allclose(result.cka, direct.cross_layer_cka)
+
+
+def _save_lm_and_classifier_pairs(root: Path) -> dict[str, Path]:
+    """Tiny random GPT-2 teacher/student (causal LMs) and tiny BERT classifiers, saved where the Space looks."""
+    transformers = pytest.importorskip("transformers")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import lm_fixtures as fx
+
+    tok = fx.tokenizer(bos=True, pad=None)
+    folders = {"lm_teacher": root / "lm" / "teacher", "lm_student": root / "lm" / "student_after",
+               "teacher": root / "sst2" / "teacher", "student": root / "sst2" / "students" / "kd_student"}
+    for name, model in (("lm_teacher", fx.tiny_gpt2(layers=2, seed=31)), ("lm_student", fx.tiny_gpt2(layers=1, seed=32))):
+        model.float().save_pretrained(folders[name])
+        tok.save_pretrained(folders[name])
+    for name, layers in (("teacher", 2), ("student", 1)):
+        config = transformers.BertConfig(vocab_size=fx.vocab_size(), hidden_size=32, num_hidden_layers=layers,
+                                         num_attention_heads=2, intermediate_size=64, num_labels=2,
+                                         max_position_embeddings=64)
+        transformers.set_seed(layers)
+        transformers.BertForSequenceClassification(config).save_pretrained(folders[name])
+        fx.tokenizer(bos=True, pad="<pad>").save_pretrained(folders[name])
+    return folders
+
+
+def test_models_tab_scores_causal_lm_pairs(app: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A causal-LM pair listed by the Space is scored with task="causal-lm" (token-level numbers, no accuracy);
+    a classifier pair next to it is scored as before."""
+    pytest.importorskip("torch")
+    extraction = pytest.importorskip("knowledge_retention.extraction")
+    folders = _save_lm_and_classifier_pairs(tmp_path / "results")
+    monkeypatch.setenv("KRS_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.delenv("KRS_ALLOW_CUSTOM_MODELS", raising=False)
+    monkeypatch.setattr(space_compare, "_minilm", lambda: [])
+    choices = space_compare.model_choices()
+    labels = {path: label for label, path in choices}
+    assert set(labels) == {str(f) for f in folders.values()}
+    assert labels[str(folders["lm_teacher"])] == "teacher (lm · causal LM)"
+    assert space_compare.LM_MARK not in labels[str(folders["teacher"])]
+    # the defaults are a classifier pair, never a classifier against a causal LM
+    assert space_compare.default_teacher(choices) == str(folders["teacher"])
+    assert space_compare.default_student(choices) == str(folders["student"])
+    lm_only = [(label, path) for label, path in choices if space_compare.LM_MARK in label]
+    assert space_compare.default_student(lm_only) == str(folders["lm_student"])
+
+    texts, sentence_labels, origin = space_compare.texts_for(space_compare.SOURCE_BUILTIN, "", 0)
+    teacher, student = str(folders["lm_teacher"]), str(folders["lm_student"])
+    for method in ("linear_cka", "debiased_cka"):
+        # the nlp preset is the tab's default: a causal-LM pair is scored as causal-lm whatever the preset
+        result = space_compare.compare_models(teacher, student, texts, sentence_labels, task="nlp", alpha=0.5,
+                                              layers="all", fss_method=method, source=origin, choices=choices)
+        direct = extraction.evaluate_pair(teacher, student, texts, task="causal-lm", layers="all", alpha=0.5,
+                                          fss_method=method, progress=False)
+        assert result.task == "causal-lm" and result.quality is None and result.lm is not None
+        assert space_results.krs_at(result, 0.5) == pytest.approx(direct.krs, abs=1e-9)
+        assert result.fss == pytest.approx(direct.fss, abs=1e-9) and result.aoag == pytest.approx(direct.aoag, abs=1e-9)
+        assert result.lm["top1_agreement"] == pytest.approx(direct.top1_agreement, abs=1e-9)
+        assert result.lm["topk_overlap"] == pytest.approx(direct.topk_overlap, abs=1e-9)
+        assert result.lm["perplexity_ratio"] == pytest.approx(direct.perplexity_ratio, abs=1e-9)
+        assert result.lm["num_tokens"] == direct.lm["num_tokens"] and result.num_examples == len(texts)
+        np.testing.assert_allclose([result.cka[t, s] for t, s in result.paired], direct.pair_scores, atol=1e-9)
+        assert any("Scored as causal-lm" in note for note in result.notes)
+    summary = space_results.summary_markdown(result, 0.5)
+    assert f"| Top-1 agreement | {direct.top1_agreement:.4f} |" in summary
+    assert f"| Perplexity ratio (teacher / student) | {direct.perplexity_ratio:.4f} |" in summary
+    assert f"{direct.lm['num_tokens']} counted tokens" in summary and "Accuracy" not in summary
+    assert space_results.with_task(result, "classification").task == "causal-lm"
+
+    # the page's callback, by the dropdown labels
+    monkeypatch.setattr(app, "MODEL_CHOICES", choices)
+    shown, status, summary, _, heatmap, _ = app.run_models(
+        labels[teacher], labels[student], space_compare.SOURCE_BUILTIN, 8, "", "causal-lm", 0.5, "final",
+        "linear_cka", "auto", 1.0, progress=lambda *a, **k: None)
+    final = extraction.evaluate_pair(teacher, student, texts, task="causal-lm", alpha=0.5, progress=False)
+    assert space_results.krs_at(shown.result, 0.5) == pytest.approx(final.krs, abs=1e-9)
+    assert shown.result.lm["top1_agreement"] == pytest.approx(final.top1_agreement, abs=1e-9)
+    assert "Done." in status.value and f"## KRS = {final.krs:.4f}" in summary and heatmap.visible
+
+    # one-sentence errors: a mixed pair, the causal-lm preset on classifiers, a measure the LM task lacks
+    with pytest.raises(InputError, match=r"^The teacher is a causal language model and the student is not: "
+                                         r"compare two causal LMs or two classifiers\.$"):
+        space_compare.compare_models(teacher, str(folders["student"]), texts, None, choices=choices)
+    with pytest.raises(InputError, match=r"^The causal-lm preset needs two causal language models"):
+        space_compare.compare_models(str(folders["teacher"]), str(folders["student"]), texts, None, task="causal-lm",
+                                     choices=choices)
+    with pytest.raises(InputError, match=r"^Causal-LM pairs are scored with linear_cka or debiased_cka, not cosine\.$"):
+        space_compare.compare_models(teacher, student, texts, None, fss_method="cosine", choices=choices)
+    with pytest.raises(InputError, match="Pick the student from the list"):  # still only listed models
+        space_compare.compare_models(teacher, str(tmp_path / "elsewhere"), texts, None, choices=choices)
+
+    # the classifier pair beside them: as before (task nlp, labels -> accuracy retention)
+    teacher_c, student_c = str(folders["teacher"]), str(folders["student"])
+    result = space_compare.compare_models(teacher_c, student_c, texts, sentence_labels, task="nlp", alpha=0.5,
+                                          choices=choices)
+    direct = extraction.evaluate_pair(teacher_c, student_c, {"text": texts, "label": sentence_labels},
+                                      text_column="text", label_column="label", task="nlp", alpha=0.5, progress=False)
+    assert result.task == "nlp" and result.lm is None and result.quality is not None
+    assert space_results.krs_at(result, 0.5) == pytest.approx(direct.krs, abs=1e-9)
+    accuracy = (direct.student_logits.argmax(1) == np.asarray(sentence_labels)).mean()
+    assert result.quality["student"]["accuracy"] == pytest.approx(accuracy)
+    assert "Top-1 agreement" not in space_results.summary_markdown(result, 0.5)
