@@ -406,11 +406,20 @@ def cmd_default(args: argparse.Namespace) -> int:
     from .distillation.data import load_sst2
     from .distillation.defaults import ensure_default_pair
 
-    if sst2_dir is not None:
-        os.environ["SST2_DIR"] = str(sst2_dir)  # where the first run's training reads train.tsv
     print("Main job: an SST-2 teacher (all-MiniLM-L6-v2 fine-tuned) vs its 3-layer distilled student, on SST-2 dev;\n"
           "baseline: the same 3-layer student fine-tuned on the labels only (was distillation worth it?).")
-    pair = ensure_default_pair(progress=not args.quiet)
+    # The first run's training reads train.tsv through $SST2_DIR: set it for that call only, so an
+    # in-process caller's environment is left as it was.
+    previous = os.environ.get("SST2_DIR")
+    if sst2_dir is not None:
+        os.environ["SST2_DIR"] = str(sst2_dir)
+    try:
+        pair = ensure_default_pair(progress=not args.quiet)
+    finally:
+        if previous is None:
+            os.environ.pop("SST2_DIR", None)
+        else:
+            os.environ["SST2_DIR"] = previous
     try:
         dev = load_sst2("validation", data_dir=sst2_dir)
     except ValueError as err:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -281,9 +282,11 @@ def test_main_job_runs_on_the_default_pair(saved_pair, tmp_path, monkeypatch, ca
     monkeypatch.setattr(cli, "_default_pair_missing", lambda: False)  # the fake pair is "cached": no train.tsv needed
     monkeypatch.setenv("HOME", str(root))  # the pair lives under "home", as the real one in ~/.cache does
     out = tmp_path / "krs_report"
+    sst2_before = os.environ.get("SST2_DIR")
     assert main(["--sst2-dir", str(root / "sst2"), "--max-examples", "30", "--bootstrap", "0", "--no-latency",
                  "--quiet", "--output-dir", str(out)]) == EXIT_OK
     assert calls == [{"progress": False}]
+    assert os.environ.get("SST2_DIR") == sst2_before  # --sst2-dir is not left in the caller's environment
     text = (out / "report.json").read_text()
     report = json.loads(text)
     assert report["num_examples"] == 30 and report["has_labels"]
