@@ -32,6 +32,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from .extraction import ExtractionResult, TeacherCache, evaluate_students
+from .extraction.inputs import TextSource
 
 __all__ = ["KRSCallback"]
 
@@ -89,8 +90,13 @@ class KRSCallback(TrainerCallback):  # type: ignore[misc]
                             f"{sorted(allowed - set(_RESERVED))}.")
         reserved = sorted(set(options) & set(_RESERVED))
         if reserved:
-            raise TypeError(f"KRSCallback sets {reserved} itself; pass the tokenizers as `tokenizer` / "
-                            "`teacher_tokenizer`.")
+            raise TypeError(f"KRSCallback sets {reserved} itself (it scores under the Trainer's accelerator, "
+                            "with the teacher cached in memory); tokenizers go in `tokenizer` / `teacher_tokenizer`.")
+        try:  # the texts are checked now, not at the first evaluation, hours into training
+            TextSource(eval_dataset, text_column=options.get("text_column", "sentence"),
+                       label_column=options.get("label_column"), max_examples=options.get("max_examples"))
+        except (TypeError, ValueError) as err:
+            raise type(err)(str(err).replace("`dataset`", "`eval_dataset`")) from None
         self.teacher = teacher
         self.eval_dataset = eval_dataset
         self.tokenizer = tokenizer

@@ -98,3 +98,12 @@ def test_krs_callback_options_are_checked():
         KRSCallback(None, ["a"], layer="final")
     with pytest.raises(TypeError, match=r"sets \['teacher_cache'\] itself"):
         KRSCallback(None, ["a"], teacher_cache="x")
+    # the evaluation texts are checked when the callback is built, not at the first evaluation
+    with pytest.raises(TypeError, match=r"`eval_dataset` must be a datasets.Dataset, a list of strings"):
+        KRSCallback(None, None)
+    with pytest.raises(ValueError, match=r"`text_column='sentence'` is not a column of `eval_dataset`; "
+                                         r"available columns: \['text'\]"):
+        KRSCallback(None, {"text": ["a", "b", "c"]})
+    with pytest.raises(ValueError, match=r"`eval_dataset` is empty"):
+        KRSCallback(None, [])
+    KRSCallback(None, {"text": ["a", "b", "c"]}, text_column="text")  # the option is honoured

@@ -221,12 +221,46 @@ def test_options_of_the_other_task_are_refused():
     with pytest.raises(InputError, match="sequence_pooling"):
         evaluate_pair(teacher, fx.tiny_gpt2(seed=1), TEXTS, teacher_tokenizer=tok, student_tokenizer=tok,
                       pooling="mean", progress=False)
+    from transformers import BertConfig, BertForSequenceClassification
+
+    classifier = BertForSequenceClassification(BertConfig(
+        vocab_size=fx.vocab_size(), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, num_labels=2)).eval()
     with pytest.raises(InputError, match="`generate` apply to task='causal-lm' only"):
-        evaluate_pair(teacher, fx.tiny_gpt2(seed=1), TEXTS, teacher_tokenizer=tok, student_tokenizer=tok,
+        evaluate_pair(classifier, classifier, TEXTS, teacher_tokenizer=tok, student_tokenizer=tok,
                       task="nlp", generate={"max_new_tokens": 2}, progress=False)
     with pytest.raises(InputError, match="max_new_tokens"):
         evaluate_pair(teacher, fx.tiny_gpt2(seed=1), TEXTS, teacher_tokenizer=tok, student_tokenizer=tok,
                       generate={"max_new_tokens": 0}, progress=False)
+
+
+def test_a_causal_lm_beside_a_classifier_or_under_another_task_is_refused_by_name(tmp_path):
+    """A causal LM paired with a classifier would have its vocabulary read as a label set, and causal
+    LMs under task='classification' their (N, T, V) logits as (N, C) outputs: both are refused up
+    front, naming the models and the task to use."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from knowledge_retention import InputTypeError
+
+    lm, tok = fx.tiny_gpt2(), fx.tokenizer(bos=False, pad=None)
+    classifier = BertForSequenceClassification(BertConfig(
+        vocab_size=fx.vocab_size(), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, num_labels=2)).eval()
+    kwargs = dict(teacher_tokenizer=tok, student_tokenizer=tok, progress=False)
+    with pytest.raises(InputTypeError, match=r"both causal LMs: `teacher` \(GPT2LMHeadModel\) is a causal LM, "
+                                             r"`student` \(BertForSequenceClassification\) is not"):
+        evaluate_pair(lm, classifier, TEXTS, **kwargs)
+    with pytest.raises(InputTypeError, match=r"`student` \(GPT2LMHeadModel\) is a causal LM, `teacher`"):
+        evaluate_pair(classifier, lm, TEXTS, **kwargs)
+    with pytest.raises(InputTypeError, match=r"student 'b' \(GPT2LMHeadModel\) is a causal LM"):
+        evaluate_students(classifier, {"a": classifier, "b": lm}, TEXTS, teacher_tokenizer=tok,
+                          student_tokenizers=tok, progress=False)
+    lm.save_pretrained(tmp_path / "lm")  # a local folder is recognised too, without the Hub
+    for task in ("classification", "nlp"):
+        with pytest.raises(InputTypeError, match=rf"task='{task}' scores classifier outputs, but `teacher` "
+                                                 r"\(GPT2LMHeadModel\), `student` \('.*lm'\) are causal LMs: "
+                                                 r"use task='causal-lm'"):
+            evaluate_pair(lm, str(tmp_path / "lm"), TEXTS, task=task, **kwargs)
 
 
 def test_several_students_equal_separate_pairs():

@@ -11,11 +11,10 @@ A replicate costs one ``(N,)`` dot product per statistic, so 1000 replicates (th
 
 Feature-based statistics (FSS, and KRS, which needs FSS and AOAg of the *same* resample): each
 replicate is ``LinearCKAAccumulator().update(t, s, sample_weight=w_r).compute()`` per layer pair,
-about :math:`N (D_t + D_s)^2` multiply-adds (measured here: ~0.2 s at N = 872, D = 384 on two CPU
-cores), hence fewer replicates (``n_feature_resamples=200``). For biased linear CKA, while N is below
-about :math:`R D^2 / (2 (2D + 5R))` (some 10,000 at D = 384, R = 200), all replicates come at once
-from Gram-space quadratic forms instead (:func:`_gram_linear_cka`: the same numbers, formed in blocks
-of rows so memory stays O(N)); the cheaper of the two is used, so the cost stays below the
+about :math:`N (D_t + D_s)^2` multiply-adds, hence fewer replicates (``n_feature_resamples=200``).
+For biased linear CKA, while N is below about :math:`3 R D^2 / (2D + 3R)` (tens of thousands at
+D = 384, R = 200), all replicates come at once from Gram-space quadratic forms instead
+(:func:`_gram_linear_cka`: the same numbers, formed in blocks of rows so memory stays O(N)); the cheaper of the two is used, so the cost stays below the
 feature-space line, linear in N.  Only linear CKA (biased or debiased)
 can be resampled from weighted sums; other FSS methods get no interval, and without features there
 is no FSS or KRS interval (``notes`` says so).  Two resampling schemes (``feature_resampling``):
@@ -177,18 +176,19 @@ def _fss_statistic(teacher_layers: list[np.ndarray], student_layers: list[np.nda
     return float(np.mean(scores))
 
 
-_GRAM_BLOCK = 256  # Gram rows formed at once in the Gram-space path: memory 2 x _GRAM_BLOCK x N floats
+_GRAM_BLOCK = 128  # Gram rows formed at once in the Gram-space path: memory 5 x _GRAM_BLOCK x N floats
 
 
 def _gram_path_is_cheaper(n: int, widths: Sequence[tuple[int, int]], n_replicates: int, debiased: bool) -> bool:
     r"""Whether the Gram-space replicates (:func:`_gram_linear_cka`) cost fewer multiply-adds than one
-    feature-space CKA per replicate: about :math:`N^2 (D_t + D_s + 5R)` against
-    :math:`R \, \tfrac N2 (D_t^2 + D_s^2 + D_t D_s)` per layer pair (R replicates of about N/2 used
-    rows). The first is quadratic in N, the second linear, so taking the cheaper one keeps the cost
-    linear in N (below the feature-space line) and far lower at N of a few thousand."""
+    feature-space CKA per replicate: about :math:`N^2 (D_t + D_s + 3R) / 2` (the upper triangle of the
+    Grams and of three quadratic forms) against :math:`R \, \tfrac N2 (D_t^2 + D_s^2 + D_t D_s)` per
+    layer pair (R replicates of about N/2 used rows). The first is quadratic in N, the second linear,
+    so taking the cheaper one keeps the cost below the feature-space line, linear in N, and far lower
+    at N of a few thousand."""
     if debiased:
         return False
-    gram = sum(n * n * (dt + ds + 5 * n_replicates) for dt, ds in widths)
+    gram = sum(n * n * (dt + ds + 3 * n_replicates) / 2 + 2 * n * n_replicates * (dt + ds) for dt, ds in widths)
     feature = sum(n_replicates * (n / 2) * (dt * dt + ds * ds + dt * ds) for dt, ds in widths)
     return gram < feature
 
@@ -209,7 +209,8 @@ def _gram_linear_cka(teacher: np.ndarray, student: np.ndarray, weights: np.ndarr
 
     and likewise :math:`\lVert C_{xx} \rVert_F^2`, :math:`\lVert C_{yy} \rVert_F^2` with :math:`K \circ K`,
     :math:`L \circ L`; CKA :math:`= \lVert C\rVert_F^2 / (\lVert C_{xx}\rVert_F \lVert C_{yy}\rVert_F)`.
-    The Grams are formed :data:`_GRAM_BLOCK` rows at a time (memory O(N), not O(N^2)).
+    :math:`Kw = X(X^\top w)` comes from the features; the Grams are formed :data:`_GRAM_BLOCK` rows at
+    a time, upper triangle only (memory O(N), not O(N^2)).
     NaN where a replicate's features are constant (a zero denominator).
     """
     x = teacher - teacher.mean(axis=0)
@@ -217,19 +218,28 @@ def _gram_linear_cka(teacher: np.ndarray, student: np.ndarray, weights: np.ndarr
     w = np.ascontiguousarray(weights, dtype=np.float64)
     wt = np.ascontiguousarray(w.T)  # (N, R)
     n_rows = w.shape[1]
-    quad = {key: np.zeros(w.shape[0]) for key in ("xy", "xx", "yy")}
-    kw = np.empty((n_rows, w.shape[0]))
-    lw = np.empty((n_rows, w.shape[0]))
-    for lo in range(0, n_rows, _GRAM_BLOCK):
-        hi = min(lo + _GRAM_BLOCK, n_rows)
-        k = x[lo:hi] @ x.T  # (b, N)
-        gram_l = y[lo:hi] @ y.T
-        kw[lo:hi] = k @ wt
-        lw[lo:hi] = gram_l @ wt
+    # K w and L w through the features (K w = X (Xᵀ w)): N·D·R multiply-adds, not N²·R
+    kw = x @ (x.T @ wt)
+    lw = y @ (y.T @ wt)
+    # w^T M w for M = K∘L, K∘K, L∘L from the upper triangle of row blocks (M is symmetric): each
+    # block row of K and L from its diagonal block on, the part right of the diagonal counted twice
+    quad = np.zeros((3, w.shape[0]))  # xy, xx, yy
+    block = min(_GRAM_BLOCK, n_rows)
+    buf = np.empty((3 * block, n_rows))  # the three products of a block row, stacked: one GEMM each
+    for lo in range(0, n_rows, block):
+        hi = min(lo + block, n_rows)
+        b, width = hi - lo, n_rows - lo
+        k = x[lo:hi] @ x[lo:].T  # (b, N - lo)
+        gram_l = y[lo:hi] @ y[lo:].T
+        prods = buf[: 3 * b, :width]
+        np.multiply(k, gram_l, out=prods[:b])
+        np.multiply(k, k, out=prods[b : 2 * b])
+        np.multiply(gram_l, gram_l, out=prods[2 * b :])
         block_w = wt[lo:hi]  # (b, R)
-        quad["xy"] += np.einsum("br,br->r", block_w, (k * gram_l) @ wt)
-        quad["xx"] += np.einsum("br,br->r", block_w, (k * k) @ wt)
-        quad["yy"] += np.einsum("br,br->r", block_w, (gram_l * gram_l) @ wt)
+        total = prods[:, :b] @ block_w  # the diagonal block, once: (3b, R)
+        if hi < n_rows:
+            total += 2.0 * (prods[:, b:] @ wt[hi:])
+        quad += np.einsum("br,kbr->kr", block_w, total.reshape(3, b, -1))
     n = w.sum(axis=1)
     wkw = np.einsum("nr,nr->r", wt, kw)
     wlw = np.einsum("nr,nr->r", wt, lw)
@@ -237,9 +247,9 @@ def _gram_linear_cka(teacher: np.ndarray, student: np.ndarray, weights: np.ndarr
     def centred(q: np.ndarray, a: np.ndarray, b: np.ndarray, wa: np.ndarray, wb: np.ndarray) -> np.ndarray:
         return q - 2.0 / n * np.einsum("nr,nr,nr->r", wt, a, b) + wa * wb / (n * n)
 
-    xy = centred(quad["xy"], kw, lw, wkw, wlw)
-    xx = centred(quad["xx"], kw, kw, wkw, wkw)
-    yy = centred(quad["yy"], lw, lw, wlw, wlw)
+    xy = centred(quad[0], kw, lw, wkw, wlw)
+    xx = centred(quad[1], kw, kw, wkw, wkw)
+    yy = centred(quad[2], lw, lw, wlw, wlw)
     # constant features in a replicate: its centred sums vanish against their size about the mean
     # (trace of the weighted second moment), up to rounding
     size_x = wt.T @ np.einsum("ij,ij->i", x, x)

@@ -208,8 +208,9 @@ SCALES: Mapping[str, ScaleConfig] = {
         general_lr=3e-4,  # random init, ~2,100 steps: BERT pre-training's 1e-4 is made for 10^6 steps
         group_by_length=True,  # students only: about 2.5x cheaper steps
         teacher_group_by_length=False,  # the teacher keeps the measured recipe (random batches, ~88%)
-        # on 2 shared cores two torch threads per process were 4x slower than one (one thread waits for
-        # the other whenever a neighbour takes a core); seeds run as parallel processes instead
+        # on 2 shared cores two torch threads per process are several times slower than one (one thread
+        # waits for the other whenever a neighbour takes a core; benchmarks/threads_under_load.py);
+        # seeds run as parallel processes instead
         num_threads=1,
     ),
     "full": ScaleConfig(

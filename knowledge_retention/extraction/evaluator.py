@@ -381,7 +381,7 @@ def evaluate_students(
     ]
     lm = dict(prompt_column=prompt_column, generate=generate, top_k=top_k, average=average,
               sequence_pooling=sequence_pooling)
-    if _causal_lm.wanted(task, teacher, list(students.values()), trust_remote_code=trust_remote_code):
+    if _causal_lm.wanted(task, teacher, list(students.values()), trust_remote_code=trust_remote_code, names=list(students)):
         return _causal_lm.dispatch(
             teacher, specs, dataset, text_column=text_column, label_column=label_column,
             teacher_tokenizer=teacher_tokenizer, layers=layers, pooling=pooling, batch_size=batch_size,

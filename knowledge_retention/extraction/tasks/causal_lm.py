@@ -905,15 +905,46 @@ LM_OPTIONS: dict[str, Any] = {"prompt_column": None, "generate": None, "top_k": 
                               "sequence_pooling": None}
 
 
-def wanted(task: str | None, teacher: Any, students: Sequence[Any], *, trust_remote_code: bool = False) -> bool:
+def wanted(task: str | None, teacher: Any, students: Sequence[Any], *, trust_remote_code: bool = False,
+           names: Sequence[str] | None = None) -> bool:
     """Whether the evaluator hands this call to the causal-lm task: ``task="causal-lm"``, or no task
-    given and the teacher and every student are causal LMs (objects or paths)."""
+    given and the teacher and every student are causal LMs (objects or paths).
+
+    Raises :class:`InputTypeError` for a call the classification path would only fail on later with a
+    misleading message: a causal LM paired with a classifier (its vocabulary read as a label set), or
+    causal LMs under another ``task`` (their (N, T, V) logits read as (N, C) outputs).
+    """
     if task == TASK:
         return True
-    if task is not None:
+    if task is None:
+        flags = [is_causal_lm(m, trust_remote_code=trust_remote_code) for m in (teacher, *students)]
+    else:  # only what can be told without the Hub: objects and local folders
+        flags = [(isinstance(m, torch.nn.Module) or (isinstance(m, (str, os.PathLike)) and os.path.isdir(m)))
+                 and is_causal_lm(m, trust_remote_code=trust_remote_code) for m in (teacher, *students)]
+    if task is None and all(flags):
+        return True
+    if not any(flags):
         return False
-    return is_causal_lm(teacher, trust_remote_code=trust_remote_code) and all(
-        is_causal_lm(s, trust_remote_code=trust_remote_code) for s in students)
+    labels = ["`teacher`", *(f"student {n!r}" for n in (names or [f"{i}" for i in range(len(students))]))]
+    if names is None and len(students) == 1:
+        labels[1] = "`student`"
+
+    def kind(model: Any) -> str:
+        return type(model).__name__ if isinstance(model, torch.nn.Module) else repr(os.fspath(model))
+
+    models = (teacher, *students)
+    lms = [f"{label} ({kind(m)})" for label, m, flag in zip(labels, models, flags, strict=True) if flag]
+    if task is None:
+        others = [f"{label} ({kind(m)})" for label, m, flag in zip(labels, models, flags, strict=True) if not flag]
+        raise InputTypeError(
+            f"Both models of a pair must be classifiers or both causal LMs: {', '.join(lms)} "
+            f"{'is a causal LM' if len(lms) == 1 else 'are causal LMs'}, {', '.join(others)} "
+            f"{'is' if len(others) == 1 else 'are'} not."
+        )
+    raise InputTypeError(
+        f"task={task!r} scores classifier outputs, but {', '.join(lms)} {'is a causal LM' if len(lms) == 1 else 'are causal LMs'}: "
+        f"use task='causal-lm' (or leave `task` unset when every model is a causal LM)."
+    )
 
 
 def refuse_lm_options(task: str, options: Mapping[str, Any]) -> None:
