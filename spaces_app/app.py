@@ -110,6 +110,7 @@ ul.options li { white-space: normal !important; }
 
 _TASK_LABELS = [(f"{task} (α = {preset_alpha(task):.1f}, β = {1 - preset_alpha(task):.1f})", task)
                 for task in TASK_CHOICES]
+_TASK_VALUES = frozenset(TASK_CHOICES)
 _AOAG_LABELS = [("auto (the task's default)" if m == "auto" else m, m) for m in AOAG_CHOICES]
 _LAYER_LABELS = [("final layers (as the report)", "final"), ("uniform map (PKD / TinyBERT)", "uniform"),
                  ("all hidden states", "all")]
@@ -257,6 +258,14 @@ def retask_models(shown: Shown | None, task: str) -> tuple[Any, ...]:
     result = with_task(shown.result, task)
     new = Shown(result, _curve(result))
     return alpha, new, summary_markdown(result, alpha), _alpha_html(new, alpha)
+
+
+def show_task(shown: Shown | None, task: str) -> Any:
+    """After "Compare models": the preset dropdown names the task the shown result was scored with (a
+    causal-LM pair is scored as causal-lm whatever the preset was); unchanged otherwise."""
+    if shown is None or shown.result.task == task or shown.result.task not in _TASK_VALUES:
+        return gr.skip()
+    return gr.Dropdown(value=shown.result.task)
 
 
 def example_file() -> list[str]:
@@ -418,7 +427,7 @@ def build_demo() -> gr.Blocks:
                         m_temperature],
                 outputs=[models_state, m_status, m_summary, m_curve, m_heatmap, m_caption],
                 concurrency_limit=1, show_progress_on=[m_summary], api_name="compare_models",
-            )
+            ).then(show_task, inputs=[models_state, m_task], outputs=m_task, show_progress="hidden", queue=False)
             m_alpha.change(update_alpha, inputs=[models_state, m_alpha], outputs=[m_summary, m_curve],
                            show_progress="hidden", trigger_mode="always_last", queue=False)
             m_task.change(retask_models, inputs=[models_state, m_task], outputs=[m_alpha, models_state, m_summary, m_curve],

