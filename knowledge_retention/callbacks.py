@@ -31,6 +31,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from ._random import preserved_random_state
 from .extraction import ExtractionResult, TeacherCache, evaluate_students
 from .extraction.inputs import TextSource
 
@@ -140,12 +141,13 @@ class KRSCallback(TrainerCallback):  # type: ignore[misc]
         if self._trainer is not None and getattr(self._trainer, "accelerator", None) is not None \
                 and self._trainer.accelerator.num_processes > 1:
             accelerator = self._trainer.accelerator
-        result = evaluate_students(
-            self.teacher, {"student": model}, self.eval_dataset,
-            teacher_tokenizer=self.teacher_tokenizer if self.teacher_tokenizer is not None else tokenizer,
-            student_tokenizers=tokenizer, teacher_cache=self._cache, accelerator=accelerator, progress=False,
-            **self.options,
-        )["student"]
+        with preserved_random_state():  # scoring leaves the training's batch order and dropout as they were
+            result = evaluate_students(
+                self.teacher, {"student": model}, self.eval_dataset,
+                teacher_tokenizer=self.teacher_tokenizer if self.teacher_tokenizer is not None else tokenizer,
+                student_tokenizers=tokenizer, teacher_cache=self._cache, accelerator=accelerator, progress=False,
+                **self.options,
+            )["student"]
         self.last_result = result
         return result
 

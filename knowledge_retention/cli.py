@@ -201,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="reuse the teacher of an earlier run folder (same teacher settings) instead of training it")
     rep.add_argument("--reuse-general", type=Path, metavar="RUN_DIR",
                      help="reuse the general-distilled TinyBERT of an earlier run folder")
+    rep.add_argument("--krs-every", type=int, metavar="STEPS",
+                     help="log KRS (KRSCallback) every STEPS steps of the first seed's student trainings, and at "
+                          "the start; results.json 'krs_during_training' and krs_during_training.png")
     rep.add_argument("--extra-seeds", nargs="+", type=int, default=[], metavar="SEED",
                      help="retrain the students with these seeds too (same teacher and data) and report the "
                           "mean and standard deviation over seeds")
@@ -514,11 +517,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.jobs < 1:
         raise UserError(f"--jobs: expected an integer >= 1, got {args.jobs}")
+    if args.krs_every is not None and args.krs_every < 1:
+        raise UserError(f"--krs-every: expected an integer >= 1 (training steps), got {args.krs_every}")
     output_dir = args.output_dir or Path("results") / "sst2" / args.scale
     results = reproduce_sst2(args.scale, output_dir, work_dir=args.work_dir, data_dir=args.sst2_dir,
                              skip_training=args.skip_training, students=args.students,
                              extra_seeds=args.extra_seeds, progress=not args.quiet, jobs=args.jobs,
-                             teacher_from=args.reuse_teacher, general_from=args.reuse_general)
+                             teacher_from=args.reuse_teacher, general_from=args.reuse_general,
+                             krs_every=args.krs_every)
     print(render_table(results))
     print("Written: " + ", ".join(str(Path(output_dir) / f) for f in results["files"].values()))
     return EXIT_OK

@@ -236,6 +236,57 @@ def plot_alpha_sensitivity_curves(
     return _save(fig, path)
 
 
+def plot_krs_during_training(
+    histories: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "KRS while the students train",
+    names: Mapping[str, str] | None = None,
+) -> Path:
+    """KRS against the training step, one line per run (:attr:`KRSCallback.history` entries).
+
+    Labels ending in ``-before``/``-after`` share a colour per student, dashed before (fine-tuned on
+    labels), solid after (distilled), as in :func:`plot_alpha_sensitivity_curves`.
+
+    Args:
+        histories: ``{label: [{"step": s, "krs": k, ...}, ...]}``, in legend order.
+        path: output PNG path.
+        title: figure title.
+        names: display names of the label stems (e.g. ``{"pkd": "PKD"}``).
+
+    Returns:
+        The path of the PNG written.
+    """
+    runs = {label: [(float(h["step"]), float(h["krs"])) for h in history if h.get("krs") is not None]
+            for label, history in histories.items()}
+    runs = {label: sorted(points) for label, points in runs.items() if points}
+    if not runs:
+        raise ValueError("`histories` must hold at least one run with logged KRS values, got none.")
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"]
+    colours: dict[str, Any] = {}
+    fig = _figure(7.2, 4.2)
+    ax = fig.add_subplot()
+    for label, points in runs.items():
+        stem, _, variant = label.rpartition("-") if label.endswith(("-before", "-after")) else (label, "", "")
+        colour = colours.setdefault(stem, palette(len(colours) % 10))
+        steps, krs = zip(*points, strict=True)
+        shown = (names or {}).get(stem, stem) + (f" ({variant})" if variant else "")
+        ax.plot(steps, krs, color=colour, linewidth=2.0, linestyle="--" if variant == "before" else "-",
+                marker="o", markersize=3, label=shown)
+    values = [k for points in runs.values() for _, k in points]
+    low, high = min(values), max(values)
+    pad = max(0.02, 0.08 * (high - low))
+    ax.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
+    ax.set_xlabel("training step (optimizer updates)")
+    ax.set_ylabel("KRS on the dev set")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
 def _confidence_floor(lower: np.ndarray, count: np.ndarray) -> float:
     """Left edge of the confidence axis: the lowest occupied bin, rounded down to a tenth.
 

@@ -100,6 +100,7 @@ def evaluate_manifest(
 
     from .diagnostics import accuracy_score, quality_retained
     from .distillation.manifest import load_manifest, pairs_from_manifest
+    from .distillation.sst2 import KRS_OPTIONS
     from .extraction import evaluate_pair
     from .score import knowledge_retention_score
     from .similarity import mean_cosine_similarity
@@ -116,8 +117,7 @@ def evaluate_manifest(
     students = []
     for pair in pairs_from_manifest(manifest):
         result = evaluate_pair(
-            pair["teacher"], pair["student"], dev, text_column="sentence", label_column="label",
-            layers="final", pooling="cls", task="nlp", fss_method="linear_cka", aoag_method="kl",
+            pair["teacher"], pair["student"], dev, text_column="sentence", label_column="label", **KRS_OPTIONS,
             batch_size=batch_size, max_length=max_length, cross_layer=True, progress=progress,
             keep_arrays=True,
         )
@@ -538,8 +538,14 @@ def _seed_table(seeds: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _krs_during_training(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"<name>-<variant>": {"every_steps", "history"}}`` of the students whose training logged KRS."""
+    return {f"{m['name']}-{m['variant']}": m["krs_during_training"] for m in manifest["models"]
+            if m.get("role") == "student" and m.get("krs_during_training")}
+
+
 def _figures(results: Mapping[str, Any], out: Path) -> dict[str, str]:
-    from .plots import plot_alpha_sensitivity_curves, plot_cross_layer_cka
+    from .plots import plot_alpha_sensitivity_curves, plot_cross_layer_cka, plot_krs_during_training
 
     paths: dict[str, str] = {}
     curves = {f"{r['name']}-{r['variant']}": (r["fss"], r["aoag"]) for r in results["students"]}
@@ -552,6 +558,12 @@ def _figures(results: Mapping[str, Any], out: Path) -> dict[str, str]:
         paths["alpha_sensitivity_cosine"] = str(plot_alpha_sensitivity_curves(
             cosine, out / "alpha_sensitivity_cosine.png", alpha=0.5,
             title="SST-2, FSS = mean cosine (paper): dashed = before, solid = after"))
+    during = results.get("krs_during_training")
+    if during:
+        paths["krs_during_training"] = str(plot_krs_during_training(
+            {label: run["history"] for label, run in during.items()}, out / "krs_during_training.png",
+            title="SST-2: KRS on the dev set while each student trains (KRSCallback): dashed = before, solid = after",
+            names=_DISPLAY))
     for row in results["students"]:
         ext = row["extraction"]
         cross = ext.get("cross_layer_cka")
@@ -749,6 +761,7 @@ def reproduce_sst2(
     jobs: int = 1,
     teacher_from: str | Path | None = None,
     general_from: str | Path | None = None,
+    krs_every: int | None = None,
 ) -> dict[str, Any]:
     """Trains, distils, evaluates and tabulates the SST-2 experiment at ``scale``.
 
@@ -773,6 +786,9 @@ def reproduce_sst2(
         teacher_from: an earlier run folder whose teacher (same settings) is reused instead of trained.
         general_from: an earlier run folder (or :func:`~knowledge_retention.distillation.sst2.train_general`
             output) whose general-distilled TinyBERT is reused.
+        krs_every: log KRS during the first seed's student trainings every that many steps (and at the
+            start) with :class:`~knowledge_retention.KRSCallback` in the reproduction's own trainer
+            (``results["krs_during_training"]``, figure ``krs_during_training.png``); None: not logged.
 
     Returns:
         The content of ``results.json``: ``scale``, ``data``, ``teacher``, ``students`` (see
@@ -788,6 +804,10 @@ def reproduce_sst2(
     from .distillation.sst2 import load_pipeline_splits, train_pipeline
 
     cfg = get_scale(scale)
+    if krs_every is not None:
+        if isinstance(krs_every, bool) or not isinstance(krs_every, int) or krs_every < 1:
+            raise ValueError(f"`krs_every` must be an int >= 1 (training steps), got {krs_every!r}")
+        cfg = cfg.replace(krs_eval_steps=krs_every)
     extra_seeds = [int(seed) for seed in extra_seeds if int(seed) != cfg.seed]
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"`jobs` must be an int >= 1, got {jobs!r}")
@@ -869,7 +889,8 @@ def reproduce_sst2(
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "command": f"knowledge-retention reproduce-sst2 --scale {cfg.name}"
                    + (f" --extra-seeds {' '.join(map(str, extra_seeds))}" if extra_seeds else "")
-                   + (f" --jobs {jobs}" if jobs > 1 else ""),
+                   + (f" --jobs {jobs}" if jobs > 1 else "")
+                   + (f" --krs-every {krs_every}" if krs_every else ""),
         "protocol": "students start from the pretrained model P (the teacher before fine-tuning), never from the "
                     "fine-tuned teacher, except the ablation row (init_from = teacher); before = that start "
                     "fine-tuned on hard labels, after = the method's task distillation; same data, epochs and seed",
@@ -883,6 +904,7 @@ def reproduce_sst2(
         "general_distillation": [{**g, "corpus": _public_source(g.get("corpus"))} for g in manifest.get("general", [])],
         "paper": PAPER_TABLE9,
         **({"seeds": seeds} if seeds else {}),
+        **({"krs_during_training": during} if (during := _krs_during_training(manifest)) else {}),
         "departures": _departures(cfg),
         "timings": {
             "teacher_seconds": mt.get("teacher_seconds"),

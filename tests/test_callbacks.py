@@ -107,3 +107,22 @@ def test_krs_callback_options_are_checked():
     with pytest.raises(ValueError, match=r"`eval_dataset` is empty"):
         KRSCallback(None, [])
     KRSCallback(None, {"text": ["a", "b", "c"]}, text_column="text")  # the option is honoured
+
+
+def test_preserved_random_state_restores_every_generator():
+    """What KRSCallback.score and DistillationTrainer.evaluate run inside: draws from Python's, NumPy's and
+    torch's global generators inside the block leave the next draws outside it unchanged."""
+    import random
+
+    from knowledge_retention._random import preserved_random_state
+
+    def draws():
+        return random.random(), float(np.random.rand()), float(torch.rand(()))
+
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    expected = draws()
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    with preserved_random_state():
+        draws()
+        list(torch.utils.data.DataLoader(list(range(4))))  # a DataLoader iterator takes a seed from torch's
+    assert draws() == expected

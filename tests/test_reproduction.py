@@ -250,3 +250,37 @@ def test_full_scale_dry_run_plan(monkeypatch, capsys):
                                                              "huawei-noah/TinyBERT_General_6L_768D"]}).splitlines()[-1]]
     assert any("GPU-hours" in line for line in printed)
     assert main(["reproduce-sst2", "--scale", "smoke", "--dry-run"]) != 0
+
+
+def test_krs_during_training_comes_from_the_reproduction_s_own_trainer(run, tmp_path):
+    """``krs_every``: KRSCallback inside the reproduction's DistillationTrainer logs KRS at the start,
+    every N steps and at the end; the last value is the evaluation's KRS of the trained student, and
+    logging it changes nothing of the training (same students as the run without it)."""
+    _, plain = run
+    results = reproduce_sst2("smoke", tmp_path, students=["pkd", "tinybert"], krs_every=2, bootstrap=0,
+                             measure_speed=False, progress=False)
+    during = results["krs_during_training"]
+    assert sorted(during) == ["pkd-after", "pkd-before", "tinybert-after", "tinybert-before"]
+    rows = {f"{r['name']}-{r['variant']}": r for r in results["students"]}
+    before = {f"{r['name']}-{r['variant']}": r for r in plain["students"]}
+    manifest = json.loads((tmp_path / "checkpoints" / "manifest.json").read_text())
+    steps = {f"{m['name']}-{m['variant']}": m for m in manifest["models"] if m["role"] == "student"}
+    for label, run_log in during.items():
+        history = run_log["history"]
+        assert run_log["every_steps"] == 2
+        logged = [h["step"] for h in history]
+        final = max(s["steps"] for s in steps[label]["stages"]) if "stages" in steps[label] else logged[-1]
+        assert logged[0] == 0 and logged[-1] == final and all(s % 2 == 0 for s in logged[1:-1]), logged
+        assert all(0.0 <= h["krs"] <= 1.0 and h["krs"] == pytest.approx(0.5 * h["fss"] + 0.5 * h["aoag"])
+                   for h in history)
+        # the curve ends at the evaluation's KRS of the saved student (other batch sizes: float32 rounding)
+        assert history[-1]["krs"] == pytest.approx(rows[label]["krs"], abs=1e-5), label
+        assert history[-1]["fss"] == pytest.approx(rows[label]["fss"], abs=1e-5), label
+        # the evaluations during training leave the training itself untouched
+        assert rows[label]["accuracy"] == before[label]["accuracy"], label
+        assert rows[label]["krs"] == pytest.approx(before[label]["krs"], abs=1e-6), label
+    assert (tmp_path / "krs_during_training.png").read_bytes().startswith(PNG)
+    assert results["files"]["krs_during_training"] == "krs_during_training.png"
+    assert "--krs-every 2" in results["command"]
+    with pytest.raises(ValueError, match=r"`krs_every` must be an int >= 1"):
+        reproduce_sst2("smoke", tmp_path / "bad", krs_every=0, progress=False)

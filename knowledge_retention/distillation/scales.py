@@ -96,7 +96,11 @@ class ScaleConfig:
     ``teacher_group_by_length`` the same for the teacher (``None``: as the students).
     ``general_*``: TinyBERT's general distillation from P (a ``narrow`` student from ``"pretrained"``):
     its corpus is the first ``general_train_size`` sentences of the shuffled training split (``None``:
-    all of it; labels unused), epochs and learning rate."""
+    all of it; labels unused), epochs and learning rate.
+    ``krs_eval_steps``: every that many optimizer steps of each student's training (its final stage:
+    TinyBERT's prediction stage), and once before the first, :class:`~knowledge_retention.KRSCallback`
+    scores the student against the teacher on every dev sentence with the evaluation's options
+    (:data:`~knowledge_retention.distillation.sst2.KRS_OPTIONS`); ``None``: no evaluation during training."""
 
     name: str
     teacher: Literal["tiny-random", "minilm", "bert-base-uncased"]
@@ -128,6 +132,7 @@ class ScaleConfig:
     general_train_size: int | None = None
     general_epochs: float = 1.0
     general_lr: float = 3e-4
+    krs_eval_steps: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (nested student specs included)."""

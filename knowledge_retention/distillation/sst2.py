@@ -49,6 +49,11 @@ __all__ = [
     "train_student_seeds",
 ]
 
+#: How the reproduction scores a student against its teacher (the evaluation and KRS during training):
+#: the final hidden state's [CLS] vector, linear CKA, the NLP preset (α = β = 0.5), KL-based AOAg.
+KRS_OPTIONS: dict[str, Any] = {"layers": "final", "pooling": "cls", "task": "nlp", "fss_method": "linear_cka",
+                               "aoag_method": "kl"}
+
 logger = logging.getLogger(__name__)
 
 
@@ -63,6 +68,7 @@ class PipelineData:
     dev: Any
     source: str
     general_train: Any = None
+    dev_texts: Any = None  # the dev sentences as text (KRS during training scores them)
 
 
 class _Progress:
@@ -127,6 +133,7 @@ def load_pipeline_data(
     return PipelineData(
         tokenizer, sst2_data.make_collator(tokenizer), tok(teacher_train), tok(student_train), tok(dev), source,
         general_train=tok(load_general_corpus(cfg, data_dir=data_dir)) if general else None,
+        dev_texts=list(dev["sentence"]),
     )
 
 
@@ -271,25 +278,47 @@ class _Runner:
         )
 
     def trainer(
-        self, model: Any, train: Any, *, lr: float, epochs: float, run: str, grouped: bool | None = None, **kwargs: Any
+        self, model: Any, train: Any, *, lr: float, epochs: float, run: str, grouped: bool | None = None,
+        krs_teacher: Any = None, **kwargs: Any
     ) -> Any:
+        """A ``DistillationTrainer`` with the scale's settings; with ``krs_teacher`` (and the scale's
+        ``krs_eval_steps``), KRS against it is logged during training (``trainer.krs_callback``)."""
         from transformers import PrinterCallback
 
         cfg = self.cfg
-        extra = {"ddp_find_unused_parameters": True} if kwargs.get("stage") == "intermediate" else None
+        extra: dict[str, Any] = {"ddp_find_unused_parameters": True} if kwargs.get("stage") == "intermediate" else {}
+        callback = None
+        if krs_teacher is not None and cfg.krs_eval_steps:
+            callback = self.krs_callback(krs_teacher)
+            extra.update(eval_strategy="steps", eval_steps=cfg.krs_eval_steps, eval_on_start=True)
+            # the Trainer evaluates something of its own (its eval_loss): one batch of dev sentences;
+            # the callback's KRS covers every dev sentence
+            kwargs["eval_dataset"] = self.data.dev.select(range(min(len(self.data.dev), cfg.eval_batch_size)))
+            kwargs["callbacks"] = [callback]
         args = make_training_args(
             self.out_dir / "_scratch" / run, learning_rate=lr, epochs=epochs, batch_size=cfg.batch_size,
             eval_batch_size=cfg.eval_batch_size, seed=cfg.seed, warmup=cfg.warmup, weight_decay=cfg.weight_decay,
             logging_steps=cfg.logging_steps, use_cpu=cfg.use_cpu, bf16=self.bf16,
-            group_by_length=cfg.group_by_length if grouped is None else grouped, progress=self.show, extra=extra,
+            group_by_length=cfg.group_by_length if grouped is None else grouped, progress=self.show,
+            extra=extra or None,
         )
         trainer = DistillationTrainer(
             model, args, train_dataset=train, data_collator=self.data.collator,
             processing_class=self.data.tokenizer, **kwargs,
         )
+        trainer.krs_callback = callback
         if not self.show:
             trainer.remove_callback(PrinterCallback)
         return trainer
+
+    def krs_callback(self, teacher: Any) -> Any:
+        """A :class:`~knowledge_retention.KRSCallback` against ``teacher`` on the dev sentences, with the
+        evaluation's options (:data:`KRS_OPTIONS`)."""
+        from ..callbacks import KRSCallback
+
+        cfg = self.cfg
+        return KRSCallback(teacher, {"sentence": self.data.dev_texts}, self.data.tokenizer, **KRS_OPTIONS,
+                           max_length=cfg.max_length, batch_size=cfg.eval_batch_size)
 
     def finish(self, trainer: Any, stages: list[dict[str, Any]], entry: dict[str, Any]) -> dict[str, Any]:
         model = trainer.model
@@ -426,7 +455,8 @@ def _train_student(
     stages = []
     common: dict[str, Any] = {"lr": lr, "epochs": epochs}
     if variant == "before":
-        trainer = runner.trainer(student, runner.data.student_train, run=run, method="hard", **common)
+        trainer = runner.trainer(student, runner.data.student_train, run=run, method="hard", krs_teacher=teacher,
+                                 **common)
         stages.append(_stage_record(trainer, run_training(trainer), lr, epochs))
     else:
         shared = {"teacher": teacher, "layer_map_strategy": spec.layer_map}
@@ -442,16 +472,21 @@ def _train_student(
         extra_weights = {"hard": spec.prediction_hard_weight} if stage and spec.prediction_hard_weight else None
         trainer = runner.trainer(
             student, runner.data.student_train, run=run, method=spec.method, stage=stage, loss_weights=extra_weights,
-            teacher_cache=cache, cache_teacher_outputs=cfg.cache_teacher, **shared, **common,
+            teacher_cache=cache, cache_teacher_outputs=cfg.cache_teacher, krs_teacher=teacher, **shared, **common,
         )
         stages.append(_stage_record(trainer, run_training(trainer), lr, epochs))
-    entry = {
+    entry: dict[str, Any] = {
         "role": "student", "name": spec.name, "variant": variant,
         "method": "hard" if variant == "before" else spec.method,
         "init": spec.init, "init_from": spec.init_from, "init_checkpoint": spec.checkpoint,
         "general": f"general/{spec.name}" if spec.name in runner.general else None,
         "init_fingerprint": fingerprint, "path": f"students/{run}", "layer_map": spec.layer_map,
     }
+    if trainer.krs_callback is not None:
+        history = trainer.krs_callback.history
+        if not history or history[-1]["step"] != trainer.state.global_step:
+            trainer.evaluate()  # the curve ends at the trained student
+        entry["krs_during_training"] = {"every_steps": cfg.krs_eval_steps, "history": history}
     return runner.finish(trainer, stages, entry)
 
 

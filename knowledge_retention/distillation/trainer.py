@@ -238,6 +238,7 @@ class DistillationTrainer(Trainer):
             self.projection.to(self.args.device)
         self.cache_teacher_outputs = cache_teacher_outputs
         self.cache_token_dtype = cache_token_dtype
+        self.krs_callback: Any = None  # the KRSCallback a reproduction run attaches (KRS during training)
         if teacher_cache is not None and not teacher_cache.spec.covers(self._teacher_spec):
             raise ValueError(f"`teacher_cache` holds {teacher_cache.spec}, but this run needs {self._teacher_spec}")
         self.teacher_cache = teacher_cache
@@ -349,6 +350,16 @@ class DistillationTrainer(Trainer):
         if self.cache_teacher_outputs and self.teacher_cache is None and self._teacher_spec.keys:
             self.teacher_cache = self.build_teacher_cache()
         return super().train(*args, **kwargs)
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
+        """``Trainer.evaluate``, leaving the random state as it found it: evaluating during training
+        (``eval_strategy``, :class:`~knowledge_retention.KRSCallback`) then changes nothing of the
+        training itself (its batch order and dropout), which the evaluation's ``DataLoader`` would
+        otherwise shift by drawing a seed from torch's global generator."""
+        from .._random import preserved_random_state
+
+        with preserved_random_state():
+            return super().evaluate(*args, **kwargs)
 
     def _set_signature_columns_if_needed(self) -> None:
         super()._set_signature_columns_if_needed()
