@@ -8,6 +8,7 @@ Sections and their sources:
 
 * ``main-job``   ``results/main_job/report.json`` (``knowledge-retention --output-dir results/main_job``)
 * ``sst2``       ``results/sst2/cpu/table.md`` (``knowledge-retention reproduce-sst2 --scale cpu``)
+* ``sst2-krs``   ``results/sst2/cpu_krs_during_training/results.json`` (``reproduce-sst2 ... --krs-every 25``)
 * ``benchmarks`` ``benchmarks/results/{cka_scaling,extraction_overhead,evaluate_overhead,lm_memory,teacher_once,threads_under_load}.md``
 * ``lm``         ``results/lm/{training.json,demo.md}`` (``python -m knowledge_retention.lm_demo all``)
 """
@@ -173,6 +174,52 @@ def sst2_section(root: Path = ROOT) -> str:
     return "\n".join(parts) + "\n"
 
 
+KRS_RUN = Path("results") / "sst2" / "cpu_krs_during_training"
+
+
+def sst2_krs_section(root: Path = ROOT) -> str:
+    """KRS logged inside the reproduction's trainer (``--krs-every``), against the committed cpu run."""
+    folder = root / KRS_RUN
+    path = folder / "results.json"
+    if not path.is_file():
+        return _missing(f"{KRS_RUN}/results.json", "knowledge-retention reproduce-sst2 --scale cpu --krs-every 25 ...")
+    run = json.loads(path.read_text(encoding="utf-8"))
+    main = json.loads((root / "results" / "sst2" / "cpu" / "results.json").read_text(encoding="utf-8"))
+    committed = {(r["name"], r["variant"]): r for r in main["students"]}
+    lines = [
+        f"`{run['command']}` (the cpu run's teacher and general-distilled TinyBERT reused; "
+        f"[`{KRS_RUN}/results.json`]({KRS_RUN}/results.json)): KRS on the {run['data']['dev']} dev sentences at "
+        "the start of each student's training, every "
+        f"{next(iter(run['krs_during_training'].values()))['every_steps']} steps and at the end, logged by "
+        "`KRSCallback` in the reproduction's own `DistillationTrainer`. The last column compares the trained "
+        "student with the same student of the committed run above (trained there without the callback).",
+        "",
+        "| student | evaluations | KRS at step 0 → end | lowest, highest | accuracy here / committed run | KRS here / committed run |",
+        "|---|---:|---|---|---|---|",
+    ]
+    for r in run["students"]:
+        label = f"{r['name']}-{r['variant']}"
+        history = (run["krs_during_training"].get(label) or {}).get("history") or []
+        if not history:
+            continue
+        krs = [h["krs"] for h in history]
+        other = committed.get((r["name"], r["variant"])) or {}
+        lines.append(
+            f"| {_SST2_NAMES.get(r['name'], r['name'])} {r['variant']} | {len(history)} | {krs[0]:.3f} → {krs[-1]:.3f} | "
+            f"{min(krs):.3f}, {max(krs):.3f} | {_pct(r['accuracy'])} / {_pct(other.get('accuracy'))} | "
+            f"{r['krs']:.4f} / {_num4(other.get('krs'))} |"
+        )
+    lines += ["", f"![KRS during training, every student]({KRS_RUN}/krs_during_training.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def _num4(value: Any) -> str:
+    return "n/a" if value is None else f"{float(value):.4f}"
+
+
+_SST2_NAMES = {"distilbert": "DistilBERT-style", "pkd": "PKD", "tinybert": "TinyBERT-style"}
+
+
 def benchmarks_section(root: Path = ROOT) -> str:
     parts = []
     for name, title in BENCHMARKS:
@@ -207,7 +254,8 @@ def lm_section(root: Path = ROOT) -> str:
     return "\n".join(lines) + "\n"
 
 
-SECTIONS = {"main-job": main_job_section, "sst2": sst2_section, "benchmarks": benchmarks_section, "lm": lm_section}
+SECTIONS = {"main-job": main_job_section, "sst2": sst2_section, "sst2-krs": sst2_krs_section,
+            "benchmarks": benchmarks_section, "lm": lm_section}
 
 
 def render(readme: str, root: Path = ROOT) -> str:

@@ -44,6 +44,7 @@ def test_sync_replaces_only_between_markers(tmp_path):
     import sync_readme
 
     text = "intro\n<!-- BEGIN main-job -->\nold\n<!-- END main-job -->\n<!-- BEGIN sst2 -->\n<!-- END sst2 -->\n" \
+           "<!-- BEGIN sst2-krs -->\n<!-- END sst2-krs -->\n" \
            "<!-- BEGIN benchmarks -->\n<!-- END benchmarks -->\n<!-- BEGIN lm -->\n<!-- END lm -->\nend\n"
     out = sync_readme.render(text, root=tmp_path)  # an empty tree: every section says how to measure it
     assert out.startswith("intro\n") and out.endswith("end\n") and "old" not in out
