@@ -209,7 +209,16 @@ def sst2_krs_section(root: Path = ROOT) -> str:
             f"{min(krs):.3f}, {max(krs):.3f} | {_pct(r['accuracy'])} / {_pct(other.get('accuracy'))} | "
             f"{r['krs']:.4f} / {_num4(other.get('krs'))} |"
         )
-    lines += ["", f"![KRS during training, every student]({KRS_RUN}/krs_during_training.png)"]
+    same = [r for r in run["students"] if (other := committed.get((r["name"], r["variant"])))
+            and (r["accuracy"], r["krs"], r["fss"], r["aoag"]) == (other["accuracy"], other["krs"], other["fss"], other["aoag"])]
+    lines += [
+        "",
+        f"{len(same)} of the {len(run['students'])} students trained with the callback have the accuracy, KRS, FSS "
+        "and AOAg of the committed run's to every stored digit. TinyBERT-style *after* is logged in its "
+        "prediction stage, which starts from the intermediate-layer stage's student (hence its higher start).",
+        "",
+        f"![KRS during training, every student]({KRS_RUN}/krs_during_training.png)",
+    ]
     return "\n".join(lines) + "\n"
 
 

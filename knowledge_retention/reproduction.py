@@ -562,7 +562,7 @@ def _figures(results: Mapping[str, Any], out: Path) -> dict[str, str]:
     if during:
         paths["krs_during_training"] = str(plot_krs_during_training(
             {label: run["history"] for label, run in during.items()}, out / "krs_during_training.png",
-            title="SST-2: KRS on the dev set while each student trains (KRSCallback): dashed = before, solid = after",
+            title="SST-2: KRS on the dev set while each student trains\n(KRSCallback; dashed = before, solid = after)",
             names=_DISPLAY))
     for row in results["students"]:
         ext = row["extraction"]

@@ -81,3 +81,24 @@ def test_reliability_diagram_starts_at_the_lowest_occupied_bin(figures: list[Any
     figures.clear()
     plots.plot_reliability_diagrams(everywhere, everywhere, tmp_path / "r2.png")
     assert figures[0].axes[0].get_xlim() == pytest.approx((0.0, 1.0))
+
+
+def test_krs_during_training_draws_each_run_by_step(figures: list[Any], tmp_path: Path) -> None:
+    histories = {
+        "pkd-before": [{"step": 0, "krs": 0.35}, {"step": 25, "krs": 0.5}, {"step": 50, "krs": 0.8}],
+        "pkd-after": [{"step": 50, "krs": 0.82}, {"step": 0, "krs": 0.35}, {"step": 25, "krs": 0.6, "fss": 0.4}],
+        "empty": [],
+    }
+    plots.plot_krs_during_training(histories, tmp_path / "k.png", names={"pkd": "PKD"})
+    (fig,) = figures
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.lines}
+    assert set(lines) == {"PKD (before)", "PKD (after)"}  # a run without values is left out
+    assert list(lines["PKD (after)"].get_xdata()) == [0, 25, 50]  # in step order
+    assert list(lines["PKD (after)"].get_ydata()) == [0.35, 0.6, 0.82]
+    assert lines["PKD (before)"].get_linestyle() == "--" and lines["PKD (after)"].get_linestyle() == "-"
+    assert lines["PKD (before)"].get_color() == lines["PKD (after)"].get_color()  # one colour per student
+    low, high = ax.get_ylim()
+    assert 0.0 <= low < 0.35 and 0.82 < high <= 1.0
+    with pytest.raises(ValueError, match="at least one run"):
+        plots.plot_krs_during_training({"a": []}, tmp_path / "none.png")
