@@ -265,7 +265,7 @@ def show_task(shown: Shown | None, task: str) -> Any:
     causal-LM pair is scored as causal-lm whatever the preset was); unchanged otherwise."""
     if shown is None or shown.result.task == task or shown.result.task not in _TASK_VALUES:
         return gr.skip()
-    return gr.Dropdown(value=shown.result.task)
+    return gr.Dropdown(choices=_TASK_LABELS, value=shown.result.task)  # choices too: an update without them warns
 
 
 def example_file() -> list[str]:
