@@ -103,6 +103,7 @@ CSS = """
 .krs-format td, .krs-format th { word-break: normal !important; overflow-wrap: normal !important; }
 .krs-format td:first-child, .krs-format td:last-child, .krs-format th { white-space: nowrap; }
 .krs-format pre, .krs-format pre code { white-space: pre; overflow-x: auto; max-width: 100%; }
+#arrays-summary td:nth-child(2), #models-summary td:nth-child(2) { white-space: nowrap; }
 .krs-alpha-figure svg { display: block; max-width: 100%; }
 #models-teacher input, #models-student input { text-overflow: ellipsis; }
 ul.options li { white-space: normal !important; }

@@ -213,6 +213,17 @@ def _alpha_redraw_seconds(page: Any, prefix: str, alpha: float) -> float:
     return time.perf_counter() - started
 
 
+def _lines_per_cell(page: Any, table: str, columns: int) -> list[list[int]]:
+    """Lines of text in each cell of the table under ``table``, per column (1 = the cell does not wrap)."""
+    return page.evaluate(  # type: ignore[no-any-return]
+        """([table, columns]) => [...Array(columns).keys()].map(i =>
+            [...document.querySelectorAll(`${table} td:nth-child(${i + 1})`)].map(td => {
+                const r = document.createRange(); r.selectNodeContents(td);
+                const tops = [...r.getClientRects()].map(b => b.top).sort((a, b) => a - b);
+                return tops.filter((t, k) => k === 0 || t - tops[k - 1] > 8).length; }))""",
+        [table, columns])
+
+
 def _inside(page: Any, selector: str, container: str) -> list[bool]:
     """For each element matching ``selector``: whether it is fully visible inside ``container``'s box."""
     return page.evaluate(  # type: ignore[no-any-return]
@@ -267,11 +278,7 @@ def test_arrays_tab_like_a_person(app_url: str, artifacts: Path, tmp_path: Path)
             page.wait_for_selector(".krs-format table", timeout=STEP_TIMEOUT_MS)
             headers = page.locator(".krs-format th").all_inner_texts()
             assert [h.strip() for h in headers] == ["key", "shape", "needed"]
-            lines = page.evaluate(  # lines of text in each cell, per column
-                """() => [1, 2, 3].map(col => [...document.querySelectorAll(`.krs-format td:nth-child(${col})`)]
-                    .map(td => { const r = document.createRange(); r.selectNodeContents(td);
-                                 const tops = [...r.getClientRects()].map(b => b.top).sort((a, b) => a - b);
-                                 return tops.filter((t, i) => i === 0 || t - tops[i - 1] > 8).length; }))""")
+            lines = _lines_per_cell(page, ".krs-format", 3)
             assert max(lines[0]) == 1 and max(lines[2]) == 1, f"the key / needed columns wrap: {lines}"
             assert max(lines[1]) <= 2, f"the shape column wraps too much: {lines[1]}"
             clipped = page.evaluate("() => [...document.querySelectorAll('.krs-format pre')]"
@@ -487,6 +494,8 @@ def test_models_tab_causal_lm_pair_like_a_person(app_url: str, artifacts: Path, 
             page.screenshot(path=str(artifacts / "10_models_causal_lm.png"), full_page=True)
             summary = page.locator("#models-summary").inner_text()
             assert "Top-1 agreement" in summary and "Accuracy" not in summary, summary
+            values = _lines_per_cell(page, "#models-summary", 2)[1]
+            assert values and max(values) == 1, f"a value wraps beside the long explanations: {values}"
             import space_compare  # noqa: PLC0415 - the tab's own sampling, for the reference run
 
             texts, _, _ = space_compare.texts_for(space_compare.text_sources()[0], "", 64)
