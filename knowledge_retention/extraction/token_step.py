@@ -1,0 +1,223 @@
+r"""Per-token statistics of two causal LMs' next-token distributions, one pass over the vocabulary per block.
+
+:func:`token_step` is the torch step behind
+:class:`~knowledge_retention.token_agreement.TokenAgreementAccumulator` during extraction: for n counted
+tokens it takes the teacher's and the student's logits (``(n, V)`` tensors, or the models' output layers as
+callables ``(lo, hi) -> (hi - lo, V)``) and the true next tokens, and returns one value per token for
+every requested measure (:data:`TOKEN_MEASURES`):
+
+=========  ==================================================  ==========================================
+measure    keys returned (``(n,)`` each)                       what it needs per element of V
+=========  ==================================================  ==========================================
+``kl``     ``kl``, ``exp_neg_kl``                              both log-softmaxes, ``exp`` of the teacher's
+``js``     ``js``                                              both log-softmaxes and ``exp``, the mixture
+``top1``   ``top1``, ``teacher_top1``, ``student_top1``        an argmax of each (ties: the lowest id)
+``topk``   ``topk``                                            a top-k of each (only when ``top_k > 1``)
+``nll``    ``teacher_nll``, ``student_nll``                    the temperature-1 log-softmaxes
+=========  ==================================================  ==========================================
+
+Nothing is computed twice: a log-softmax at temperature 1 serves both the log-likelihoods and the
+distribution measures (a second one runs only for ``temperature != 1``); ``exp`` of the student's runs
+only for JS; top-k only for ``top_k > 1`` (with ``k = 1`` the overlap is the top-1 match).
+
+Cost and memory. The logits are made by the output layer in *head blocks* of ``chunk`` rows
+(:data:`HEAD_BUDGET` float32 values): a matrix product is only as fast as the forward pass's when it
+has enough rows (a few rows per call re-reads the whole ``(V, D)`` weight each time and ran ~3x slower
+at V = 151,936). The vocabulary maths then runs on *sub-blocks* of :data:`MATH_BUDGET` values, which stay
+in the CPU's cache, with every ``(rows, V)`` temporary written into buffers allocated once per call
+(``out=``, in-place ops). Memory is ``O(chunk * V)`` whatever n: never a ``(B, T, V)`` array.
+
+Precision. The log-softmaxes and the per-token sums over V are float32 (the same operations, in the
+same order, as the step before this module: results agree with it to float32 rounding); the caller
+sums the per-token values in float64. The top-1/top-k matches are exact counts (float64).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+
+from .._validation import InputError
+
+__all__ = ["HEAD_BUDGET", "MATH_BUDGET", "TOKEN_MEASURES", "measure_keys", "resolve_measures", "token_step"]
+
+#: The measures :func:`token_step` can compute (see the module docstring for the keys each returns).
+TOKEN_MEASURES: tuple[str, ...] = ("kl", "js", "top1", "topk", "nll")
+_KEYS: dict[str, tuple[str, ...]] = {
+    "kl": ("kl", "exp_neg_kl"),
+    "js": ("js",),
+    "top1": ("top1", "teacher_top1", "student_top1"),
+    "topk": ("topk",),
+    "nll": ("teacher_nll", "student_nll"),
+}
+#: float32 logits per ``(chunk, V)`` head block: ``chunk = max(1, HEAD_BUDGET // V)`` rows (64 MiB a model).
+HEAD_BUDGET = 1 << 24
+#: float32 values per ``(rows, V)`` sub-block of the vocabulary maths (each temporary stays in cache; at least
+#: 2 rows: a 1-row sum over V takes another reduction path, and its float32 rounding differs).
+MATH_BUDGET = 1 << 18
+_FIRST_ROWS = 16  # rows of the first head block of a callable, before the vocabulary size is known
+_LOG2 = math.log(2.0)
+_FLOAT32_KEYS = ("exp_neg_kl", "kl", "js", "teacher_nll", "student_nll")
+_INDEX_KEYS = ("teacher_top1", "student_top1")
+
+Logits = torch.Tensor | Callable[[int, int], torch.Tensor]
+
+
+def resolve_measures(measures: Iterable[str] | str | None) -> tuple[str, ...]:
+    """The requested measures in :data:`TOKEN_MEASURES` order (``None``: all of them).
+
+    Raises:
+        InputError: an unknown name, or no measure at all.
+
+    Example:
+        >>> resolve_measures(["top1", "kl"])
+        ('kl', 'top1')
+    """
+    if measures is None:
+        return TOKEN_MEASURES
+    names = (measures,) if isinstance(measures, str) else tuple(measures)
+    unknown = [m for m in names if m not in TOKEN_MEASURES]
+    if unknown or not names:
+        raise InputError(f"`measures` must be a non-empty subset of {list(TOKEN_MEASURES)}, got {list(names)!r}.")
+    return tuple(m for m in TOKEN_MEASURES if m in names)
+
+
+def measure_keys(measures: Iterable[str] | str | None = None) -> tuple[str, ...]:
+    """The keys :func:`token_step` returns for these measures.
+
+    Example:
+        >>> measure_keys(["kl", "nll"])
+        ('kl', 'exp_neg_kl', 'teacher_nll', 'student_nll')
+    """
+    return tuple(key for m in resolve_measures(measures) for key in _KEYS[m])
+
+
+def token_step(
+    teacher_logits: Logits,
+    student_logits: Logits,
+    targets: torch.Tensor,
+    *,
+    temperature: float,
+    top_k: int,
+    chunk: int | None = None,
+    measures: Iterable[str] | str | None = None,
+) -> dict[str, torch.Tensor]:
+    """Per-token statistics of the requested measures, ``(n,)`` each.
+
+    Args:
+        teacher_logits: ``(n, V)`` logits, or a callable ``(lo, hi) -> (hi - lo, V)`` (the teacher's
+            output layer applied to the final hidden states of rows ``lo:hi``), called once per head block.
+        student_logits: the same for the student (same V).
+        targets: ``(n,)`` the true next token ids.
+        temperature: softmax temperature of KL and JS (the log-likelihoods are always at temperature 1).
+        top_k: the k of the top-k overlap.
+        chunk: rows per head block (default ``max(1, HEAD_BUDGET // V)``).
+        measures: which of :data:`TOKEN_MEASURES` to compute (default: all).
+
+    Returns:
+        ``{key: (n,)}`` for the keys of :func:`measure_keys`: float32 ``kl``/``exp_neg_kl``/``js``/
+        ``teacher_nll``/``student_nll`` (KL clamped at 0, JS in bits clamped to [0, 1]); float64 ``top1``
+        (0/1) and ``topk`` (overlap / k); int64 ``teacher_top1``/``student_top1`` argmax ids.
+    """
+    wanted = resolve_measures(measures)
+    n = int(targets.shape[0])
+    device = targets.device
+    out: dict[str, torch.Tensor] = {}
+    for key in measure_keys(wanted):
+        dtype = torch.float32 if key in _FLOAT32_KEYS else torch.long if key in _INDEX_KEYS else torch.float64
+        out[key] = torch.empty(n, dtype=dtype, device=device)
+    get_t, get_s = _blocks(teacher_logits), _blocks(student_logits)
+    if chunk is None and not callable(teacher_logits):
+        chunk = max(1, HEAD_BUDGET // max(1, int(teacher_logits.shape[-1])))
+    maths: _BlockMaths | None = None
+    lo = 0
+    # The outputs above are allocated once and filled block by block: small tensors kept between the
+    # (chunk, V) temporaries would pin the heap above them and RSS would grow with n.
+    while lo < n:
+        zt = get_t(lo, min(n, lo + (_FIRST_ROWS if chunk is None else chunk)))
+        hi = lo + int(zt.shape[0])
+        zs = get_s(lo, hi)
+        if maths is None:
+            vocab = int(zt.shape[-1])
+            maths = _BlockMaths(wanted, vocab, zt.device, temperature=temperature, top_k=top_k)
+            if chunk is None:  # a callable's first block told the vocabulary size
+                chunk = max(1, HEAD_BUDGET // vocab)
+        maths.run(zt, zs, targets[lo:hi].to(zt.device), out, lo)
+        del zt, zs
+        lo = hi
+    return out
+
+
+def _blocks(logits: Logits) -> Callable[[int, int], torch.Tensor]:
+    if callable(logits):
+        return logits
+    return lambda lo, hi: logits[lo:hi].float()
+
+
+class _BlockMaths:
+    """The vocabulary maths of one head block, sub-block by sub-block, in buffers made once."""
+
+    def __init__(self, wanted: tuple[str, ...], vocab: int, device: torch.device, *, temperature: float,
+                 top_k: int) -> None:
+        self.kl, self.js, self.top1, self.nll = ("kl" in wanted), ("js" in wanted), ("top1" in wanted), ("nll" in wanted)
+        self.topk = "topk" in wanted
+        self.temperature, self.top_k = float(temperature), int(top_k)
+        self.rows = max(2, MATH_BUDGET // vocab)
+        dist = self.kl or self.js
+        need = {"lt": dist or self.nll, "ls": dist or self.nll, "pt": dist, "ps": self.js, "diff": dist,
+                "mix": self.js, "scaled": dist and self.temperature != 1.0}
+        self.buf = {name: torch.empty((self.rows, vocab), dtype=torch.float32, device=device)
+                    for name, used in need.items() if used}
+
+    def run(self, zt: torch.Tensor, zs: torch.Tensor, y: torch.Tensor, out: dict[str, torch.Tensor], offset: int) -> None:
+        for a in range(0, int(zt.shape[0]), self.rows):
+            b = min(int(zt.shape[0]), a + self.rows)
+            self._sub_block(zt[a:b], zs[a:b], y[a:b].unsqueeze(1), out, offset + a, offset + b)
+
+    def _sub_block(self, zt: torch.Tensor, zs: torch.Tensor, y: torch.Tensor, out: dict[str, torch.Tensor],
+                   lo: int, hi: int) -> None:
+        m = int(zt.shape[0])
+        buf = {name: b[:m] for name, b in self.buf.items()}
+        dist = self.kl or self.js
+        if self.nll or (dist and self.temperature == 1.0):
+            lt = torch.log_softmax(zt, -1, out=buf["lt"])
+            ls = torch.log_softmax(zs, -1, out=buf["ls"])
+            if self.nll:
+                out["teacher_nll"][lo:hi] = lt.gather(1, y).squeeze(1).neg_()
+                out["student_nll"][lo:hi] = ls.gather(1, y).squeeze(1).neg_()
+        if dist and self.temperature != 1.0:  # the temperature-1 ones are used up (or not wanted): overwrite
+            lt = torch.log_softmax(torch.div(zt, self.temperature, out=buf["scaled"]), -1, out=buf["lt"])
+            ls = torch.log_softmax(torch.div(zs, self.temperature, out=buf["scaled"]), -1, out=buf["ls"])
+        if dist:
+            self._divergences(lt, ls, buf, out, lo, hi)
+        if self.top1:
+            t1, s1 = zt.argmax(dim=-1), zs.argmax(dim=-1)
+            out["top1"][lo:hi] = t1 == s1  # exact counts: float64
+            out["teacher_top1"][lo:hi] = t1
+            out["student_top1"][lo:hi] = s1
+        if self.topk:
+            if self.top_k == 1:
+                out["topk"][lo:hi] = zt.argmax(dim=-1) == zs.argmax(dim=-1)
+            else:
+                kt, ks = zt.topk(self.top_k, dim=-1).indices, zs.topk(self.top_k, dim=-1).indices
+                out["topk"][lo:hi] = (kt.unsqueeze(2) == ks.unsqueeze(1)).any(dim=2).sum(dim=1).double() / self.top_k
+
+    def _divergences(self, lt: torch.Tensor, ls: torch.Tensor, buf: dict[str, torch.Tensor],
+                     out: dict[str, torch.Tensor], lo: int, hi: int) -> None:
+        """KL(p_t || p_s) = sum p_t (log p_t - log p_s) and JS in bits, from the log-softmaxes (float32 sums
+        over V: ``(a * b).sum(-1)``, what ``torch.linalg.vecdot`` computes, without its product temporary)."""
+        pt = torch.exp(lt, out=buf["pt"])
+        diff = buf["diff"]
+        if self.kl:
+            kl = torch.sub(lt, ls, out=diff).mul_(pt).sum(-1).clamp_(min=0.0)
+            out["kl"][lo:hi] = kl
+            out["exp_neg_kl"][lo:hi] = kl.neg_().exp_()
+        if self.js:
+            ps = torch.exp(ls, out=buf["ps"])
+            mix = torch.logaddexp(lt, ls, out=buf["mix"]).sub_(_LOG2)  # log of the mixture (p + q) / 2
+            js = torch.sub(lt, mix, out=diff).mul_(pt).sum(-1).mul_(0.5)
+            js += torch.sub(ls, mix, out=diff).mul_(ps).sum(-1).mul_(0.5)
+            js /= _LOG2
+            out["js"][lo:hi] = js.clamp_(0.0, 1.0)
