@@ -4,7 +4,7 @@ r"""Per-token statistics of two causal LMs' next-token distributions, one pass o
 :class:`~knowledge_retention.token_agreement.TokenAgreementAccumulator` during extraction: for n counted
 tokens it takes the teacher's and the student's logits (``(n, V)`` tensors, or the models' output layers as
 callables ``(lo, hi) -> (hi - lo, V)``) and the true next tokens, and returns one value per token for
-every requested measure (:data:`TOKEN_MEASURES`):
+every requested measure (:data:`~knowledge_retention.token_agreement.TOKEN_MEASURES`):
 
 =========  ==================================================  ==========================================
 measure    keys returned (``(n,)`` each)                       what it needs per element of V
@@ -39,19 +39,11 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from .._validation import InputError
+from ..token_agreement import MEASURE_KEYS, TOKEN_MEASURES, resolve_measures
 
 __all__ = ["HEAD_BUDGET", "MATH_BUDGET", "TOKEN_MEASURES", "measure_keys", "resolve_measures", "token_step"]
 
-#: The measures :func:`token_step` can compute (see the module docstring for the keys each returns).
-TOKEN_MEASURES: tuple[str, ...] = ("kl", "js", "top1", "topk", "nll")
-_KEYS: dict[str, tuple[str, ...]] = {
-    "kl": ("kl", "exp_neg_kl"),
-    "js": ("js",),
-    "top1": ("top1", "teacher_top1", "student_top1"),
-    "topk": ("topk",),
-    "nll": ("teacher_nll", "student_nll"),
-}
+_KEYS: dict[str, tuple[str, ...]] = {**MEASURE_KEYS, "top1": ("top1", "teacher_top1", "student_top1")}
 #: float32 logits per ``(chunk, V)`` head block: ``chunk = max(1, HEAD_BUDGET // V)`` rows (64 MiB a model).
 HEAD_BUDGET = 1 << 24
 #: float32 values per ``(rows, V)`` sub-block of the vocabulary maths (each temporary stays in cache; at least
@@ -65,31 +57,12 @@ _INDEX_KEYS = ("teacher_top1", "student_top1")
 Logits = torch.Tensor | Callable[[int, int], torch.Tensor]
 
 
-def resolve_measures(measures: Iterable[str] | str | None) -> tuple[str, ...]:
-    """The requested measures in :data:`TOKEN_MEASURES` order (``None``: all of them).
-
-    Raises:
-        InputError: an unknown name, or no measure at all.
-
-    Example:
-        >>> resolve_measures(["top1", "kl"])
-        ('kl', 'top1')
-    """
-    if measures is None:
-        return TOKEN_MEASURES
-    names = (measures,) if isinstance(measures, str) else tuple(measures)
-    unknown = [m for m in names if m not in TOKEN_MEASURES]
-    if unknown or not names:
-        raise InputError(f"`measures` must be a non-empty subset of {list(TOKEN_MEASURES)}, got {list(names)!r}.")
-    return tuple(m for m in TOKEN_MEASURES if m in names)
-
-
 def measure_keys(measures: Iterable[str] | str | None = None) -> tuple[str, ...]:
     """The keys :func:`token_step` returns for these measures.
 
     Example:
         >>> measure_keys(["kl", "nll"])
-        ('kl', 'exp_neg_kl', 'teacher_nll', 'student_nll')
+        ('exp_neg_kl', 'kl', 'teacher_nll', 'student_nll')
     """
     return tuple(key for m in resolve_measures(measures) for key in _KEYS[m])
 
@@ -114,7 +87,7 @@ def token_step(
         temperature: softmax temperature of KL and JS (the log-likelihoods are always at temperature 1).
         top_k: the k of the top-k overlap.
         chunk: rows per head block (default ``max(1, HEAD_BUDGET // V)``).
-        measures: which of :data:`TOKEN_MEASURES` to compute (default: all).
+        measures: which of :data:`~knowledge_retention.token_agreement.TOKEN_MEASURES` to compute (default: all).
 
     Returns:
         ``{key: (n,)}`` for the keys of :func:`measure_keys`: float32 ``kl``/``exp_neg_kl``/``js``/
@@ -192,17 +165,21 @@ class _BlockMaths:
             ls = torch.log_softmax(torch.div(zs, self.temperature, out=buf["scaled"]), -1, out=buf["ls"])
         if dist:
             self._divergences(lt, ls, buf, out, lo, hi)
-        if self.top1:
-            t1, s1 = zt.argmax(dim=-1), zs.argmax(dim=-1)
-            out["top1"][lo:hi] = t1 == s1  # exact counts: float64
-            out["teacher_top1"][lo:hi] = t1
-            out["student_top1"][lo:hi] = s1
-        if self.topk:
-            if self.top_k == 1:
-                out["topk"][lo:hi] = zt.argmax(dim=-1) == zs.argmax(dim=-1)
-            else:
-                kt, ks = zt.topk(self.top_k, dim=-1).indices, zs.topk(self.top_k, dim=-1).indices
-                out["topk"][lo:hi] = (kt.unsqueeze(2) == ks.unsqueeze(1)).any(dim=2).sum(dim=1).double() / self.top_k
+        kt = ks = None
+        if self.topk and self.top_k > 1:
+            (vt, kt), (vs, ks) = zt.topk(self.top_k, dim=-1), zs.topk(self.top_k, dim=-1)
+            out["topk"][lo:hi] = (kt.unsqueeze(2) == ks.unsqueeze(1)).any(dim=2).sum(dim=1).double() / self.top_k
+        if self.top1 or self.topk:
+            if kt is None or ks is None:
+                t1, s1 = zt.argmax(dim=-1), zs.argmax(dim=-1)
+            else:  # the top-k's first, but a tie at the top goes to the lowest id (argmax's, the NumPy reference's)
+                t1, s1 = _lowest_argmax(zt, vt, kt), _lowest_argmax(zs, vs, ks)
+            if self.topk and self.top_k == 1:
+                out["topk"][lo:hi] = t1 == s1
+            if self.top1:
+                out["top1"][lo:hi] = t1 == s1  # exact counts: float64
+                out["teacher_top1"][lo:hi] = t1
+                out["student_top1"][lo:hi] = s1
 
     def _divergences(self, lt: torch.Tensor, ls: torch.Tensor, buf: dict[str, torch.Tensor],
                      out: dict[str, torch.Tensor], lo: int, hi: int) -> None:
@@ -221,3 +198,14 @@ class _BlockMaths:
             js += torch.sub(ls, mix, out=diff).mul_(ps).sum(-1).mul_(0.5)
             js /= _LOG2
             out["js"][lo:hi] = js.clamp_(0.0, 1.0)
+
+
+def _lowest_argmax(z: torch.Tensor, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """Each row's argmax from its top-k ``(values, indices)`` (k >= 2): ``indices[:, 0]``, except in rows whose
+    two largest values are equal, where :func:`torch.argmax` (the first, i.e. lowest, id) decides."""
+    top = indices[:, 0]
+    tied = values[:, 1] == values[:, 0]
+    if bool(tied.any()):
+        top = top.clone()
+        top[tied] = z[tied].argmax(dim=-1)
+    return top

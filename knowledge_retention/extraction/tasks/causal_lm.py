@@ -366,7 +366,7 @@ class _Streams:
                     "student_top1": int(stats_np["student_top1"][k]),
                     "teacher_nll": float(stats_np["teacher_nll"][k]), "student_nll": float(stats_np["student_nll"][k]),
                 })
-        self.tokens.add(stats_np, examples, positions, worst)
+        self.tokens.update_statistics(stats_np, examples, positions, worst)
 
     def payload(self, counters: dict[str, Any]) -> dict[str, Any]:
         return {
