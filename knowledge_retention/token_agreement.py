@@ -59,6 +59,7 @@ __all__ = [
     "TOKEN_MEASURES",
     "TokenAgreementAccumulator",
     "TokenAverage",
+    "recorded_token_statistics",
     "resolve_measures",
     "token_agreement",
     "token_statistics",
@@ -448,3 +449,138 @@ def token_agreement(
             positions[where] = np.arange(where.size)
         return acc.update(teacher_logits, student_logits, targets, sequence_ids=seq, positions=positions).compute(average)
     return acc.update(teacher_logits, student_logits, targets).compute(average)
+
+
+# ------------------------------------------------------------------------------ a recorded teacher
+def recorded_token_statistics(
+    teacher_ids: Any,
+    teacher_logprobs: Any,
+    teacher_tail: Any,
+    student_logits: Any,
+    targets: Any,
+    *,
+    teacher_target_logprob: Any = None,
+    top_k: int = 5,
+    measures: Iterable[str] | str | None = None,
+) -> dict[str, np.ndarray]:
+    r"""Per-token statistics against a teacher recorded as its top-k tokens (NumPy reference).
+
+    A recorded teacher is, for each counted token, its k most probable next tokens :math:`I` (sorted by
+    probability, a tie at the top going to the lowest id), their log-probabilities :math:`\log p_j` and the
+    log of the remaining mass :math:`\log p_\text{tail} = \log(1 - \sum_{j \in I} p_j)` (``-inf`` when
+    k = V), all at temperature 1. The student's distribution :math:`q` is grouped into the same k + 1
+    buckets (:math:`q_j` for :math:`j \in I`, :math:`q_\text{tail} = \sum_{v \notin I} q_v`) and:
+
+    * ``kl`` / ``js`` are those of the two (k + 1)-bucket distributions. Grouping outcomes never
+      increases an f-divergence, so they are **lower bounds** of the full-vocabulary KL and JS, and
+      ``exp_neg_kl`` (AOAg) an **upper bound**; with k = V they are the full ones;
+    * ``top1`` is exact (the teacher's argmax is the first recorded id);
+    * ``topk`` is exact for ``top_k <= k`` and NaN otherwise (the teacher's top ``top_k`` are unknown);
+    * ``teacher_nll`` is ``-teacher_target_logprob`` (the recorded log-probability of the true token),
+      ``student_nll`` the student's own: both exact.
+
+    Args:
+        teacher_ids: ``(n, k)`` recorded token ids (distinct in each row).
+        teacher_logprobs: ``(n, k)`` their log-probabilities under the teacher.
+        teacher_tail: ``(n,)`` log of the teacher's mass outside ``teacher_ids`` (``-inf``: none).
+        student_logits: ``(n, V)`` the student's logits.
+        targets: ``(n,)`` the true next tokens.
+        teacher_target_logprob: ``(n,)`` the teacher's log-probability of each target (needed for ``nll``).
+        top_k: the k of the top-k overlap.
+        measures: which of :data:`TOKEN_MEASURES` to compute (default: all).
+
+    Returns:
+        ``{key: (n,) float64}`` for the keys of the measures, ``teacher_top1`` / ``student_top1`` (int64)
+        with ``top1``, and ``teacher_tail_mass`` (:math:`p_\text{tail}`) always.
+
+    Raises:
+        InputError: shapes that disagree, ids out of range or repeated in a row, log-probabilities above 0
+            or whose masses (the tail included) do not sum to 1 within 1e-2 (a damaged recording).
+
+    Example:
+        >>> import numpy as np
+        >>> from scipy.special import log_softmax
+        >>> t = np.array([[3.0, 1.0, 0.0, -1.0]]); s = np.array([[2.0, 2.0, 0.0, -1.0]])
+        >>> lt = log_softmax(t, axis=1); ids = np.argsort(-lt, axis=1)[:, :2]
+        >>> tail = np.log(1 - np.exp(np.take_along_axis(lt, ids, 1)).sum(1))
+        >>> rec = recorded_token_statistics(ids, np.take_along_axis(lt, ids, 1), tail, s, [0],
+        ...                                 teacher_target_logprob=lt[:, 0], top_k=2)
+        >>> live = token_statistics(t, s, [0], top_k=2)
+        >>> bool(rec["kl"][0] <= live["kl"][0]), bool(rec["top1"][0] == live["top1"][0])
+        (True, True)
+    """
+    wanted = resolve_measures(measures)
+    s = as_float_array(student_logits, "student_logits", ndim=2, min_rows=0)
+    n, vocab = s.shape
+    ids, log_p, log_tail = _recorded_teacher(teacher_ids, teacher_logprobs, teacher_tail, n, vocab)
+    y = np.asarray(targets, dtype=np.int64).reshape(-1)
+    if y.shape[0] != n:
+        raise InputError(f"`targets` must hold one token id per row ({n}), got {y.shape[0]}.")
+    if y.size and (y.min() < 0 or y.max() >= vocab):
+        raise InputError(f"`targets` must be token ids in [0, {vocab}), got values in [{y.min()}, {y.max()}].")
+    top_k = _check_top_k(top_k, vocab)
+    log_q = log_softmax(s, axis=1)
+    rows = np.arange(n)[:, None]
+    out: dict[str, np.ndarray] = {"teacher_tail_mass": np.exp(log_tail)}
+    if "kl" in wanted or "js" in wanted:
+        outside = np.ones((n, vocab), dtype=bool)
+        outside[rows, ids] = False
+        with np.errstate(divide="ignore"):  # an empty tail (k = V): log 0 = -inf
+            q_tail = np.log(np.sum(np.where(outside, np.exp(log_q), 0.0), axis=1))
+        bucket_p = np.concatenate([log_p, log_tail[:, None]], axis=1)
+        bucket_q = np.concatenate([log_q[rows, ids], q_tail[:, None]], axis=1)
+        if "kl" in wanted:
+            kl = np.maximum(kl_divergence_rows(bucket_p, bucket_q), 0.0)
+            out["kl"], out["exp_neg_kl"] = kl, np.exp(-kl)
+        if "js" in wanted:
+            out["js"] = js_divergence_rows(bucket_p, bucket_q)
+    if "top1" in wanted:
+        out["teacher_top1"], out["student_top1"] = ids[:, 0].copy(), np.argmax(s, axis=1).astype(np.int64)
+        out["top1"] = (out["teacher_top1"] == out["student_top1"]).astype(np.float64)
+    if "topk" in wanted:
+        if top_k > ids.shape[1]:
+            out["topk"] = np.full(n, np.nan)
+        else:
+            k_s = np.argsort(-s, axis=1, kind="stable")[:, :top_k]
+            out["topk"] = np.array([len(set(a) & set(b)) for a, b in zip(ids[:, :top_k].tolist(), k_s.tolist(),
+                                                                          strict=True)], dtype=np.float64) / top_k
+    if "nll" in wanted:
+        if teacher_target_logprob is None:
+            raise InputError("`teacher_target_logprob` is needed for the log-likelihood measures ('nll').")
+        target_lp = as_float_array(teacher_target_logprob, "teacher_target_logprob", ndim=1, min_rows=0)
+        if target_lp.shape[0] != n:
+            raise InputError(f"`teacher_target_logprob` must hold one value per row ({n}), got {target_lp.shape[0]}.")
+        out["teacher_nll"], out["student_nll"] = -target_lp, -log_q[np.arange(n), y]
+    return out
+
+
+def _recorded_teacher(ids: Any, logprobs: Any, tail: Any, n: int, vocab: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validated ``(ids (n, k) int64, log-probs (n, k) float64, log tail (n,) float64)``."""
+    ids_a = np.asarray(ids)
+    if ids_a.ndim != 2 or ids_a.shape[0] != n or ids_a.shape[1] < 1 or not np.issubdtype(ids_a.dtype, np.integer):
+        raise InputError(f"`teacher_ids` must be an (n, k) int array with n = {n} rows and k >= 1, got "
+                         f"{ids_a.dtype} of shape {ids_a.shape}.")
+    ids_a = ids_a.astype(np.int64)
+    k = ids_a.shape[1]
+    if k > vocab:
+        raise InputError(f"`teacher_ids` records k = {k} tokens per row, more than the vocabulary ({vocab}).")
+    if ids_a.size and (ids_a.min() < 0 or ids_a.max() >= vocab):
+        raise InputError(f"`teacher_ids` must be token ids in [0, {vocab}), got values in [{ids_a.min()}, {ids_a.max()}].")
+    ordered = np.sort(ids_a, axis=1)
+    if np.any(ordered[:, 1:] == ordered[:, :-1]):
+        raise InputError("`teacher_ids` repeats a token id within a row (a damaged recording).")
+    log_p = as_float_array(logprobs, "teacher_logprobs", ndim=2, min_rows=0)
+    if log_p.shape != ids_a.shape:
+        raise InputError(f"`teacher_logprobs` must have the shape of `teacher_ids` {ids_a.shape}, got {log_p.shape}.")
+    log_tail = np.asarray(tail, dtype=np.float64).reshape(-1)
+    if log_tail.shape[0] != n or np.isnan(log_tail).any() or np.isposinf(log_tail).any():
+        raise InputError(f"`teacher_tail` must hold one log-mass (a number or -inf) per row ({n}).")
+    if n and (log_p.max() > 1e-3 or log_tail.max() > 1e-3):
+        raise InputError("`teacher_logprobs` and `teacher_tail` must be log-probabilities (<= 0).")
+    log_p, log_tail = np.minimum(log_p, 0.0), np.minimum(log_tail, 0.0)
+    if n:
+        total = np.logaddexp(np.logaddexp.reduce(log_p, axis=1), log_tail)
+        if np.abs(total).max() > 1e-2:
+            raise InputError(f"The recorded masses (top {k} and tail) must sum to 1; a row sums to "
+                             f"{np.exp(total[np.argmax(np.abs(total))]):.4f} (a damaged recording).")
+    return ids_a, log_p, log_tail
