@@ -37,6 +37,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
+from typing import Any
+
 import torch
 
 from ..token_agreement import MEASURE_KEYS, TOKEN_MEASURES, resolve_measures
@@ -68,8 +70,8 @@ def measure_keys(measures: Iterable[str] | str | None = None) -> tuple[str, ...]
 
 
 def token_step(
-    teacher_logits: Logits,
-    student_logits: Logits,
+    teacher_logits: Any,
+    student_logits: Any,
     targets: torch.Tensor,
     *,
     temperature: float,
