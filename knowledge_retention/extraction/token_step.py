@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-
 from typing import Any
 
 import torch
