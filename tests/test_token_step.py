@@ -139,3 +139,45 @@ def test_bfloat16_logits_are_scored_in_float32():
     ref = token_step(zt.bfloat16().float(), zs.bfloat16().float(), y, temperature=1.0, top_k=3)
     for key, value in ref.items():
         torch.testing.assert_close(low[key], value, rtol=0, atol=0, msg=key)
+
+
+# ------------------------------------------------------------------------------ a recorded teacher
+from knowledge_retention.extraction.token_step import record_step, recorded_step  # noqa: E402
+from knowledge_retention.token_agreement import recorded_token_statistics  # noqa: E402
+
+
+def test_recording_with_k_equal_to_v_scores_as_the_live_teacher():
+    zt, zs, y = _logits(n=29, v=120, seed=8)
+    rec = record_step(lambda lo, hi: zt[lo:hi], y, k=120, chunk=7)
+    assert torch.isinf(rec["tail_logmass"]).all()
+    live = token_step(zt, zs, y, temperature=1.0, top_k=5)
+    got = recorded_step(rec, lambda lo, hi: zs[lo:hi], y, top_k=5, chunk=6)
+    for key, value in live.items():
+        torch.testing.assert_close(got[key].to(value.dtype), value, rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_recorded_step_is_the_numpy_maths():
+    zt, zs, y = _logits(n=31, v=90, seed=9)
+    rec = record_step(zt, y, k=6)
+    # the recording: most probable first, masses (the tail included) summing to 1
+    assert (rec["topk_logprobs"][:, :-1] >= rec["topk_logprobs"][:, 1:]).all()
+    total = torch.logaddexp(rec["topk_logprobs"].double().logsumexp(dim=1), rec["tail_logmass"].double())
+    torch.testing.assert_close(total, torch.zeros(31, dtype=torch.float64), rtol=0, atol=1e-6)
+    got = recorded_step(rec, zs, y, top_k=4)
+    ref = recorded_token_statistics(rec["topk_ids"].numpy(), rec["topk_logprobs"].numpy(), rec["tail_logmass"].numpy(),
+                                    zs.double().numpy(), y.numpy(), teacher_target_logprob=rec["target_logprob"].numpy(),
+                                    top_k=4)
+    for key, value in ref.items():
+        np.testing.assert_allclose(got[key].numpy(), value, rtol=1e-5, atol=1e-6, err_msg=key)
+    beyond = recorded_step(rec, zs, y, top_k=7, measures=["topk", "kl"])
+    assert torch.isnan(beyond["topk"]).all() and set(beyond) == {"topk", "kl", "exp_neg_kl", "teacher_tail_mass"}
+
+
+def test_a_tie_at_the_top_is_recorded_with_the_lowest_id_first():
+    zt, zs, y = _logits(n=4, v=30, seed=10)
+    zt[:, [25, 3, 17]] = zt.max() + 2.0  # three ids tie at the top, wider than k = 2
+    rec = record_step(zt, y, k=2)
+    assert rec["topk_ids"][:, 0].tolist() == [3] * 4
+    assert set(rec["topk_ids"][:, 1].tolist()) <= {17, 25}
+    live = token_step(zt, zs, y, temperature=1.0, top_k=2)
+    assert recorded_step(rec, zs, y, top_k=2)["teacher_top1"].tolist() == live["teacher_top1"].tolist()

@@ -35,14 +35,15 @@ sums the per-token values in float64. The top-1/top-k matches are exact counts (
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
 
 from ..token_agreement import MEASURE_KEYS, TOKEN_MEASURES, resolve_measures
 
-__all__ = ["HEAD_BUDGET", "MATH_BUDGET", "TOKEN_MEASURES", "measure_keys", "resolve_measures", "token_step"]
+__all__ = ["HEAD_BUDGET", "MATH_BUDGET", "TOKEN_MEASURES", "measure_keys", "record_step", "recorded_step",
+           "resolve_measures", "token_step"]
 
 _KEYS: dict[str, tuple[str, ...]] = {**MEASURE_KEYS, "top1": ("top1", "teacher_top1", "student_top1")}
 #: float32 logits per ``(chunk, V)`` head block: ``chunk = max(1, HEAD_BUDGET // V)`` rows (64 MiB a model).
@@ -210,3 +211,127 @@ def _lowest_argmax(z: torch.Tensor, values: torch.Tensor, indices: torch.Tensor)
         top = top.clone()
         top[tied] = z[tied].argmax(dim=-1)
     return top
+
+
+# ------------------------------------------------------------------------------ a recorded teacher
+def _row_blocks(logits: Any, n: int, chunk: int | None) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """``(lo, hi, (hi - lo, V) float32 block)`` over n rows, head blocks as in :func:`token_step`."""
+    get = _blocks(logits)
+    if chunk is None and not callable(logits):
+        chunk = max(1, HEAD_BUDGET // max(1, int(logits.shape[-1])))
+    lo = 0
+    while lo < n:
+        z = get(lo, min(n, lo + (_FIRST_ROWS if chunk is None else chunk)))
+        if chunk is None:
+            chunk = max(1, HEAD_BUDGET // int(z.shape[-1]))
+        hi = lo + int(z.shape[0])
+        yield lo, hi, z
+        lo = hi
+
+
+def record_step(teacher_logits: Any, targets: torch.Tensor, *, k: int, chunk: int | None = None) -> dict[str, torch.Tensor]:
+    """What a recording keeps of the teacher for n counted tokens (at temperature 1).
+
+    Returns:
+        ``topk_ids`` ``(n, k)`` int32, most probable first (equal log-probabilities by id, and the first id the
+        lowest of the largest, as :func:`torch.argmax`); ``topk_logprobs`` ``(n, k)`` float32; ``tail_logmass``
+        ``(n,)`` float32, the log of the mass outside the k ids (``-inf`` when k = V), summed over them;
+        ``target_logprob`` ``(n,)`` float32, the log-probability of the true next token.
+    """
+    n = int(targets.shape[0])
+    out = {"topk_ids": torch.empty((n, k), dtype=torch.int32), "topk_logprobs": torch.empty((n, k)),
+           "tail_logmass": torch.empty(n), "target_logprob": torch.empty(n)}
+    for lo, hi, z in _row_blocks(teacher_logits, n, chunk):
+        lt = torch.log_softmax(z, -1)
+        y = targets[lo:hi].to(z.device).unsqueeze(1)
+        out["target_logprob"][lo:hi] = lt.gather(1, y).squeeze(1).cpu()
+        values, ids = lt.topk(k, dim=-1)
+        top = lt.argmax(dim=-1)  # the lowest id among the largest: it must come first
+        missing = (ids != top.unsqueeze(1)).all(dim=1)
+        if bool(missing.any()):  # a tie at the top wider than what topk kept: swap in the lowest id
+            ids[missing, -1] = top[missing]
+        ids, values = _sort_by_value_then_id(ids, values)
+        out["topk_ids"][lo:hi] = ids.to(torch.int32).cpu()
+        out["topk_logprobs"][lo:hi] = values.cpu()
+        out["tail_logmass"][lo:hi] = lt.scatter_(1, ids, float("-inf")).logsumexp(dim=-1).cpu()
+    return out
+
+
+def _sort_by_value_then_id(ids: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    by_id = ids.argsort(dim=1, stable=True)
+    ids, values = ids.gather(1, by_id), values.gather(1, by_id)
+    by_value = (-values).argsort(dim=1, stable=True)
+    return ids.gather(1, by_value), values.gather(1, by_value)
+
+
+def recorded_step(
+    recording: Mapping[str, Any],
+    student_logits: Any,
+    targets: torch.Tensor,
+    *,
+    top_k: int,
+    chunk: int | None = None,
+    measures: Iterable[str] | str | None = None,
+) -> dict[str, torch.Tensor]:
+    """:func:`token_step` against a recorded teacher: the maths of
+    :func:`~knowledge_retention.token_agreement.recorded_token_statistics` (KL and JS over the k recorded
+    tokens and one tail bucket, lower bounds; top-1 exact; top-k for ``top_k <= k``, else NaN), in torch,
+    the student's logits made and used one head block at a time.
+
+    Args:
+        recording: ``topk_ids`` ``(n, k)``, ``topk_logprobs`` ``(n, k)``, ``tail_logmass`` and
+            ``target_logprob`` ``(n,)`` (a :class:`~knowledge_retention.extraction.recorded.RecordedBatch`'s
+            arrays, or :func:`record_step`'s).
+        student_logits: ``(n, V)`` logits or a callable ``(lo, hi) -> (hi - lo, V)``.
+        targets: ``(n,)`` the true next tokens.
+        top_k: the k of the top-k overlap.
+        chunk: rows per head block.
+        measures: which measures to compute (default: all).
+
+    Returns:
+        The keys of :func:`measure_keys` (float64 here: the bucket sums are small) and ``teacher_tail_mass``.
+    """
+    wanted = resolve_measures(measures)
+    n = int(targets.shape[0])
+    ids_all = torch.as_tensor(recording["topk_ids"]).long()
+    top_all = torch.as_tensor(recording["topk_logprobs"]).double()
+    tail_all = torch.as_tensor(recording["tail_logmass"]).double()
+    out: dict[str, torch.Tensor] = {key: torch.empty(n, dtype=torch.long if key in _INDEX_KEYS else torch.float64)
+                                    for key in measure_keys(wanted)}
+    out["teacher_tail_mass"] = tail_all.exp()
+    if "nll" in wanted:
+        out["teacher_nll"] = -torch.as_tensor(recording["target_logprob"]).double()
+    for lo, hi, zs in _row_blocks(student_logits, n, chunk):
+        ids = ids_all[lo:hi].to(zs.device)
+        if "top1" in wanted:
+            out["teacher_top1"][lo:hi] = ids_all[lo:hi, 0]
+            out["student_top1"][lo:hi] = zs.argmax(dim=-1).cpu()
+            out["top1"][lo:hi] = (out["teacher_top1"][lo:hi] == out["student_top1"][lo:hi]).double()
+        if "topk" in wanted:
+            if top_k > ids.shape[1]:
+                out["topk"][lo:hi] = float("nan")
+            else:
+                ks = zs.topk(top_k, dim=-1).indices
+                out["topk"][lo:hi] = ((ids[:, :top_k].unsqueeze(2) == ks.unsqueeze(1)).any(dim=2).sum(dim=1).double()
+                                      / top_k).cpu()
+        ls = torch.log_softmax(zs, -1)
+        if "nll" in wanted:
+            out["student_nll"][lo:hi] = -ls.gather(1, targets[lo:hi].to(zs.device).unsqueeze(1)).squeeze(1).double().cpu()
+        if "kl" in wanted or "js" in wanted:
+            q_top = ls.gather(1, ids).double()
+            q_tail = ls.scatter_(1, ids, float("-inf")).double().logsumexp(dim=-1)
+            p = torch.cat([top_all[lo:hi], tail_all[lo:hi, None]], dim=1).to(zs.device)
+            q = torch.cat([q_top, q_tail[:, None]], dim=1)
+            if "kl" in wanted:
+                kl = _kl_rows(p, q).clamp_(min=0.0)
+                out["kl"][lo:hi], out["exp_neg_kl"][lo:hi] = kl.cpu(), kl.neg().exp().cpu()
+            if "js" in wanted:
+                mix = torch.logaddexp(p, q) - _LOG2
+                out["js"][lo:hi] = ((0.5 * _kl_rows(p, mix) + 0.5 * _kl_rows(q, mix)) / _LOG2).clamp_(0.0, 1.0).cpu()
+    return out
+
+
+def _kl_rows(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """Per-row KL(p || q) from log-probabilities, with 0 log 0 = 0."""
+    p = log_p.exp()
+    return torch.where(p > 0, p * (log_p - log_q), torch.zeros((), dtype=p.dtype, device=p.device)).sum(dim=1)
