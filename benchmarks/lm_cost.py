@@ -2,9 +2,10 @@
 
 A naive evaluation runs the teacher and the student with full ``(B, T, V)`` logits. Scoring a pair
 (``evaluate_pair(..., task="causal-lm")`` with its defaults: final-layer CKA on every counted token, KL, JS,
-top-1, top-5 and the log-likelihoods) should cost little more than that. Three shapes of random Llama-style
-models built from ``LlamaConfig`` (2 teacher blocks, 1 student block: the output layer's share of the time
-is larger than in a deep real model, so these ratios are an upper bound for the same widths):
+top-1, top-5, the log-likelihoods and the cross-layer CKA matrix) should cost little more than that. Three
+shapes of random Llama-style models built from ``LlamaConfig``, with 2 teacher blocks and 1 student block: the
+output layer and the softmax over V weigh more than in a deep model, while the default cross-layer CKA
+matrix, whose cost grows with the product of the two models' numbers of layers, weighs less:
 
 * ``demo-like``: V = 2,048, widths 256 / 256 (the LM demo pair's shape);
 * ``SmolLM-like``: V = 49,152, teacher width 960 (SmolLM-360M), student 576 (SmolLM-135M);
@@ -12,7 +13,7 @@ is larger than in a deep real model, so these ratios are an upper bound for the 
 
 In one process per shape the three runs alternate ``--repeats`` times on the same texts: the bare forward
 passes (teacher then student, full logits, ``torch.inference_mode``), the evaluation with the per-token step
-of commit e97f089 (``_token_step_e97f089`` below, a verbatim copy, patched in where the task imports it)
+of commit e97f089 (``_token_step_e97f089`` below, its code kept here, patched in where the task imports it)
 = **before**, and the evaluation with :func:`knowledge_retention.extraction.token_step.token_step` =
 **after**. Times are the process's CPU time (one torch thread: other jobs on the machine slow the wall clock
 but barely the CPU time), the minimum over the repeats; the wall-clock minimum is kept in the JSON too. The
@@ -259,10 +260,11 @@ def table(record: dict[str, Any]) -> str:
     lines += [
         "",
         "Scoring = `evaluate_pair(teacher, student, texts, ...)` with its defaults (final-layer token CKA, KL, JS, "
-        "top-1, top-5, log-likelihoods) on random Llama-style models (2 teacher blocks, 1 student block: the output "
-        "layer weighs more than in a deep model, so a real pair of these widths costs relatively less); *before* is "
-        "the per-token step of commit e97f089, *after* the one-pass step of "
-        "`knowledge_retention/extraction/token_step.py`; the last column compares the two results' measures.",
+        "top-1, top-5, log-likelihoods, cross-layer CKA) on random Llama-style models with 2 teacher blocks and 1 "
+        "student block (the output layer weighs more than in a deep model; the cross-layer CKA matrix, which grows "
+        "with both depths, less); *before* is the per-token step of commit e97f089, *after* the one-pass step of "
+        "`knowledge_retention/extraction/token_step.py`; the last column is the largest absolute difference between "
+        "the two results' measures (KRS, FSS, AOAg, KL, JS, top-1, top-5, log-prob gap, perplexities).",
         "",
         f"Measured with `{record['command']}` ({record['machine']}).",
         "",
