@@ -220,9 +220,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", nargs=2, metavar=("SHAPE", "REPEATS"))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
+    parser.add_argument("--table-only", action="store_true", help="rewrite lm_cost.md from lm_cost.json")
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child[0], int(args.child[1]))))
+        return 0
+    if args.table_only:
+        (OUT / "lm_cost.md").write_text(table(json.loads((OUT / "lm_cost.json").read_text(encoding="utf-8"))),
+                                        encoding="utf-8")
         return 0
     rows = []
     for shape in args.shapes:
