@@ -22,10 +22,11 @@ only for JS; top-k only for ``top_k > 1`` (with ``k = 1`` the overlap is the top
 
 Cost and memory. The logits are made by the output layer in *head blocks* of ``chunk`` rows
 (:data:`HEAD_BUDGET` float32 values): a matrix product is only as fast as the forward pass's when it
-has enough rows (a few rows per call re-reads the whole ``(V, D)`` weight each time and ran ~3x slower
-at V = 151,936). The vocabulary maths then runs on *sub-blocks* of :data:`MATH_BUDGET` values, which stay
-in the CPU's cache, with every ``(rows, V)`` temporary written into buffers allocated once per call
-(``out=``, in-place ops). Memory is ``O(chunk * V)`` whatever n: never a ``(B, T, V)`` array.
+has enough rows (with a few rows per call, packing the whole ``(V, D)`` weight dominates each call). The
+vocabulary maths then runs on *sub-blocks* of :data:`MATH_BUDGET` values, which stay in the CPU's cache,
+with every ``(rows, V)`` temporary written into buffers allocated once per call (``out=``, in-place ops).
+Memory is ``O(chunk * V)`` whatever n: never a ``(B, T, V)`` array. ``benchmarks/lm_cost.py`` measures
+the whole evaluation against the two bare forward passes, with this step and with the one it replaced.
 
 Precision. The log-softmaxes and the per-token sums over V are float32 (the same operations, in the
 same order, as the step before this module: results agree with it to float32 rounding); the caller
