@@ -172,7 +172,7 @@ def table(record: dict[str, Any]) -> str:
         "(exact). With k < V the teacher's tail is one bucket: KL can only be underestimated, so AOAg and KRS are upper "
         "bounds; top-1 agreement is exact. float16 stores log-probabilities and hidden states in half the bytes.",
         "",
-        f"Measured with `{record['command']}` ({record['machine']}).",
+        f"Measured with `{record['command']}` ({record['machine']}). {record.get('note', '')}".rstrip(),
         "",
     ]
     return "\n".join(lines)
@@ -183,8 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoints", type=Path, default=ROOT / "results" / "lm" / "checkpoints")
     parser.add_argument("--max-dev", type=int, default=None)
     parser.add_argument("--students", nargs="+", default=["before", "after"], choices=["before", "after"])
+    parser.add_argument("--note", default="", help="a sentence on where the checkpoints come from (into the results)")
     args = parser.parse_args(argv)
     record = measure(args.checkpoints, args.max_dev, tuple(args.students))
+    record["note"] = args.note
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "lm_recorded.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     (OUT / "lm_recorded.md").write_text(table(record), encoding="utf-8")
