@@ -118,6 +118,7 @@ def measure(checkpoints: Path, max_dev: int | None = None, names: tuple[str, ...
             exact = {"aoag": float(live["exp_neg_kl"].mean()), "kl": float(live["kl"].mean()),
                      "js": float(live["js"].mean()), "top1": float(live["top1"].mean()), "fss": fss_live}
             exact["krs"] = 0.5 * exact["fss"] + 0.5 * exact["aoag"]
+            exact["teacher_perplexity"] = float(np.exp(live["teacher_nll"].mean()))
             for (k, dtype), manifest in manifests.items():
                 got = RecordedTeacher(work / f"k{k}-{dtype}").batch(range(len(ids)))
                 stats = recorded_token_statistics(got.topk_ids, got.topk_logprobs, got.tail_logmass, z_s, got.target,
@@ -174,6 +175,9 @@ def table(record: dict[str, Any]) -> str:
         "",
         f"Measured with `{record['command']}` ({record['machine']}). {record.get('note', '')}".rstrip(),
         "",
+        f"The teacher's perplexity on these texts: {record['rows'][0]['exact']['teacher_perplexity']:.2f} "
+        f"(`results/lm/demo.json`: {record['committed_teacher_perplexity']:.2f}).",
+        "",
     ]
     return "\n".join(lines)
 
@@ -187,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     record = measure(args.checkpoints, args.max_dev, tuple(args.students))
     record["note"] = args.note
+    demo = ROOT / "results" / "lm" / "demo.json"
+    record["committed_teacher_perplexity"] = json.loads(demo.read_text(encoding="utf-8"))["before"]["teacher_forced"][
+        "teacher_perplexity"]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "lm_recorded.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     (OUT / "lm_recorded.md").write_text(table(record), encoding="utf-8")
