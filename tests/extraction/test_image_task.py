@@ -24,8 +24,10 @@ from knowledge_retention.extraction.tasks.image import (
     pool_image_state,
     resolve_image_layers,
 )
+from knowledge_retention.extraction.tasks.image_models import import_torchvision
 from knowledge_retention.similarity import LinearCKAAccumulator
 
+import_torchvision()  # before transformers' image processors, which import torchvision when it is installed
 transformers = pytest.importorskip("transformers")
 PIL = pytest.importorskip("PIL.Image")
 

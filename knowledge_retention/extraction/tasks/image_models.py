@@ -33,7 +33,7 @@ from ..inputs import ModelOutputs
 
 __all__ = [
     "BACKENDS", "ImageOutputs", "ImageRunner", "TimmImageRunner", "TorchvisionImageRunner",
-    "TransformersImageRunner", "image_backend", "load_image_model", "make_image_runner",
+    "TransformersImageRunner", "image_backend", "import_torchvision", "load_image_model", "make_image_runner",
 ]
 
 BACKENDS: tuple[str, ...] = ("transformers", "timm", "torchvision")
@@ -58,6 +58,32 @@ class ImageOutputs(ModelOutputs):
     prefix_tokens: tuple[int, ...] = ()
     grids: tuple[tuple[int, int] | None, ...] = ()
     pixel_size: tuple[int, int] | None = None
+_TORCHVISION_OPS: list[Any] = []  # keeps the operator library of import_torchvision alive
+
+
+def import_torchvision() -> Any:
+    """``torchvision``, importable also where its compiled operators cannot load; None when not installed.
+
+    PyPI's torchvision wheels for Linux are CUDA builds: beside a CPU-only torch (such as
+    ``torch==2.13.0+cpu``) their ``_C`` extension cannot load, and ``import torchvision`` then fails
+    registering a fake kernel for ``torchvision::nms`` (and with it transformers' image processors and
+    timm, which import it). Declaring the two operators it registers lets the pure-Python parts
+    (models, ``feature_extraction``, ``transforms``) import; ``nms`` itself stays unavailable. Called
+    before any image processor, timm or torchvision model is used.
+    """
+    try:
+        import torchvision
+    except ModuleNotFoundError:
+        return None
+    except RuntimeError as err:
+        if "torchvision::nms" not in str(err) or _TORCHVISION_OPS:
+            raise
+        lib = torch.library.Library("torchvision", "FRAGMENT")
+        for op in ("nms", "qnms"):
+            lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _TORCHVISION_OPS.append(lib)
+        import torchvision
+    return torchvision
 
 
 def image_backend(model: Any) -> str | None:
@@ -82,6 +108,7 @@ def load_image_model(model: Any, *, argument: str, heads: Sequence[str] = tuple(
     """
     if isinstance(model, torch.nn.Module):
         return model
+    import_torchvision()
     if not isinstance(model, (str, os.PathLike)):
         raise InputTypeError(f"`{argument}` must be a torch.nn.Module or a local model folder, got {type(model).__name__}.")
     path = os.path.expanduser(os.fspath(model))
@@ -295,7 +322,8 @@ class TorchvisionImageRunner(ImageRunner):
 
         nodes = get_graph_node_names(self.model)[1]
         chosen = list(self.return_nodes) if self.return_nodes else _default_nodes(self.model)
-        missing = [n for n in chosen if n not in nodes]
+        # a module name stands for the last node inside it, as create_feature_extractor reads it
+        missing = [n for n in chosen if n not in nodes and not any(node.startswith(f"{n}.") for node in nodes)]
         if missing:
             raise InputError(f"`return_nodes`: {missing} are not nodes of the {self.role} "
                              f"({type(self.model).__name__}); its nodes include {nodes[:12]}...")
@@ -395,6 +423,7 @@ def make_image_runner(
     """
     argument = argument or role
     preprocessor_argument = preprocessor_argument or f"{role}_preprocessor"
+    import_torchvision()
     backend = image_backend(model)
     device = _device(model)
     model.eval()
