@@ -177,6 +177,7 @@ def pool_image_state(
     prefix_tokens: int = 0,
     grid: tuple[int, int] | None = None,
     flatten_grid: int | None = None,
+    suffix_tokens: int = 0,
 ) -> torch.Tensor:
     r"""Pools one hidden state of an image model to rows.
 
@@ -186,6 +187,7 @@ def pool_image_state(
         prefix_tokens: how many leading tokens are not patches (CLS, distillation, registers).
         grid: the patch grid ``(h, w)`` of a token state (None: unknown).
         flatten_grid: for ``"flatten"``, adaptive-average-pool the map to ``k x k`` first.
+        suffix_tokens: how many trailing tokens are not patches (YOLOS's detection tokens).
 
     Returns:
         ``(B, D)`` rows (``(B, C * k * k)`` for flatten, ``(B * P, D)`` for positions), float32 or wider.
@@ -218,7 +220,7 @@ def pool_image_state(
                 raise InputError("`pooling='cls'` needs a CLS token; this model's token states have no prefix token: "
                                  "use 'mean'.")
             return state[:, 0]
-        patches = state[:, prefix_tokens:]
+        patches = state[:, prefix_tokens : state.shape[1] - suffix_tokens]
         if pooling == "mean":
             return patches.mean(dim=1)
         if pooling == "positions":
@@ -336,10 +338,15 @@ class ImageClassificationTask:
         features = {
             layer: pool_image_state(outputs.hidden_states[layer], pooling,  # type: ignore[arg-type]
                                     prefix_tokens=outputs.prefix_tokens[layer], grid=outputs.grids[layer],
-                                    flatten_grid=self.flatten_grid)
+                                    flatten_grid=self.flatten_grid,
+                                    suffix_tokens=outputs.suffix_tokens[layer] if outputs.suffix_tokens else 0)
             for layer in layers
         }
-        return PooledBatch(features, outputs.logits)
+        return PooledBatch(features, self.outputs(outputs, runner))
+
+    def outputs(self, model_output: ImageOutputs, runner: ImageRunner | None = None, inputs: Any = None) -> Any:
+        """What the output agreement compares: the logits ``(B, C)`` for a classifier."""
+        return model_output.logits
 
     resolve_layers = staticmethod(resolve_image_layers)
     check_pair = staticmethod(check_grids)

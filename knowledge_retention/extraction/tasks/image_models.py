@@ -58,6 +58,12 @@ class ImageOutputs(ModelOutputs):
     prefix_tokens: tuple[int, ...] = ()
     grids: tuple[tuple[int, int] | None, ...] = ()
     pixel_size: tuple[int, int] | None = None
+    #: tokens after the patches (YOLOS's detection tokens), per hidden state
+    suffix_tokens: tuple[int, ...] = ()
+    #: the input images' own sizes ``(height, width)`` (detections and label maps are brought back to them)
+    image_sizes: tuple[tuple[int, int], ...] = ()
+    #: the model's raw output (for the detection / segmentation post-processing)
+    raw: Any = None
 _TORCHVISION_OPS: list[Any] = []  # keeps the operator library of import_torchvision alive
 
 
@@ -204,12 +210,15 @@ class ImageRunner:
         start = time.perf_counter()
         pixels = self.pixel_values(images).to(self.device)
         prepared = time.perf_counter()
-        hidden, logits, _ = self.forward(pixels)
+        hidden, logits, raw = self.forward(pixels)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         self.tokenize_s += prepared - start
         self.forward_s += time.perf_counter() - prepared
-        return self.outputs(hidden, logits, pixels)
+        out = self.outputs(hidden, logits, pixels)
+        out.raw = raw
+        out.image_sizes = tuple((int(image.size[1]), int(image.size[0])) for image in images)
+        return out
 
     def outputs(self, hidden: Sequence[torch.Tensor], logits: torch.Tensor | None, pixels: torch.Tensor) -> ImageOutputs:
         """Wraps the states with their prefix-token counts and grids."""
