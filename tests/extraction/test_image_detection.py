@@ -117,7 +117,7 @@ def test_detections_are_the_processors_own_post_processing(folders: dict[str, st
     want = processor.post_process_object_detection(direct, threshold=THRESHOLD,
                                                    target_sizes=[(im.size[1], im.size[0]) for im in images])
     task = ObjectDetectionTask(threshold=THRESHOLD)
-    runner = task.load(folders[kind], role="teacher")
+    runner = task.make_runner(folders[kind], role="teacher")
     with torch.inference_mode():
         pooled = task.pool(runner(images, list(range(len(images)))), [0], "mean", runner=runner)
     assert sum(len(d["boxes"]) for d in pooled.logits) > 0  # the threshold lets some through
@@ -130,7 +130,7 @@ def test_yolos_mean_leaves_out_cls_and_detection_tokens(folders: dict[str, str])
     images = _images()
     _, _, pixels, direct = _direct(folders["yolos"], images, "AutoModelForObjectDetection")
     task = ObjectDetectionTask(threshold=THRESHOLD)
-    runner = task.load(folders["yolos"], role="student")
+    runner = task.make_runner(folders["yolos"], role="student")
     with torch.inference_mode():
         out = runner(images, list(range(len(images))))
     grid = (pixels.shape[-2] // 8) * (pixels.shape[-1] // 8)
@@ -147,7 +147,7 @@ def test_detr_states_are_its_backbone_maps_then_its_encoder(folders: dict[str, s
     with torch.inference_mode():
         maps = model.model.backbone.model(pixels).feature_maps
     task = ObjectDetectionTask()
-    runner = task.load(folders["detr"], role="teacher")
+    runner = task.make_runner(folders["detr"], role="teacher")
     with torch.inference_mode():
         out = runner(images, list(range(len(images))))
     want = [*maps, *direct.encoder_hidden_states]
@@ -161,7 +161,7 @@ def test_detr_states_are_its_backbone_maps_then_its_encoder(folders: dict[str, s
 def test_box_agreement_of_two_detectors_equals_a_brute_force_matching(folders: dict[str, str]) -> None:
     images = _images()
     task = ObjectDetectionTask(threshold=THRESHOLD)
-    teacher, student = task.load(folders["detr"], role="teacher"), task.load(folders["yolos"], role="student")
+    teacher, student = task.make_runner(folders["detr"], role="teacher"), task.make_runner(folders["yolos"], role="student")
     total = task.new_agreement()
     all_t, all_s = [], []
     for batch in ([0, 1, 2], [3, 4]):
@@ -189,9 +189,9 @@ def test_detection_refusals_and_preset(folders: dict[str, str]) -> None:
     with pytest.raises(InputError, match="detection_threshold"):
         ObjectDetectionTask(threshold=1.5)
     with pytest.raises(InputError, match="not a \\*ForObjectDetection"):
-        task.load(folders["seg32"], role="student")
+        task.make_runner(folders["seg32"], role="student")
     assert TASK_PRESETS[task.preset][0] == 0.7
-    assert task.describe(task.load(folders["yolos"], role="s"), pooling="mean")["detection_threshold"] == 0.5
+    assert task.describe(task.make_runner(folders["yolos"], role="s"), pooling="mean")["detection_threshold"] == 0.5
 
 
 # --- segmentation ------------------------------------------------------------------------------------
@@ -213,7 +213,7 @@ def test_label_maps_mask_iou_and_pixel_kl_against_the_logits(folders: dict[str, 
     want_t = [m.numpy() for m in processor.post_process_semantic_segmentation(t_direct, target_sizes=sizes)]
     want_s = [m.numpy() for m in processor.post_process_semantic_segmentation(s_direct, target_sizes=sizes)]
     task = SemanticSegmentationTask(pixel_kl=True)
-    teacher, student = task.load(folders["seg32"], role="teacher"), task.load(folders["seg24"], role="student")
+    teacher, student = task.make_runner(folders["seg32"], role="teacher"), task.make_runner(folders["seg24"], role="student")
     with torch.inference_mode():
         t_out, s_out = teacher(images, range(5)), student(images, range(5))  # type: ignore[arg-type]
     t_items, s_items = task.outputs(t_out, teacher), task.outputs(s_out, student)

@@ -66,7 +66,7 @@ def test_timm_cnn_stages_and_logits(timm: Any) -> None:
     torch.manual_seed(0)
     model = timm.create_model("resnet18", pretrained=False, num_classes=5).eval()
     task = ImageClassificationTask()
-    runner = task.load(model, role="teacher")
+    runner = task.make_runner(model, role="teacher")
     images = _images()
     transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
     pixels = torch.stack([transform(im) for im in images])
@@ -87,7 +87,7 @@ def test_timm_vit_blocks_keep_their_prefix_out_of_mean(timm: Any) -> None:
     assert model.num_prefix_tokens == 3  # CLS + 2 registers
     transform = timm.data.create_transform(input_size=(3, 32, 32), interpolation="bilinear", crop_pct=1.0)
     task = ImageClassificationTask()
-    runner = task.load(model, role="student", preprocessor=transform)
+    runner = task.make_runner(model, role="student", preprocessor=transform)
     images = _images()
     blocks, logits = _hooked(model, list(model.blocks), torch.stack([transform(im) for im in images]))
     for layer, block in enumerate(blocks):
@@ -106,8 +106,8 @@ def test_torchvision_resnet_stages_with_a_given_transform(tv: Any) -> None:
     transform = tv.transforms.Compose([tv.transforms.Resize(32), tv.transforms.CenterCrop(32), tv.transforms.ToTensor()])
     task = ImageClassificationTask()
     with pytest.raises(InputTypeError, match="torchvision model: pass its transform"):
-        task.load(model, role="teacher")([_images(1)[0]], [0])
-    runner = task.load(model, role="teacher", preprocessor=transform)
+        task.make_runner(model, role="teacher")([_images(1)[0]], [0])
+    runner = task.make_runner(model, role="teacher", preprocessor=transform)
     images = _images()
     stages, logits = _hooked(model, [model.layer1, model.layer2, model.layer3, model.layer4],
                              torch.stack([transform(im) for im in images]))
@@ -116,10 +116,10 @@ def test_torchvision_resnet_stages_with_a_given_transform(tv: Any) -> None:
         got, out = _pooled(task, runner, images, layer, "flatten")
         torch.testing.assert_close(got, stage.reshape(len(images), -1))
     torch.testing.assert_close(out.logits, logits)
-    nodes = ImageClassificationTask(return_nodes=["layer2", "avgpool"]).load(model, role="teacher", preprocessor=transform)
+    nodes = ImageClassificationTask(return_nodes=["layer2", "avgpool"]).make_runner(model, role="teacher", preprocessor=transform)
     assert nodes.layer_names == ["layer2", "avgpool"]
     with pytest.raises(InputError, match="not nodes of the teacher"):
-        ImageClassificationTask(return_nodes=["layer9"]).load(model, role="teacher", preprocessor=transform)
+        ImageClassificationTask(return_nodes=["layer9"]).make_runner(model, role="teacher", preprocessor=transform)
 
 
 def test_torchvision_vit_encoder_blocks(tv: Any) -> None:
@@ -128,7 +128,7 @@ def test_torchvision_vit_encoder_blocks(tv: Any) -> None:
                                         mlp_dim=32, num_classes=5).eval()
     transform = tv.transforms.Compose([tv.transforms.Resize((32, 32)), tv.transforms.ToTensor()])
     task = ImageClassificationTask()
-    runner = task.load(model, role="student", preprocessor=transform)
+    runner = task.make_runner(model, role="student", preprocessor=transform)
     images = _images()
     blocks, logits = _hooked(model, list(model.encoder.layers), torch.stack([transform(im) for im in images]))
     for layer, block in enumerate(blocks):

@@ -17,8 +17,8 @@ import torch
 from knowledge_retention._validation import InputError, InputTypeError
 from knowledge_retention.agreement import ClassificationAgreementAccumulator
 from knowledge_retention.extraction.layers import resolve_layer_pairs
-from knowledge_retention.extraction.tasks.image import (
-    ImageClassificationTask,
+from knowledge_retention.extraction.tasks.image import ImageClassificationTask
+from knowledge_retention.extraction.tasks.image_inputs import (
     ImageSource,
     check_grids,
     pool_image_state,
@@ -158,7 +158,7 @@ def test_every_pooling_equals_the_hidden_states_pooled_by_hand(folders: dict[str
     poolings = ["mean", "flatten", "positions"] + (["cls"] if PREFIX[kind] else [])
     for pooling, grid_k in [(p, None) for p in poolings] + [("flatten", 2)]:
         task = ImageClassificationTask(flatten_grid=grid_k)
-        runner = task.load(folders[kind], role="teacher")
+        runner = task.make_runner(folders[kind], role="teacher")
         outs = _run(task, runner, images)
         layers = list(range(len(hidden)))
         for layer in layers:
@@ -177,7 +177,7 @@ def test_each_model_sees_its_own_image_size(folders: dict[str, str]) -> None:
     images = [PIL.fromarray(a) for a in _images()[:2]]
     sizes = {}
     for kind in ("resnet", "deit"):
-        runner = task.load(folders[kind], role=kind)
+        runner = task.make_runner(folders[kind], role=kind)
         with torch.inference_mode():
             runner(images, [0, 1])
         sizes[kind] = task.describe(runner, pooling="mean")["image_size"]
@@ -186,7 +186,7 @@ def test_each_model_sees_its_own_image_size(folders: dict[str, str]) -> None:
 
 def test_describe_says_what_was_pooled(folders: dict[str, str]) -> None:
     task = ImageClassificationTask()
-    runner = task.load(folders["deit"], role="student")
+    runner = task.make_runner(folders["deit"], role="student")
     _run(task, runner, _images()[:2])
     described = task.describe(runner, pooling="mean")
     assert described["prefix_tokens"] == 2 and described["prefix_tokens_pooled"] is False
@@ -206,7 +206,7 @@ def test_fss_of_a_cnn_teacher_and_vit_student_equals_gram_cka(folders: dict[str,
     th, tl = _direct(folders[teacher_kind], images)
     sh, sl = _direct(folders[student_kind], images)
     task = ImageClassificationTask()
-    teacher, student = task.load(folders[teacher_kind], role="teacher"), task.load(folders[student_kind], role="student")
+    teacher, student = task.make_runner(folders[teacher_kind], role="teacher"), task.make_runner(folders[student_kind], role="student")
     t_out, s_out = _run(task, teacher, images), _run(task, student, images)
     pairs = task.resolve_layers("uniform", len(th), len(sh))
     assert pairs == resolve_layer_pairs("uniform", len(th), len(sh))
@@ -230,8 +230,8 @@ def test_positions_pairs_position_with_position_on_equal_grids(folders: dict[str
     th, _ = _direct(folders["vit"], images)
     sh, _ = _direct(folders["convnext"], images)  # 32-px ConvNeXt stage 2: 4 x 4, as the ViT's 4 x 4 patches
     task = ImageClassificationTask()
-    t_out = _run(task, task.load(folders["vit"], role="teacher"), images)
-    s_out = _run(task, task.load(folders["convnext"], role="student"), images)
+    t_out = _run(task, task.make_runner(folders["vit"], role="teacher"), images)
+    s_out = _run(task, task.make_runner(folders["convnext"], role="student"), images)
     acc = LinearCKAAccumulator()
     for to, so in zip(t_out, s_out, strict=True):
         check_grids(to, so, [(3, 2)], "positions")
@@ -293,9 +293,9 @@ def test_every_dataset_layout_gives_the_same_images(tmp_path) -> None:  # type: 
 def test_grey_images_are_converted_to_the_models_channels(folders: dict[str, str]) -> None:
     grey = [a[..., 0] for a in _images()[:2]]
     task = ImageClassificationTask()
-    runner = task.load(folders["resnet"], role="teacher")
+    runner = task.make_runner(folders["resnet"], role="teacher")
     with torch.inference_mode():
-        got = runner(task.make_source(grey).batch([0, 1])[0], [0, 1])
+        got = runner(ImageSource(grey).batch([0, 1])[0], [0, 1])
         want = runner([PIL.fromarray(g).convert("RGB") for g in grey], [0, 1])
     assert torch.equal(got.hidden_states[-1], want.hidden_states[-1])
 
@@ -331,18 +331,18 @@ def test_poolings_refuse_what_they_cannot_do() -> None:
     with pytest.raises(InputError, match="positive int"):
         ImageClassificationTask(flatten_grid=0)
     with pytest.raises(InputTypeError, match="not an image model"):
-        ImageClassificationTask().load(torch.nn.Linear(2, 2), role="teacher")
+        ImageClassificationTask().make_runner(torch.nn.Linear(2, 2), role="teacher")
     with pytest.raises(InputError, match="no model folder"):
-        ImageClassificationTask().load("/nonexistent/model", role="teacher")
+        ImageClassificationTask().make_runner("/nonexistent/model", role="teacher")
 
 
 def test_a_model_object_without_a_folder_needs_its_processor(folders: dict[str, str]) -> None:
     model, _ = _tiny("resnet")
     task = ImageClassificationTask()
     with pytest.raises(InputTypeError, match="`teacher_preprocessor` is required"):
-        task.load(model, role="teacher")
+        task.make_runner(model, role="teacher")
     processor = transformers.ViTImageProcessor(size={"height": 40, "width": 40})
-    runner = task.load(model, role="teacher", preprocessor=processor)
+    runner = task.make_runner(model, role="teacher", preprocessor=processor)
     assert runner.preprocessor is processor
     assert task.accepts(model) and task.accepts(folders["vit"]) and not task.accepts(torch.nn.Linear(2, 2))
 

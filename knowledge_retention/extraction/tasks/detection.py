@@ -25,7 +25,13 @@ from scipy.optimize import linear_sum_assignment
 
 from ..._validation import InputError
 from ...agreement import BoxIoUAccumulator, box_iou
-from .image import ImageClassificationTask, _architectures, _option
+from ...score import knowledge_retention_score
+from ..options import EvalOptions
+from ..result import ExtractionResult
+from ..streams import PooledBatch, Streams, merge
+from .base import Batch, ModelSpec, Plan
+from .image import ImageClassificationTask
+from .image_inputs import _architectures
 from .image_models import (
     ImageOutputs,
     ImageRunner,
@@ -34,7 +40,7 @@ from .image_models import (
     make_image_runner,
 )
 
-__all__ = ["DetectionAgreementAccumulator", "DetectionRunner", "ObjectDetectionTask"]
+__all__ = ["DetectionAgreementAccumulator", "DetectionRunner", "ObjectDetectionTask", "OutputStream", "OutputTask"]
 
 #: Score threshold of the processors' own default.
 DEFAULT_DETECTION_THRESHOLD = 0.5
@@ -168,34 +174,103 @@ def _feature_maps(out: Any) -> list[torch.Tensor]:
     return [m for m in (maps or []) if isinstance(m, torch.Tensor) and m.ndim == 4]
 
 
-class ObjectDetectionTask(ImageClassificationTask):
+class OutputStream:
+    """A classifier stream for the features (FSS) beside an agreement accumulator fed whole outputs
+    (detections, label maps) instead of logits rows."""
+
+    def __init__(self, features: Streams, agreement: Any) -> None:
+        self.features, self.agreement = features, agreement
+
+    def skip(self, batch: Any) -> None:
+        self.features.skip(batch)
+
+    def update(self, teacher: PooledBatch, student: PooledBatch, batch: Any) -> None:
+        self.features.update(teacher, student, batch)
+        self.agreement.update(teacher.logits, student.logits)
+
+    def payload(self, counters: dict[str, Any]) -> dict[str, Any]:
+        return {**self.features.payload(counters), "outputs": self.agreement}
+
+
+class OutputTask(ImageClassificationTask):
+    """An image task whose outputs are not logits rows: :meth:`new_agreement` compares whole outputs."""
+
+    unused_teacher_cache = " (its outputs are detections / label maps, not arrays the cache stores)"
+
+    def check_options(self, opts: EvalOptions) -> None:
+        super().check_options(opts)
+        if opts.teacher_cache is not None:
+            raise InputError(f"`teacher_cache` is not used by task={self.name!r}{self.unused_teacher_cache}; leave it unset.")
+
+    def new_agreement(self, options: Any = None) -> Any:
+        raise NotImplementedError
+
+    def _num_outputs(self, out: ImageOutputs) -> int | None:
+        return None
+
+    def _agreement(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        return None  # the outputs go to new_agreement(), not to a logits accumulator
+
+    def new_stream(self, plan: Plan, spec: ModelSpec, opts: EvalOptions, *, capacity: int) -> OutputStream:  # type: ignore[override]
+        return OutputStream(super().new_stream(plan, spec, opts, capacity=capacity), self.new_agreement(opts))
+
+    def merge(self, payloads: list[dict[str, Any]]) -> dict[str, Any]:
+        merged = merge(payloads)
+        total = self.new_agreement()
+        for payload in payloads:
+            total += payload["outputs"]
+        merged["outputs"] = total
+        return merged
+
+    def teacher(self, runner: ImageRunner, batch: Batch, layers: list[int], opts: EvalOptions, *,  # type: ignore[override]
+                record: bool) -> PooledBatch:
+        return self.pool(runner(batch.data, batch.indices), layers, runner=runner)
+
+    def result(self, merged: dict[str, Any], plan: Plan, context: dict[str, Any], opts: EvalOptions) -> ExtractionResult:
+        result = super().result(merged, plan, context, opts)
+        result.aoag = merged["outputs"].compute(self.method)
+        result.aoag_method = self.method
+        result.krs = knowledge_retention_score(result.fss, result.aoag, alpha=result.alpha, beta=result.beta)
+        result.options = {**result.options, "aoag_method": self.method, **self.extra_options(merged["outputs"])}
+        return result
+
+    def extra_options(self, agreement: Any) -> dict[str, Any]:
+        return {}
+
+
+class ObjectDetectionTask(OutputTask):
     """``*ForObjectDetection`` models as a task of the extraction engine (module docstring).
 
     Args:
-        threshold: detections scoring below it are dropped (``post_process_object_detection``).
+        threshold: detections scoring below it are dropped (``post_process_object_detection``); the
+            engine sets it from the ``detection_threshold`` option.
         flatten_grid: as :class:`ImageClassificationTask`.
     """
 
     name = "object-detection"
     preset = "detection"
+    presets = ("detection",)
+    default_preset = "detection"
+    aoag_methods = ("box_iou",)
+    _accepts = staticmethod(lambda model: _is_head(model, "ForObjectDetection"))
 
     def __init__(self, *, threshold: float = DEFAULT_DETECTION_THRESHOLD, flatten_grid: int | None = None) -> None:
         super().__init__(flatten_grid=flatten_grid)
         self.threshold = _check_threshold(threshold)
 
-    def accepts(self, model_or_path: Any) -> bool:
-        if isinstance(model_or_path, torch.nn.Module):
-            return type(model_or_path).__name__.endswith("ForObjectDetection")
-        return any(a.endswith("ForObjectDetection") for a in _architectures(model_or_path) or [])
+    def check_options(self, opts: EvalOptions) -> None:
+        super().check_options(opts)
+        self.threshold = _check_threshold(opts.detection_threshold)
 
-    def load(self, model: Any, *, role: str, argument: str | None = None, preprocessor: Any = None,
-             preprocessor_argument: str | None = None, options: Any = None) -> ImageRunner:
+    def make_runner(self, model: Any, *, role: str, argument: str | None = None, preprocessor: Any = None,
+                    preprocessor_argument: str | None = None) -> ImageRunner:
         loaded = load_image_model(model, argument=argument or role, heads=("ForObjectDetection",))
+        return self._runner(loaded, role, argument, preprocessor, preprocessor_argument)
+
+    def _runner(self, loaded: torch.nn.Module, role: str, argument: str | None, preprocessor: Any,
+                preprocessor_argument: str | None) -> DetectionRunner:
         if not type(loaded).__name__.endswith("ForObjectDetection"):
             raise InputError(f"`{argument or role}` is a {type(loaded).__name__}, not a *ForObjectDetection model.")
-        threshold = _option(options, "detection_threshold", None)
-        if threshold is not None:
-            self.threshold = _check_threshold(threshold)
         base = make_image_runner(loaded, role=role, preprocessor=preprocessor, preprocessor_argument=preprocessor_argument,
                                  argument=argument)
         if not callable(getattr(base.preprocessor, "post_process_object_detection", None)):
@@ -203,17 +278,33 @@ class ObjectDetectionTask(ImageClassificationTask):
                              "has no post_process_object_detection; pass the detector's own image processor.")
         return DetectionRunner(loaded, base.preprocessor, role, base.device, threshold=self.threshold)
 
+    def load(self, spec: ModelSpec, opts: EvalOptions, device: Any) -> ImageRunner:  # type: ignore[override]
+        loaded = load_image_model(spec.model, argument=spec.argument, heads=("ForObjectDetection",))
+        device.place(loaded)
+        runner = self._runner(loaded, spec.role, spec.argument, spec.preprocessor, spec.preprocessor_argument)
+        runner.path = spec.model if isinstance(spec.model, str) else None  # type: ignore[attr-defined]
+        return runner
+
     def outputs(self, model_output: ImageOutputs, runner: ImageRunner | None = None, inputs: Any = None) -> Any:
         """The detections of the batch: one ``{"boxes", "labels", "scores"}`` dict of numpy arrays per image."""
         if not isinstance(runner, DetectionRunner):
-            raise InputError("Detections need the detector's runner (ObjectDetectionTask.load).")
+            raise InputError("Detections need the detector's runner (ObjectDetectionTask.make_runner).")
         return runner.detections(model_output)
 
     def new_agreement(self, options: Any = None) -> DetectionAgreementAccumulator:
         return DetectionAgreementAccumulator()
 
+    def extra_options(self, agreement: Any) -> dict[str, Any]:
+        return {"detection_threshold": self.threshold, "class_agreement": agreement.compute("class")}
+
     def describe(self, runner: ImageRunner, *, pooling: str | None = None) -> dict[str, Any]:
         return {**super().describe(runner, pooling=pooling), "detection_threshold": self.threshold}
+
+
+def _is_head(model: Any, suffix: str) -> bool:
+    if isinstance(model, torch.nn.Module):
+        return type(model).__name__.endswith(suffix)
+    return any(a.endswith(suffix) for a in _architectures(model) or [])
 
 
 def _check_threshold(value: Any) -> float:

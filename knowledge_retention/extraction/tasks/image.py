@@ -1,340 +1,120 @@
 r"""Image classifiers (``task="classification"`` on image models): images in, pooled hidden states and logits out.
 
-Each model sees the images through its own preprocessing (a 224-pixel teacher and a 160-pixel student
-each get what they were trained on; see :mod:`.image_models`). FSS compares pooled hidden states:
-
-* ``"mean"`` (default): the mean over every spatial position of a CNN stage ``(B, C, H, W)``, or over
-  every patch token of a ViT ``(B, T, D)``; prefix tokens (CLS, DeiT's distillation token, register
-  tokens) are left out, as timm's average pooling does;
-* ``"cls"``: the first token of a ViT-style model (refused for a CNN map or a model without prefix tokens);
-* ``"flatten"``: :math:`C \cdot H \cdot W` (channel-major, as ``x.reshape(B, -1)``), after an adaptive
-  average pool to a :math:`k \times k` grid when ``flatten_grid=k``; ViT patches are laid out on
-  their grid first, so both families flatten alike;
-* ``"positions"``: every spatial position or patch is a row, ``(B \cdot P, D)``, in row-major grid
-  order; the two models' grids must be equal.
-
-``layers="uniform"`` pairs stages across families: the shallower model's blocks are each paired with a
-block of the deeper one (:func:`resolve_image_layers`), so a 12-block ViT student against a 4-stage
-ResNet teacher is allowed (CKA takes any widths).
+Each model sees the images through its own preprocessing, so a 224-pixel teacher and a 160-pixel
+student each get what they were trained on (:mod:`.image_models`: transformers models with their image
+processor, timm with its data config, torchvision with the transform given). Features are the
+``hidden_states`` (index 0 the embeddings or stem, -1 the last block or stage), pooled as
+:func:`~.image_inputs.pool_image_state` says: ``"mean"`` by default (every position of a CNN map, every
+patch of a ViT, prefix tokens left out), ``"cls"``, ``"flatten"`` (``flatten_grid=k`` pools to
+:math:`k \times k` first) or ``"positions"``. ``layers="uniform"`` pairs CNN stages with ViT blocks
+(:func:`~.image_inputs.resolve_image_layers`). Everything else (streams, accumulators, result, teacher
+cache, accelerate) is the text classifier's: one row of logits per image.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..._validation import InputError, InputTypeError
-from ..layers import LAYER_PRESETS, LayerSpec, resolve_layer_pairs, uniform_layer_mapping
-from ..streams import PooledBatch
+from ..._validation import InputError, check_choice
+from ...score import DEFAULT_AOAG, TASK_PRESETS, resolve_weights
+from ...similarity import FSS_METHODS
+from ..options import EvalOptions
+from ..result import ExtractionResult
+from ..streams import PooledBatch, Streams
+from ..teacher_cache import CACHE_VERSION, model_fingerprint
+from .base import Batch, ModelSpec, Plan
+from .image_inputs import (
+    IMAGE_POOLINGS,
+    ImagePooling,
+    ImageSource,
+    _architectures,
+    _has_head,
+    check_grids,
+    pool_image_state,
+    resolve_image_layers,
+)
 from .image_models import ImageOutputs, ImageRunner, image_backend, load_image_model, make_image_runner
+from .text import LM_ONLY, TextClassificationTask
 
 __all__ = [
-    "IMAGE_POOLINGS", "ImageClassificationTask", "ImagePooling", "ImageSource", "check_grids", "pool_image_state",
-    "resolve_image_layers",
+    "IMAGE_POOLINGS", "ImageClassificationTask", "ImagePooling", "ImageSource", "check_grids", "is_image_model",
+    "pool_image_state", "resolve_image_layers",
 ]
 
-ImagePooling = Literal["mean", "cls", "flatten", "positions"]
-IMAGE_POOLINGS: tuple[str, ...] = ("mean", "cls", "flatten", "positions")
-_FINGERPRINT_BATCH = 64
+#: text options refused for image models, with the reason
+_TEXT_ONLY = {"text_column": " (images are read from `image_column`)",
+              "max_length": " (each model's image processor sets its input size)"}
+_HEADS = ("ForObjectDetection", "ForSemanticSegmentation")
 
 
-# --- the images --------------------------------------------------------------------------------------
+def is_image_model(model: Any) -> bool:
+    """An image classifier (or backbone) object of transformers / timm / torchvision, or a folder whose config
+    names an image classifier; detectors and segmenters have their own tasks."""
+    if isinstance(model, torch.nn.Module):
+        return image_backend(model) is not None and not _has_head(model, _HEADS)
+    architectures = _architectures(model)
+    return bool(architectures) and any(  # type: ignore[arg-type]
+        a.endswith(("ForImageClassification", "ForImageClassificationWithTeacher")) for a in architectures  # type: ignore[union-attr]
+    )
 
 
-def _to_image(value: Any, where: str) -> Any:
-    """A PIL image from a PIL image, a ``datasets`` image dict, or a uint8 array ``(H, W)`` / ``(H, W, C)``."""
-    from PIL import Image
-
-    if isinstance(value, Image.Image):
-        return value
-    if isinstance(value, Mapping) and ("bytes" in value or "path" in value):  # an undecoded datasets Image
-        if value.get("bytes") is not None:
-            return Image.open(io.BytesIO(value["bytes"]))
-        return Image.open(value["path"])
-    if hasattr(value, "detach") and hasattr(value, "cpu"):
-        value = value.detach().cpu().numpy()
-    if isinstance(value, np.ndarray):
-        if value.dtype != np.uint8:
-            raise InputTypeError(f"{where} is a {value.dtype} array; image arrays must be uint8 in 0..255 "
-                                 "(e.g. (x * 255).round().astype(np.uint8)).")
-        if value.ndim == 3 and value.shape[-1] == 1:
-            value = value[..., 0]
-        if value.ndim == 2 or (value.ndim == 3 and value.shape[-1] in (3, 4)):
-            return Image.fromarray(value)
-        raise InputError(f"{where} has shape {value.shape}; expected (H, W) or (H, W, C) with C in 1, 3, 4.")
-    raise InputTypeError(f"{where} must be a PIL image or a uint8 array, got {type(value).__name__}.")
-
-
-class ImageSource:
-    """Random access to the images (and optional labels) of a dataset, by example index.
-
-    Args:
-        dataset: a ``datasets.Dataset`` with an ``Image`` column, a local image folder (read with
-            ``load_dataset("imagefolder", data_dir=..., split="train")``), a dict of equal-length
-            columns, or a list of PIL images / uint8 arrays.
-        image_column: the column holding the images (ignored for a list).
-        label_column: optional column of labels.
-        max_examples: keep only the first ``max_examples`` examples.
-
-    Raises:
-        InputTypeError: an unsupported dataset type (a ``DatasetDict`` must be indexed by split).
-        InputError: a missing column, columns of unequal length, an empty dataset, a missing folder.
-    """
-
-    def __init__(
-        self, dataset: Any, *, image_column: str = "image", label_column: str | None = None,
-        max_examples: int | None = None,
-    ) -> None:
-        self.image_column, self.label_column = image_column, label_column
-        self._arrow: Any = None
-        self._columns: Mapping[str, Any] | None = None
-        if isinstance(dataset, (str, os.PathLike)):
-            dataset = _image_folder(os.fspath(dataset))
-        import datasets
-
-        if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
-            raise InputTypeError(f"`dataset` is a DatasetDict with splits {sorted(dataset)}; pass one split, e.g. "
-                                 f"dataset[{sorted(dataset)[0]!r}].")
-        if isinstance(dataset, datasets.IterableDataset):
-            raise InputTypeError("`dataset` is an IterableDataset; pass a map-style datasets.Dataset (it needs a length).")
-        if isinstance(dataset, datasets.Dataset):
-            self._check_columns(list(dataset.column_names))
-            self._arrow = dataset.select_columns([image_column] + ([label_column] if label_column else []))
-            length = len(dataset)
-        elif isinstance(dataset, Mapping):
-            self._check_columns(list(dataset))
-            lengths = {name: len(dataset[name]) for name in dataset}
-            if len(set(lengths.values())) > 1:
-                raise InputError(f"`dataset` columns must have the same length, got {lengths}.")
-            self._columns, length = dataset, len(dataset[image_column])
-        elif isinstance(dataset, (Sequence, np.ndarray)) and not isinstance(dataset, (str, bytes)):
-            if label_column is not None:
-                raise InputError(f"`label_column={label_column!r}` was given but `dataset` is a plain list of images; "
-                                 "pass a dict of columns or a datasets.Dataset to provide labels.")
-            self._columns, length = {image_column: dataset}, len(dataset)
-        else:
-            raise InputTypeError("`dataset` must be a datasets.Dataset, an image folder, a dict of columns or a list of "
-                                 f"images, got {type(dataset).__name__}.")
-        length = length if max_examples is None else min(length, max_examples)
-        if length == 0:
-            raise InputError("`dataset` is empty: there are no images to evaluate.")
-        self.length = length
-
-    def _check_columns(self, available: list[str]) -> None:
-        for role, name in (("image_column", self.image_column), ("label_column", self.label_column)):
-            if name is not None and name not in available:
-                raise InputError(f"`{role}={name!r}` is not a column of `dataset`; available columns: {available}.")
-
-    def __len__(self) -> int:
-        return self.length
-
-    def batch(self, indices: Sequence[int]) -> tuple[list[Any], list[Any] | None]:
-        """The PIL images and labels (None without a label column) of the given example indices."""
-        if self._arrow is not None:
-            rows = self._arrow[list(indices)]
-            values, labels = rows[self.image_column], rows[self.label_column] if self.label_column else None
-        else:
-            assert self._columns is not None
-            values = [self._columns[self.image_column][i] for i in indices]
-            labels = [self._columns[self.label_column][i] for i in indices] if self.label_column else None
-        images = [_to_image(v, f"`dataset[{self.image_column!r}][{i}]`") for i, v in zip(indices, values, strict=True)]
-        return images, None if labels is None else list(labels)
-
-    def fingerprint(self) -> str:
-        """SHA-256 over every image (mode, size, pixels) and label, in order, read batch by batch."""
-        digest = hashlib.sha256(f"images|{self.length}".encode())
-        for start in range(0, self.length, _FINGERPRINT_BATCH):
-            images, labels = self.batch(range(start, min(start + _FINGERPRINT_BATCH, self.length)))
-            for image in images:
-                digest.update(f"{image.mode}|{image.size}".encode())
-                digest.update(image.tobytes())
-            if labels is not None:
-                digest.update(repr(labels).encode())
-        return digest.hexdigest()
-
-
-def _image_folder(path: str) -> Any:
-    if not os.path.isdir(os.path.expanduser(path)):
-        raise InputError(f"`dataset`: there is no image folder at {path}.")
-    from datasets import load_dataset
-
-    return load_dataset("imagefolder", data_dir=os.path.expanduser(path), split="train")
-
-
-# --- pooling -----------------------------------------------------------------------------------------
-
-
-def pool_image_state(
-    state: torch.Tensor,
-    pooling: ImagePooling,
-    *,
-    prefix_tokens: int = 0,
-    grid: tuple[int, int] | None = None,
-    flatten_grid: int | None = None,
-    suffix_tokens: int = 0,
-) -> torch.Tensor:
-    r"""Pools one hidden state of an image model to rows.
-
-    Args:
-        state: a CNN stage ``(B, C, H, W)``, ViT tokens ``(B, T, D)`` (prefix tokens first), or ``(B, D)``.
-        pooling: ``"mean"``, ``"cls"``, ``"flatten"`` or ``"positions"`` (module docstring).
-        prefix_tokens: how many leading tokens are not patches (CLS, distillation, registers).
-        grid: the patch grid ``(h, w)`` of a token state (None: unknown).
-        flatten_grid: for ``"flatten"``, adaptive-average-pool the map to ``k x k`` first.
-        suffix_tokens: how many trailing tokens are not patches (YOLOS's detection tokens).
-
-    Returns:
-        ``(B, D)`` rows (``(B, C * k * k)`` for flatten, ``(B * P, D)`` for positions), float32 or wider.
-
-    Raises:
-        InputError: an unknown pooling, ``"cls"`` without a prefix token, a grid needed but unknown.
-
-    Example:
-        >>> x = torch.arange(8.0).reshape(1, 2, 2, 2)
-        >>> pool_image_state(x, "mean").tolist()
-        [[1.5, 5.5]]
-        >>> pool_image_state(x, "positions").tolist()
-        [[0.0, 4.0], [1.0, 5.0], [2.0, 6.0], [3.0, 7.0]]
-    """
-    if pooling not in IMAGE_POOLINGS:
-        raise InputError(f"`pooling` must be one of {list(IMAGE_POOLINGS)} for image models, got {pooling!r}.")
-    if state.dtype in (torch.float16, torch.bfloat16):
-        state = state.float()
-    if state.ndim == 2:
-        if pooling == "positions":
-            raise InputError("`pooling='positions'` needs spatial maps or patch tokens; this hidden state is (B, D).")
-        return state
-    if state.ndim == 4:
-        if pooling == "cls":
-            raise InputError("`pooling='cls'` needs a CLS token; a CNN stage (B, C, H, W) has none: use 'mean'.")
-        spatial = state
-    elif state.ndim == 3:
-        if pooling == "cls":
-            if prefix_tokens < 1:
-                raise InputError("`pooling='cls'` needs a CLS token; this model's token states have no prefix token: "
-                                 "use 'mean'.")
-            return state[:, 0]
-        patches = state[:, prefix_tokens : state.shape[1] - suffix_tokens]
-        if pooling == "mean":
-            return patches.mean(dim=1)
-        if pooling == "positions":
-            return patches.reshape(-1, patches.shape[-1])
-        if grid is None:
-            if flatten_grid is not None:
-                raise InputError("`flatten_grid` needs the patch grid, which is unknown for this model's tokens.")
-            return patches.transpose(1, 2).reshape(patches.shape[0], -1)
-        spatial = patches.transpose(1, 2).reshape(patches.shape[0], patches.shape[2], grid[0], grid[1])
-    else:
-        raise InputError(f"Expected an image model's hidden state (B, C, H, W) or (B, T, D), got {tuple(state.shape)}.")
-    if pooling == "mean":
-        return spatial.mean(dim=(2, 3))
-    if pooling == "positions":
-        return spatial.permute(0, 2, 3, 1).reshape(-1, spatial.shape[1])
-    if flatten_grid is not None:
-        spatial = torch.nn.functional.adaptive_avg_pool2d(spatial, flatten_grid)
-    return spatial.reshape(spatial.shape[0], -1)
-
-
-def check_grids(teacher: ImageOutputs, student: ImageOutputs, pairs: Sequence[tuple[int, int]], pooling: str) -> None:
-    """``pooling="positions"`` compares position with position: every paired grid must be equal.
-
-    Raises:
-        InputError: a pair of hidden states with different (or unknown) grids.
-    """
-    if pooling != "positions":
-        return
-    for t, s in pairs:
-        tg, sg = teacher.grids[t], student.grids[s]
-        if tg is None or sg is None or tg != sg:
-            raise InputError(
-                f"`pooling='positions'` needs equal grids; teacher hidden state {t} is {tg} and student hidden "
-                f"state {s} is {sg}. Use 'mean', or 'flatten' with flatten_grid."
-            )
-
-
-def resolve_image_layers(layers: LayerSpec, n_teacher: int, n_student: int) -> list[tuple[int, int]]:
-    """Layer pairs for image models: as :func:`~knowledge_retention.extraction.layers.resolve_layer_pairs`,
-    except that ``"uniform"`` / ``"all"`` also pair a student deeper than the teacher (each teacher
-    stage with the uniformly mapped student block), since CNN stages and ViT blocks differ in number.
-
-    Example:
-        >>> resolve_image_layers("uniform", 5, 13)  # a 4-stage CNN teacher, a 12-block ViT student
-        [(1, 3), (2, 6), (3, 9), (4, 12)]
-    """
-    if isinstance(layers, str) and layers in LAYER_PRESETS and layers != "final" and n_student > n_teacher >= 2:
-        swapped = uniform_layer_mapping(n_student - 1, n_teacher - 1, include_embeddings=layers == "all")
-        return [(t, s) for s, t in swapped]
-    return resolve_layer_pairs(layers, n_teacher, n_student)
-
-
-# --- the task ----------------------------------------------------------------------------------------
-
-
-def _option(options: Any, name: str, default: Any = None) -> Any:
-    if options is None:
-        return default
-    if isinstance(options, Mapping):
-        return options.get(name, default)
-    return getattr(options, name, default)
-
-
-class ImageClassificationTask:
+class ImageClassificationTask(TextClassificationTask):
     """Image classifiers of transformers, timm and torchvision as a task of the extraction engine.
 
     Args:
-        flatten_grid: for ``pooling="flatten"``, pool each map to ``k x k`` first (None: full size).
+        flatten_grid: for ``pooling="flatten"``, pool each map to ``k x k`` first (None: full size);
+            the engine sets it from the ``flatten_grid`` option.
         return_nodes: torchvision node names to read (None: the model's stages).
     """
 
     name = "image-classification"
+    presets = tuple(k for k in TASK_PRESETS if k != "causal-lm")
+    default_preset = "classification"
     input_kind = "image"
     default_pooling = "mean"
     poolings = IMAGE_POOLINGS
+    #: the AOAg methods this task computes
+    aoag_methods: tuple[str, ...] = ("kl", "js", "top1", "mse")
+    _accepts = staticmethod(is_image_model)
 
     def __init__(self, *, flatten_grid: int | None = None, return_nodes: Sequence[str] | None = None) -> None:
-        if flatten_grid is not None and (isinstance(flatten_grid, bool) or not isinstance(flatten_grid, int)
-                                         or flatten_grid < 1):
-            raise InputError(f"`flatten_grid` must be a positive int, got {flatten_grid!r}.")
-        self.flatten_grid = flatten_grid
+        super().__init__()
+        self.flatten_grid = _check_grid(flatten_grid)
         self.return_nodes = list(return_nodes) if return_nodes else None
+        self.pooling: str = self.default_pooling
+
+    # -- the pieces, usable without the engine -----------------------------------------------------
+    @classmethod
+    def claims(cls, task: str | None, teacher: Any, students: Mapping[str, Any], *, trust_remote_code: bool = False) -> bool:
+        models = [teacher, *students.values()]
+        if task is not None and task not in cls.presets:
+            return False
+        flags = [cls._accepts(m) for m in models]
+        if any(flags) and not all(flags):
+            kinds = ", ".join(f"{'teacher' if i == 0 else 'student'} {type(m).__name__ if isinstance(m, torch.nn.Module) else m!r}"
+                              for i, m in enumerate(models) if not flags[i])
+            raise InputError(f"An image model can only be compared with image models of the same task; not with {kinds}.")
+        return all(flags)
 
     def accepts(self, model_or_path: Any) -> bool:
-        """An image model object of a known library, or a folder whose config is an image model's."""
-        if isinstance(model_or_path, torch.nn.Module):
-            return image_backend(model_or_path) is not None and not _has_head(model_or_path, ("ForObjectDetection",
-                                                                                              "ForSemanticSegmentation"))
-        architectures = _architectures(model_or_path)
-        if architectures is None:
-            return False
-        return any(a.endswith(("ForImageClassification", "ForImageClassificationWithTeacher")) for a in architectures)
+        return bool(self._accepts(model_or_path))
 
-    def make_source(self, dataset: Any, *, column: str = "image", label_column: str | None = None,
-                    max_examples: int | None = None) -> ImageSource:
-        return ImageSource(dataset, image_column=column, label_column=label_column, max_examples=max_examples)
-
-    def load(self, model: Any, *, role: str, argument: str | None = None, preprocessor: Any = None,
-             preprocessor_argument: str | None = None, options: Any = None) -> ImageRunner:
+    def make_runner(self, model: Any, *, role: str, argument: str | None = None, preprocessor: Any = None,
+                    preprocessor_argument: str | None = None) -> ImageRunner:
         """The model's runner (a path is loaded with its head), with its own preprocessing."""
         loaded = load_image_model(model, argument=argument or role)
-        grid = _option(options, "flatten_grid", None)
-        if grid is not None:
-            self.flatten_grid = ImageClassificationTask(flatten_grid=grid).flatten_grid
-        nodes = _option(options, "return_nodes", None) or self.return_nodes
         return make_image_runner(loaded, role=role, preprocessor=preprocessor, preprocessor_argument=preprocessor_argument,
-                                 return_nodes=nodes, argument=argument)
+                                 return_nodes=self.return_nodes, argument=argument)
 
-    def lengths(self, source: ImageSource, runner: ImageRunner) -> np.ndarray | None:
-        """No length grouping: every image of a model is resized to the same input."""
-        return None
-
-    def pool(self, outputs: ImageOutputs, layers: Sequence[int], pooling: str, *, runner: ImageRunner | None = None) -> PooledBatch:
-        """Pools the given hidden states (see :func:`pool_image_state`); the logits pass through."""
+    def pool(self, outputs: ImageOutputs, layers: Sequence[int], pooling: str | None = None, *,
+             runner: ImageRunner | None = None) -> PooledBatch:
+        """Pools the given hidden states (:func:`pool_image_state`); the outputs (:meth:`outputs`) pass through."""
+        pooling = pooling or self.pooling
         features = {
             layer: pool_image_state(outputs.hidden_states[layer], pooling,  # type: ignore[arg-type]
                                     prefix_tokens=outputs.prefix_tokens[layer], grid=outputs.grids[layer],
@@ -349,11 +129,11 @@ class ImageClassificationTask:
         return model_output.logits
 
     resolve_layers = staticmethod(resolve_image_layers)
-    check_pair = staticmethod(check_grids)
 
     def describe(self, runner: ImageRunner, *, pooling: str | None = None) -> dict[str, Any]:
         """What the result and report say about one model's features."""
         prefix = max(runner.last_prefix_tokens, default=0)
+        pooling = pooling or self.pooling
         return {
             "backend": runner.backend,
             "model_class": type(runner.model).__name__,
@@ -361,24 +141,166 @@ class ImageClassificationTask:
             "image_size": list(runner.last_pixel_size) if runner.last_pixel_size else None,
             "layer_names": list(runner.layer_names),
             "pooling": pooling,
-            "flatten_grid": self.flatten_grid if pooling in (None, "flatten") else None,
+            "flatten_grid": self.flatten_grid if pooling == "flatten" else None,
             "prefix_tokens": prefix,
             "prefix_tokens_pooled": bool(prefix) and pooling == "cls",
             "grids": [list(g) if g else None for g in runner.last_grids],
         }
 
+    # -- the engine's interface --------------------------------------------------------------------
+    def check_options(self, opts: EvalOptions) -> None:
+        given = [k for k in LM_ONLY if not opts.is_default(k)]
+        if given:
+            raise InputError(f"{', '.join(f'`{k}`' for k in given)} apply to task='causal-lm' only; got task={opts.task!r}.")
+        opts.refuse_unused(_TEXT_ONLY, self.name)
+        self.pooling = self.default_pooling if opts.is_default("pooling") else opts.pooling
+        check_choice(self.pooling, "pooling", IMAGE_POOLINGS)
+        self.flatten_grid = _check_grid(opts.flatten_grid)
+        if self.flatten_grid is not None and self.pooling != "flatten":
+            raise InputError(f"`flatten_grid={self.flatten_grid}` applies to pooling='flatten' only; got pooling={self.pooling!r}.")
+        self.return_nodes = list(opts.return_nodes) if opts.return_nodes else None
+        task = str(opts.task)
+        check_choice(task, "task", self.presets)
+        self.weights = resolve_weights(task, opts.alpha, opts.beta)
+        check_choice(opts.fss_method, "fss_method", FSS_METHODS)
+        if opts.fss_method == "rbf_cka" and not opts.keep_arrays:
+            raise InputError("`fss_method='rbf_cka'` needs the full N x N Gram matrices: pass keep_arrays=True, or use "
+                             "'linear_cka' / 'debiased_cka'.")
+        if self.pooling == "positions":
+            for name, value in (("teacher_cache", opts.teacher_cache), ("keep_arrays", opts.keep_arrays or None)):
+                if value is not None:
+                    raise InputError(f"`{name}` keeps one row per image; pooling='positions' gives one per position: "
+                                     f"leave {name} unset or use another pooling.")
+        self.temperature = float(opts.temperature)
+        self.method = opts.aoag_method if opts.aoag_method is not None else DEFAULT_AOAG.get(task, "kl")
+        check_choice(self.method, "aoag_method", self.aoag_methods)
 
-def _has_head(model: torch.nn.Module, suffixes: tuple[str, ...]) -> bool:
-    return type(model).__name__.endswith(suffixes)
+    def make_source(self, dataset: Any, opts: EvalOptions) -> ImageSource:  # type: ignore[override]
+        return ImageSource(dataset, image_column=opts.image_column, label_column=opts.label_column,
+                           max_examples=opts.max_examples)
 
+    def load(self, spec: ModelSpec, opts: EvalOptions, device: Any) -> ImageRunner:  # type: ignore[override]
+        loaded = load_image_model(spec.model, argument=spec.argument)
+        device.place(loaded)
+        runner = make_image_runner(loaded, role=spec.role, preprocessor=spec.preprocessor,
+                                   preprocessor_argument=spec.preprocessor_argument, return_nodes=self.return_nodes,
+                                   argument=spec.argument)
+        runner.path = os.fspath(spec.model) if isinstance(spec.model, (str, os.PathLike)) else (  # type: ignore[attr-defined]
+            getattr(getattr(loaded, "config", None), "name_or_path", None) or None)
+        self.headless[spec.name] = False
+        return runner
 
-def _architectures(path: Any) -> list[str] | None:
-    if not isinstance(path, (str, os.PathLike)):
+    def probe(self, source: ImageSource, runner: ImageRunner, opts: EvalOptions) -> dict[str, Any]:  # type: ignore[override]
+        images, _ = source.batch([0])
+        out = runner(images, [0])
+        return {
+            "n_states": len(out.hidden_states),
+            "widths": [int(h.shape[1] if h.ndim == 4 else h.shape[-1]) for h in out.hidden_states],
+            "num_outputs": self._num_outputs(out),
+            "pooling": self.pooling,
+            "grids": [list(g) if g else None for g in out.grids],
+            "rows": [_rows(h, p, g, s) for h, p, g, s in zip(out.hidden_states, out.prefix_tokens, out.grids,
+                                                            out.suffix_tokens or (0,) * len(out.grids), strict=True)],
+            "layer_names": list(runner.layer_names),
+            "image": self.describe(runner),
+        }
+
+    def _num_outputs(self, out: ImageOutputs) -> int | None:
+        return None if out.logits is None else int(out.logits.shape[-1])
+
+    def plan(self, spec: ModelSpec, t_info: dict[str, Any], s_info: dict[str, Any], opts: EvalOptions,
+             names: dict[str, str]) -> Plan:
+        n_t, n_s = int(t_info["n_states"]), int(s_info["n_states"])
+        pairs = resolve_image_layers(opts.layers, n_t, n_s)
+        if opts.fss_method == "cosine":
+            for t, s in pairs:
+                if int(t_info["widths"][t]) != int(s_info["widths"][s]):
+                    raise InputError(f"`fss_method='cosine'` needs equal widths, but teacher layer {t} has width "
+                                     f"{t_info['widths'][t]} and {spec.role} layer {s} has {s_info['widths'][s]}; use 'linear_cka'.")
+        notes: list[str] = []
+        cross = spec.cross_layer
+        if self.pooling == "positions":
+            for t, s in pairs:
+                if t_info["grids"][t] is None or t_info["grids"][t] != s_info["grids"][s]:
+                    raise InputError(f"`pooling='positions'` needs equal grids; teacher hidden state {t} is "
+                                     f"{t_info['grids'][t]} and {spec.role} hidden state {s} is {s_info['grids'][s]}. "
+                                     "Use 'mean', or 'flatten' with flatten_grid.")
+            if cross:
+                notes.append("No cross-layer CKA matrix with pooling='positions' (the layers' grids differ).")
+                cross = False
+        agreement = self._agreement(t_info["num_outputs"], s_info["num_outputs"], spec, names, notes)
+        if cross:
+            t_layers, s_layers = list(range(n_t)), list(range(n_s))
+        else:
+            t_layers, s_layers = sorted({t for t, _ in pairs}), sorted({s for _, s in pairs})
+        rows = max([int(t_info["rows"][t]) for t in t_layers] + [int(s_info["rows"][s]) for s in s_layers]) \
+            if self.pooling == "positions" else 1
+        extra = {"agreement": agreement, "method_used": None if agreement is None else self.method,
+                 "warn": [notes[-1]] if agreement is None else [], "cross_layer": cross, "rows": rows,
+                 "image": s_info["image"]}
+        return Plan(pairs, list(s_info["layer_names"]), t_layers, s_layers, notes, extra)
+
+    def lengths(self, source: Any, teacher: Any, opts: EvalOptions) -> np.ndarray | None:  # type: ignore[override]
+        """No length grouping: each model resizes every image to its own input size."""
         return None
-    config = os.path.join(os.path.expanduser(os.fspath(path)), "config.json")
-    if not os.path.isfile(config):
-        return None
-    import json
 
-    with open(config, encoding="utf-8") as handle:
-        return [str(a) for a in json.load(handle).get("architectures") or []]
+    def prepare(self, source: ImageSource, indices: Sequence[int], opts: EvalOptions) -> Batch:  # type: ignore[override]
+        images, labels = source.batch(indices)
+        return Batch(list(indices), labels, images)
+
+    def teacher(self, runner: ImageRunner, batch: Batch, layers: list[int], opts: EvalOptions, *,  # type: ignore[override]
+                record: bool) -> PooledBatch:
+        return self.pool(runner(batch.data, batch.indices), layers, runner=runner)
+
+    def student(self, runner: ImageRunner, batch: Batch, plan: Plan, opts: EvalOptions) -> PooledBatch:  # type: ignore[override]
+        return self.pool(runner(batch.data, batch.indices), plan.s_layers, runner=runner)
+
+    def new_stream(self, plan: Plan, spec: ModelSpec, opts: EvalOptions, *, capacity: int) -> Streams:
+        return Streams(plan.pairs, plan.t_layers, plan.s_layers, capacity=capacity,
+                       batch_size=opts.batch_size * int(plan.extra["rows"]), fss_method=opts.fss_method,
+                       cross_layer=bool(plan.extra["cross_layer"]), agreement=plan.extra["agreement"],
+                       keep_arrays=opts.keep_arrays, keep_labels=opts.label_column is not None)
+
+    def cache_parts(self, teacher: ImageRunner, source: ImageSource, opts: EvalOptions, *,  # type: ignore[override]
+                    in_memory: bool) -> dict[str, Any]:
+        import transformers
+
+        return {
+            "cache_version": CACHE_VERSION, "task": self.name,
+            "teacher": f"object {id(teacher.model)}" if in_memory else model_fingerprint(teacher.model),
+            "teacher_preprocessor": f"object {id(teacher.preprocessor)}" if in_memory else teacher.fingerprint(),
+            "images": source.fingerprint(), "num_examples": len(source), "device_type": teacher.device.type,
+            "torch": torch.__version__, "transformers": transformers.__version__, "image_column": opts.image_column,
+            "pooling": self.pooling, "flatten_grid": self.flatten_grid, "return_nodes": self.return_nodes,
+            "batch_size": opts.batch_size,
+        }
+
+    def result(self, merged: dict[str, Any], plan: Plan, context: dict[str, Any], opts: EvalOptions) -> ExtractionResult:
+        """The text classifier's result, with the image models' layer names, pooling and preprocessing."""
+        result = super().result(merged, plan, context, opts)
+        t_info = context["t_info"]
+        result.teacher_layer_names = list(t_info["layer_names"])
+        options = dict(result.options)
+        options.pop("text_column", None)
+        options.pop("max_length", None)
+        options.update(image_column=opts.image_column, pooling=self.pooling, cross_layer=bool(plan.extra["cross_layer"]),
+                       flatten_grid=self.flatten_grid)
+        options["image"] = {"teacher": t_info["image"], "student": plan.extra["image"]}
+        result.options = options
+        return result
+
+
+def _rows(state: torch.Tensor, prefix: int, grid: Any, suffix: int) -> int:
+    """Rows per image of ``pooling="positions"`` for one hidden state."""
+    if state.ndim == 4:
+        return int(state.shape[2] * state.shape[3])
+    if state.ndim == 3:
+        return int(state.shape[1]) - prefix - suffix
+    return 1
+
+
+def _check_grid(value: Any) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise InputError(f"`flatten_grid` must be a positive int, got {value!r}.")
+    return value  # type: ignore[no-any-return]
+

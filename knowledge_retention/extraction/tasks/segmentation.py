@@ -24,7 +24,9 @@ import torch
 
 from ..._validation import InputError
 from ...agreement import ClassificationAgreementAccumulator, MaskIoUAccumulator
-from .image import ImageClassificationTask, _architectures, _option
+from ..options import EvalOptions
+from .base import ModelSpec
+from .detection import OutputTask, _is_head
 from .image_models import ImageOutputs, ImageRunner, load_image_model, make_image_runner
 
 __all__ = ["SegmentationAgreementAccumulator", "SemanticSegmentationTask", "resize_logits"]
@@ -90,36 +92,45 @@ class SegmentationAgreementAccumulator:
         raise InputError(f"`aoag_method` must be one of {list(SEGMENTATION_METHODS)} for segmentation, got {method!r}.")
 
 
-class SemanticSegmentationTask(ImageClassificationTask):
+class SemanticSegmentationTask(OutputTask):
     """``*ForSemanticSegmentation`` models as a task of the extraction engine (module docstring).
 
     Args:
-        pixel_kl: also keep the logits for the per-pixel exp(-KL) agreement (``aoag_method="kl"``).
+        pixel_kl: also keep the logits for the per-pixel exp(-KL) agreement (``aoag_method="kl"`` sets it).
         ignore_index: a label left out of the mask IoU (None: none).
         flatten_grid: as :class:`ImageClassificationTask`.
     """
 
     name = "semantic-segmentation"
     preset = "segmentation"
+    presets = ("segmentation",)
+    default_preset = "segmentation"
+    aoag_methods = SEGMENTATION_METHODS
+    _accepts = staticmethod(lambda model: _is_head(model, "ForSemanticSegmentation"))
 
     def __init__(self, *, pixel_kl: bool = False, ignore_index: int | None = None, flatten_grid: int | None = None) -> None:
         super().__init__(flatten_grid=flatten_grid)
         self.pixel_kl, self.ignore_index = bool(pixel_kl), ignore_index
 
-    def accepts(self, model_or_path: Any) -> bool:
-        if isinstance(model_or_path, torch.nn.Module):
-            return type(model_or_path).__name__.endswith("ForSemanticSegmentation")
-        return any(a.endswith("ForSemanticSegmentation") for a in _architectures(model_or_path) or [])
+    def check_options(self, opts: EvalOptions) -> None:
+        super().check_options(opts)
+        self.pixel_kl = bool(opts.pixel_kl) or self.method == "kl"
 
-    def load(self, model: Any, *, role: str, argument: str | None = None, preprocessor: Any = None,
-             preprocessor_argument: str | None = None, options: Any = None) -> ImageRunner:
+    def make_runner(self, model: Any, *, role: str, argument: str | None = None, preprocessor: Any = None,
+                    preprocessor_argument: str | None = None) -> ImageRunner:
         loaded = load_image_model(model, argument=argument or role, heads=("ForSemanticSegmentation",))
         if not type(loaded).__name__.endswith("ForSemanticSegmentation"):
             raise InputError(f"`{argument or role}` is a {type(loaded).__name__}, not a *ForSemanticSegmentation model.")
-        if _option(options, "aoag_method", None) == "kl":
-            self.pixel_kl = True
         return make_image_runner(loaded, role=role, preprocessor=preprocessor, preprocessor_argument=preprocessor_argument,
                                  argument=argument)
+
+    def load(self, spec: ModelSpec, opts: EvalOptions, device: Any) -> ImageRunner:  # type: ignore[override]
+        loaded = load_image_model(spec.model, argument=spec.argument, heads=("ForSemanticSegmentation",))
+        device.place(loaded)
+        runner = self.make_runner(loaded, role=spec.role, argument=spec.argument, preprocessor=spec.preprocessor,
+                                  preprocessor_argument=spec.preprocessor_argument)
+        runner.path = spec.model if isinstance(spec.model, str) else None  # type: ignore[attr-defined]
+        return runner
 
     def outputs(self, model_output: ImageOutputs, runner: ImageRunner | None = None, inputs: Any = None) -> Any:
         """One ``{"labels": (H, W) int64, "logits": (C, h, w) float32 or None}`` per image, at the image's size."""
@@ -134,6 +145,10 @@ class SemanticSegmentationTask(ImageClassificationTask):
 
     def new_agreement(self, options: Any = None) -> SegmentationAgreementAccumulator:
         return SegmentationAgreementAccumulator(ignore_index=self.ignore_index, pixel_kl=self.pixel_kl)
+
+    def extra_options(self, agreement: Any) -> dict[str, Any]:
+        return {"pixel_kl": self.pixel_kl, "mask_iou": agreement.compute("mask_iou"),
+                "pixel_exp_neg_kl": agreement.compute("kl") if self.pixel_kl else None}
 
     def describe(self, runner: ImageRunner, *, pooling: str | None = None) -> dict[str, Any]:
         return {**super().describe(runner, pooling=pooling), "pixel_kl": self.pixel_kl, "ignore_index": self.ignore_index}
