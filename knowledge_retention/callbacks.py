@@ -35,6 +35,7 @@ from ._random import preserved_random_state
 from .extraction import ExtractionResult, TeacherCache, evaluate_students
 from .extraction.inputs import TextSource
 from .extraction.options import EvalOptions
+from .extraction.tasks.image import ImageSource, is_image_model
 
 __all__ = ["KRSCallback"]
 
@@ -94,9 +95,13 @@ class KRSCallback(TrainerCallback):  # type: ignore[misc]
         if reserved:
             raise TypeError(f"KRSCallback sets {reserved} itself (it scores under the Trainer's accelerator, "
                             "with the teacher cached in memory); tokenizers go in `tokenizer` / `teacher_tokenizer`.")
-        try:  # the texts are checked now, not at the first evaluation, hours into training
-            TextSource(eval_dataset, text_column=options.get("text_column", "sentence"),
-                       label_column=options.get("label_column"), max_examples=options.get("max_examples"))
+        try:  # the texts (images) are checked now, not at the first evaluation, hours into training
+            if is_image_model(teacher):
+                ImageSource(eval_dataset, image_column=options.get("image_column", "image"),
+                            label_column=options.get("label_column"), max_examples=options.get("max_examples"))
+            else:
+                TextSource(eval_dataset, text_column=options.get("text_column", "sentence"),
+                           label_column=options.get("label_column"), max_examples=options.get("max_examples"))
         except (TypeError, ValueError) as err:
             raise type(err)(str(err).replace("`dataset`", "`eval_dataset`")) from None
         self.teacher = teacher

@@ -118,8 +118,10 @@ def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--layers", type=_layers_arg, default="final",
                        help="layer pairs for FSS: final (default, the paper's choice), uniform (PKD/TinyBERT mapping), "
                             "all, or explicit hidden-state pairs teacher:student like 0:0,6:3,12:6 (0 = embeddings)")
-    group.add_argument("--pooling", choices=("cls", "mean", "last"), default="cls",
-                       help="one vector per example: cls = first token (default), mean over real tokens, last real token (decoders)")
+    group.add_argument("--pooling", choices=("cls", "mean", "last", "flatten", "positions"), default="cls",
+                       help="one vector per example: cls = first token (default), mean over real tokens, last real token "
+                            "(decoders); image models: mean (their default: every position / patch, CLS left out), "
+                            "cls, flatten (C*H*W), positions (a row per position)")
     group.add_argument("--batch-size", type=_positive_int, default=32, help="examples per batch (default 32)")
     group.add_argument("--max-examples", type=_positive_int, help="use only the first N examples")
     group.add_argument("--max-length", type=_positive_int, help="truncate inputs to this many tokens (default: model limit)")
@@ -163,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset-config", help="hub dataset configuration (e.g. sst2 for glue)")
     ev.add_argument("--split", default="validation", help="split to evaluate (default: validation)")
     ev.add_argument("--text-column", default="sentence", help="column of input texts (default: sentence)")
+    ev.add_argument("--image-column",
+                    help="column of input images: the models are image models (classifiers, detectors, segmenters); "
+                         "a folder of images as --dataset is read with the imagefolder builder")
+    ev.add_argument("--flatten-grid", type=_positive_int, metavar="K",
+                    help="--pooling flatten: average-pool each feature map to K x K first")
     ev.add_argument("--label-column", help="column of gold labels (optional: without it, only teacher-relative figures)")
     ev.add_argument("--prompt-column", help="--task causal-lm: column of prompts put before each text (not counted)")
     ev.add_argument("--generate-tokens", type=_positive_int, metavar="N",
@@ -437,6 +444,8 @@ def cmd_default(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.image_column is not None:
+        return _evaluate_images(args)
     dataset = _load_dataset(args.dataset, args.split, args.dataset_config)
     if args.task == "causal-lm":  # token-level report of two causal LMs (knowledge_retention/lm_report.py)
         from .lm_report import run_cli
@@ -454,6 +463,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _run_report(args.teacher, args.student, dataset, args=args, baseline=args.baseline_student,
                 text_column=args.text_column, label_column=args.label_column,
                 extraction=extraction, scoring=scoring)
+    return EXIT_OK
+
+
+def _evaluate_images(args: argparse.Namespace) -> int:
+    """``evaluate --image-column``: image models over an image folder or a dataset with an image column."""
+    for flag, given in (("--max-length", args.max_length is not None), ("--text-column", args.text_column != "sentence"),
+                        ("--prompt-column", args.prompt_column is not None),
+                        ("--generate-tokens", args.generate_tokens is not None)):
+        if given:
+            raise UserError(f"{flag} does not apply to image models (--image-column); leave it out")
+    path = Path(args.dataset).expanduser()
+    if path.is_dir() and not ((path / "dataset_info.json").exists() or (path / "state.json").exists()):
+        import datasets
+
+        try:
+            splits = datasets.load_dataset("imagefolder", data_dir=str(path))
+        except (FileNotFoundError, ValueError, OSError) as err:
+            raise LoadError(f"--dataset {args.dataset!r} could not be read as an image folder: {err}") from None
+        # a folder without split subfolders is one "train" split
+        dataset = splits[args.split] if args.split in splits else splits[next(iter(splits))] if len(splits) == 1 else None
+        if dataset is None:
+            raise UserError(f"--split {args.split}: the image folder has the splits {sorted(splits)}")
+    else:
+        dataset = _load_dataset(args.dataset, args.split, args.dataset_config)
+    extraction = {
+        "image_column": args.image_column, "layers": args.layers, "batch_size": args.batch_size,
+        "max_examples": args.max_examples, "flatten_grid": args.flatten_grid,
+        "mixed_precision": None if args.mixed_precision == "no" else args.mixed_precision,
+        "trust_remote_code": args.trust_remote_code, "teacher_cache": args.teacher_cache,
+    }
+    if args.pooling != "cls":  # the image models' default pooling is mean
+        extraction["pooling"] = args.pooling
+    scoring = {"task": None if args.task == "nlp" else args.task, "alpha": args.alpha, "beta": args.beta,
+               "fss_method": args.fss_method, "aoag_method": args.aoag_method, "temperature": args.temperature}
+    _run_report(args.teacher, args.student, dataset, args=args, baseline=args.baseline_student,
+                label_column=args.label_column, extraction=extraction, scoring=scoring)
     return EXIT_OK
 
 

@@ -156,3 +156,62 @@ def test_two_processes_equal_one(tmp_path: Path) -> None:
             assert got["example_indices"] == list(range(launch.N))
             for key in ("fss", "aoag", "krs"):
                 assert math.isclose(got[key], want[key], rel_tol=1e-6, abs_tol=1e-9), (case, key)
+
+
+# --- the front ends ----------------------------------------------------------------------------------
+
+
+def _image_folder(root: Path, n: int = 8) -> Path:
+    for i, array in enumerate(launch.images(n)):
+        (root / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        PIL.fromarray(array).save(root / f"c{i % 2}" / f"{i}.png")
+    return root
+
+
+def test_cli_evaluate_reads_an_image_folder(pair: dict[str, str], tmp_path: Path) -> None:
+    from knowledge_retention.cli import main
+
+    folder = _image_folder(tmp_path / "data")
+    argv = ["evaluate", "--teacher", pair["teacher"], "--student", pair["student"], "--dataset", str(folder),
+            "--image-column", "image", "--label-column", "label", "--layers", "uniform", "--batch-size", "4",
+            "--output-dir", str(tmp_path / "out"), "--quiet", "--no-latency", "--bootstrap", "10"]
+    assert main(argv) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    direct = evaluate_pair(pair["teacher"], pair["student"], str(folder), label_column="label", layers="uniform",
+                           batch_size=4, progress=False)
+    for key in ("krs", "fss", "aoag"):
+        assert report["headline"][key] == pytest.approx(getattr(direct, key), abs=1e-9)
+    assert report["headline"]["alpha"] == 0.3 and report["num_examples"] == 8
+    assert main([*argv[:-6], "--max-length", "16", "--output-dir", str(tmp_path / "o2"), "--quiet"]) == 2
+
+
+def test_krs_callback_scores_an_image_student_during_training(pair: dict[str, str], tmp_path: Path) -> None:
+    import datasets
+    from transformers import Trainer, TrainingArguments
+
+    from knowledge_retention.callbacks import KRSCallback
+
+    teacher = transformers.AutoModelForImageClassification.from_pretrained(pair["teacher"])
+    student = transformers.AutoModelForImageClassification.from_pretrained(pair["student"]).train()
+    t_processor = transformers.AutoImageProcessor.from_pretrained(pair["teacher"])
+    s_processor = transformers.AutoImageProcessor.from_pretrained(pair["student"])
+    images = launch.images(8)
+    eval_images = {"image": images, "label": [i % 5 for i in range(8)]}
+    pixels = s_processor(images=[PIL.fromarray(a) for a in images], return_tensors="np")["pixel_values"]
+    train = datasets.Dataset.from_dict({"pixel_values": list(pixels), "labels": [i % 5 for i in range(8)]})
+    callback = KRSCallback(teacher, eval_images, s_processor, teacher_tokenizer=t_processor, layers="uniform",
+                           batch_size=4, label_column="label")
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, learning_rate=1e-2,
+                             eval_strategy="steps", eval_steps=1, save_strategy="no", report_to=[], use_cpu=True,
+                             disable_tqdm=True, seed=0)
+    trainer = Trainer(model=student, args=args, train_dataset=train, eval_dataset=train, callbacks=[callback])
+    trainer.train()
+    evals = [e for e in trainer.state.log_history if "eval_krs" in e]
+    assert [e["step"] for e in evals] == [1, 2] and len({e["eval_krs"] for e in evals}) == 2
+    direct = evaluate_pair(teacher, trainer.model, eval_images, teacher_tokenizer=t_processor,
+                           student_tokenizer=s_processor, layers="uniform", batch_size=4, label_column="label",
+                           cross_layer=False, progress=False)
+    for key in ("krs", "fss", "aoag"):
+        assert evals[-1][f"eval_{key}"] == pytest.approx(getattr(direct, key), abs=1e-9)
+    with pytest.raises(InputError, match="`image_column='img'` is not a column of `eval_dataset`"):
+        KRSCallback(teacher, eval_images, s_processor, image_column="img")
