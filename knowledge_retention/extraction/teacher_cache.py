@@ -22,6 +22,7 @@ batch and in the same order, on later calls whose fingerprint matches: the teach
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -70,12 +71,31 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         config = getattr(model, "config", None)
         if config is not None and hasattr(config, "to_json_string"):
             yield config.to_json_string(use_diff=False).encode()
-        for name, tensor in model.state_dict().items():
+        for name, tensor in _state_items(model):
             flat = tensor.detach().contiguous().cpu()
             yield f"{name}|{flat.dtype}|{tuple(flat.shape)}".encode()
             yield flat.reshape(-1).view(torch.uint8).numpy().tobytes() if flat.numel() else b""
 
     return _sha(chunks())
+
+
+def _state_items(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """The state dict's ``(name, tensor)`` items in its order; the weights of a model dispatched by
+    accelerate with CPU or disk offload (meta tensors) are brought in one module at a time."""
+    state = model.state_dict()
+    if not any(t.is_meta for t in state.values()):
+        yield from state.items()
+        return
+    from accelerate.utils import align_module_device, has_offloaded_params
+
+    del state
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        with align_module_device(module) if has_offloaded_params(module) else contextlib.nullcontext():
+            own = [*module._parameters.items(),
+                   *((k, b) for k, b in module._buffers.items() if k not in module._non_persistent_buffers_set)]
+            for name, tensor in own:
+                if tensor is not None:
+                    yield (f"{prefix}.{name}" if prefix else name), tensor
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
