@@ -49,6 +49,7 @@ from ..inputs import TextSource, load_tokenizer, model_max_length
 from ..layers import layer_names, resolve_layer_pairs
 from ..options import EvalOptions
 from ..result import ExtractionResult
+from ..runtime import model_device
 from ..streams import PooledBatch
 from ..teacher_cache import CACHE_VERSION, model_fingerprint, texts_fingerprint, tokenizer_fingerprint
 from .base import Batch, ModelSpec, Plan, Task
@@ -672,8 +673,6 @@ class CausalLMTask(Task):
         if not self.runners and opts.prompt_column is not None and not getattr(tok, "is_fast", False):
             raise InputError("`prompt_column` needs a fast tokenizer (offsets tell which tokens are the prompt's).")
         device.place(model)
-        from ..engine import model_device
-
         runner = _LMRunner(model, tok, spec.role, model_device(model))
         runner.path = path
         runner.model_limit = model_max_length(model, tok)
