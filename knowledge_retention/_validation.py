@@ -136,6 +136,15 @@ def check_positive(value: float, name: str) -> float:
     return float(value)
 
 
+def check_integer(value: Any, name: str, *, minimum: int | None = None) -> int:
+    """Returns ``value`` as int if it is an integer (a Python or NumPy int; not a bool, not a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InputTypeError(f"`{name}` must be an integer, got {type(value).__name__} {value!r}.")
+    if minimum is not None and value < minimum:
+        raise InputError(f"`{name}` must be an integer >= {minimum}, got {value}.")
+    return int(value)
+
+
 def check_unit_interval(value: float, name: str) -> float:
     """Returns ``value`` as float if it is a number in [0, 1]."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
@@ -163,7 +172,7 @@ def _is_array_object(value: Any) -> bool:
     return isinstance(value, np.ndarray) or (hasattr(value, "detach") and hasattr(value, "cpu"))
 
 
-def as_layers(value: ArrayLike | Sequence[ArrayLike], name: str) -> list[np.ndarray]:
+def as_layers(value: ArrayLike | Sequence[ArrayLike], name: str, *, allow_empty: bool = False) -> list[np.ndarray]:
     """The package's one layout for features: returns one ``(N, D_l)`` numpy array per layer.
 
     Accepted, at every entry point (the functions, the evaluate module, the CLI, the Space, the report):
@@ -176,6 +185,8 @@ def as_layers(value: ArrayLike | Sequence[ArrayLike], name: str) -> list[np.ndar
     Nothing else is guessed: a plain nested list of numbers is one array and read by its number of
     dimensions as above. The arrays keep their dtype (the maths converts, chunk by chunk, to float64);
     ``(N, L, D)`` gives views, not copies.
+
+    ``allow_empty=True`` accepts N = 0 (an empty batch of a stream, which changes nothing).
 
     Raises:
         InputTypeError: ``None``, strings, ragged or non-numeric input, complex values, a list that
@@ -216,7 +227,7 @@ def as_layers(value: ArrayLike | Sequence[ArrayLike], name: str) -> list[np.ndar
     for i, layer in enumerate(layers):
         label = name if len(layers) == 1 else f"{name}[{i}]"
         check_real_dtype(layer, label)
-        if 0 in layer.shape:
+        if 0 in layer.shape[1:] or (layer.shape[0] == 0 and not allow_empty):
             raise InputError(f"`{label}` is empty: shape {layer.shape}; expected {expected} with N, D >= 1.")
     rows = {layer.shape[0] for layer in layers}
     if len(rows) > 1:

@@ -213,7 +213,7 @@ class LinearCKAAccumulator:
         warnings.warn("LinearCKAAccumulator.add is deprecated; use update.", FutureWarning, stacklevel=2)
         return self.update(teacher, student, **kwargs)
 
-    def _chunk_sums(self, t: np.ndarray, s: np.ndarray, shift_t: np.ndarray, shift_s: np.ndarray,
+    def _chunk_sums(self, t: np.ndarray, s: np.ndarray, shift_t: np.ndarray | None, shift_s: np.ndarray | None,
                     weights: np.ndarray | None) -> LinearCKAAccumulator:
         """The sums of one chunk of rows, scaled by powers of two when the plain sums leave float64's range."""
         with np.errstate(over="ignore", invalid="ignore", under="ignore"):  # checked just below

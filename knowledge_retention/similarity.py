@@ -60,6 +60,7 @@ from .feature_cka import (
     linear_cka,
 )
 from .kernel_cka import RBF_MAX_EXAMPLES, _center_gram, _gram_rbf, gram_cka, gram_linear_cka, rbf_cka
+from .methods import FSS_METHODS  # the one list every front end (CLI, Space, widget) offers
 
 __all__ = [
     "FSS_METHODS",
@@ -79,8 +80,6 @@ __all__ = [
 ]
 
 FSSMethod = Literal["linear_cka", "debiased_cka", "rbf_cka", "cosine"]
-#: The FSS methods, the one list every front end (CLI, Space, widget) offers.
-FSS_METHODS: tuple[str, ...] = ("linear_cka", "debiased_cka", "rbf_cka", "cosine")
 
 # re-exported: the former home of these helpers
 _ = (_CHUNK_ROWS, MAX_STATE_BYTES, _batch_sums, _center_gram, _gram_rbf, _reshifted)
