@@ -33,11 +33,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LOAD = 0, 1, 2, 3
+from ._io import DEFAULT_MAX_ARRAY_BYTES
+from .methods import ARRAY_AOAG_METHODS, FSS_METHODS, aoag_methods_for  # the package's one list of methods
 
-FSS_CHOICES = ("linear_cka", "debiased_cka", "rbf_cka", "cosine")
-AOAG_CHOICES = ("kl", "js", "top1", "mse")
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LOAD = 0, 1, 2, 3
+#: `arrays --max-decompressed-mb`: the Space's default ceiling (4 x its 200 MB upload limit).
+_DEFAULT_MAX_DECOMPRESSED_MB = DEFAULT_MAX_ARRAY_BYTES / 2**20
+
+FSS_CHOICES = FSS_METHODS
 TASK_CHOICES = ("classification", "nlp", "regression", "causal-lm")
+AOAG_CHOICES = aoag_methods_for(TASK_CHOICES)
+#: `arrays` scores saved arrays: every task whose outputs are rectangular arrays (not detection's boxes).
+ARRAY_TASK_CHOICES = ("classification", "nlp", "regression", "segmentation", "causal-lm")
 
 
 class UserError(Exception):
@@ -176,8 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
                                      "teacher_outputs/student_outputs (or teacher_logits/student_logits).")
     arr.add_argument("path", type=Path, help=".npz or .safetensors file (pickles are never loaded)")
     _add_scoring_options(arr, default_task="classification")
+    for action in arr._actions:  # saved arrays can also be label maps (segmentation)
+        if action.dest == "task":
+            action.choices = ARRAY_TASK_CHOICES
+            action.help = (action.help or "").replace("regression (0.5, 0.5),", "regression (0.5, 0.5), segmentation (0.7, 0.3),")
+        elif action.dest == "aoag_method":
+            action.choices = ARRAY_AOAG_METHODS
+            action.help = (action.help or "") + ", mask_iou (segmentation)"
     arr.add_argument("--inputs", choices=("logits", "probabilities"), default="logits",
                      help="whether the outputs are logits (default) or probabilities")
+    arr.add_argument("--max-mse", type=float, help="regression: the MSE that maps to 0 agreement (default: teacher output variance)")
+    arr.add_argument("--ignore-index", type=int, metavar="LABEL",
+                     help="segmentation: a void label (e.g. 255) whose pixels are left out of the IoU")
+    arr.add_argument("--max-decompressed-mb", type=float, default=_DEFAULT_MAX_DECOMPRESSED_MB, metavar="MB",
+                     help="refuse an .npz whose arrays take more than MB once decompressed, before reading them "
+                          "(default %(default)g, the Space's ceiling; 0 lifts the limit)")
     arr.add_argument("--json", action="store_true", help="print the result as JSON")
 
     rep = sub.add_parser("reproduce-sst2", help="train, distil and evaluate the SST-2 experiments (Table 9 of the paper)",
@@ -457,28 +477,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def load_arrays(path: Path) -> dict[str, Any]:
+def load_arrays(path: Path, *, max_array_bytes: int | None = None) -> dict[str, Any]:
     """Reads ``.npz`` (no pickles) or ``.safetensors`` into a dict of numpy arrays (see :mod:`._io`)."""
     from ._io import read_arrays
 
-    return read_arrays(path)
+    return read_arrays(path, max_array_bytes=max_array_bytes)
 
 
 def cmd_arrays(args: argparse.Namespace) -> int:
-    from .score import compute_krs
+    from .score import check_krs_options, compute_krs
 
-    data = load_arrays(args.path)
+    options = {"task": args.task, "alpha": args.alpha, "beta": args.beta, "fss_method": args.fss_method,
+               "aoag_method": args.aoag_method, "temperature": args.temperature, "inputs": args.inputs,
+               "max_mse": args.max_mse, "ignore_index": args.ignore_index}
+    check_krs_options(**options)  # every flag checked before the file is read
+    if args.max_decompressed_mb < 0:
+        raise UserError(f"--max-decompressed-mb: expected a size in MB >= 0 (0 lifts the limit), got {args.max_decompressed_mb:g}")
+    limit = int(args.max_decompressed_mb * 2**20) or None
+    data = load_arrays(args.path, max_array_bytes=limit)
 
     def pick(*names: str) -> Any:
-        for name in names:
-            if name in data:
-                return data[name]
+        present = [name for name in names if name in data]
+        if len(present) > 1:  # as the Space: two names for one array is ambiguous, never silently one of them
+            raise UserError(f"{args.path}: both {present[0]!r} and {present[1]!r} were given; they name the same "
+                            "array, keep one")
+        if present:
+            return data[present[0]]
         raise UserError(f"{args.path}: missing array {names[0]!r} (found: {sorted(data)})")
 
     t_feat, s_feat = pick("teacher_features"), pick("student_features")  # (N, D) or (N, L, D), as everywhere
     out = compute_krs(t_feat, s_feat, pick("teacher_outputs", "teacher_logits"), pick("student_outputs", "student_logits"),
-                      task=args.task, alpha=args.alpha, beta=args.beta, fss_method=args.fss_method,
-                      aoag_method=args.aoag_method, temperature=args.temperature, inputs=args.inputs)
+                      **options)
     if args.json:
         print(json.dumps(out))
     else:
