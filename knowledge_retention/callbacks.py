@@ -26,16 +26,19 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from transformers import TrainerCallback
 
 from ._random import preserved_random_state
+from ._validation import InputError, InputTypeError, check_choice, check_positive
 from .extraction import ExtractionResult, TeacherCache, evaluate_students
-from .extraction.inputs import TextSource
+from .extraction.inputs import TextSource, model_config
 
-__all__ = ["KRSCallback"]
+__all__ = ["KRSCallback", "check_options"]
 
 _RESERVED = ("accelerator", "distributed", "teacher_cache", "progress", "student_tokenizers", "teacher_tokenizer")
 
@@ -51,6 +54,69 @@ def _find_trainer() -> Any:
             return owner
         frame = frame.f_back
     return None
+
+
+def _check_count(value: Any, name: str, *, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputTypeError(f"`{name}` must be a positive int{' or None' if optional else ''}, got {type(value).__name__}.")
+    if value < 1:
+        raise InputError(f"`{name}` must be >= 1, got {value}.")
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Validates the options of :func:`~knowledge_retention.extraction.evaluate_students` without running a model:
+    every value whether the task uses it or not, with the validators the evaluator itself calls.
+
+    Raises:
+        InputError / InputTypeError: naming the option and what was expected.
+    """
+    from .extraction.layers import resolve_layer_pairs
+    from .extraction.pooling import POOLINGS
+    from .extraction.tasks import causal_lm
+    from .score import DEFAULT_AOAG, TASK_PRESETS, resolve_weights
+    from .similarity import FSS_METHODS
+    from .token_agreement import TOKEN_AVERAGES
+
+    task = options.get("task")
+    if task is not None:
+        check_choice(task, "task", (*TASK_PRESETS, causal_lm.TASK))
+    lm = task == causal_lm.TASK
+    check_choice(options.get("pooling", "cls"), "pooling", POOLINGS)
+    _check_count(options.get("batch_size", 32), "batch_size", optional=False)
+    for name in ("max_length", "max_examples"):
+        _check_count(options.get(name), name, optional=True)
+    resolve_weights(task or "nlp", options.get("alpha"), options.get("beta"))
+    fss = options.get("fss_method", "linear_cka")
+    check_choice(fss, "fss_method", FSS_METHODS)
+    if fss == "rbf_cka" and not options.get("keep_arrays", False):
+        raise InputError("`fss_method='rbf_cka'` needs the full N x N Gram matrices and cannot stream: pass "
+                         "keep_arrays=True (N <= 10,000), or use 'linear_cka' / 'debiased_cka'.")
+    aoag = options.get("aoag_method")
+    aoag_choices = ("kl", "js", "top1") if lm else ("kl", "js", "top1", "mse")
+    check_choice(DEFAULT_AOAG.get(task or "nlp", "kl") if aoag is None else aoag, "aoag_method", aoag_choices)
+    check_positive(options.get("temperature", 1.0), "temperature")
+    if options.get("mixed_precision") is not None:
+        check_choice(options["mixed_precision"], "mixed_precision", ("no", "fp16", "bf16"))
+    for name in ("group_by_length", "keep_arrays", "trust_remote_code"):
+        if name in options and not isinstance(options[name], bool):
+            raise InputTypeError(f"`{name}` must be a bool, got {type(options[name]).__name__}.")
+    cross = options.get("cross_layer", False)
+    if not isinstance(cross, bool) and (isinstance(cross, str) or not set(cross) <= {"student"}):
+        raise InputError(f"`cross_layer` must be a bool here (the callback scores one student), got {cross!r}.")
+    for name in ("text_column", "label_column", "prompt_column"):
+        if options.get(name) is not None and not isinstance(options[name], str):
+            raise InputTypeError(f"`{name}` must be a column name (str), got {type(options[name]).__name__}.")
+    resolve_layer_pairs(options.get("layers", "final"), 1 << 20, 1 << 20)  # the form; the range needs the models
+    if lm:
+        check_choice(options.get("average", "token"), "average", TOKEN_AVERAGES)
+        if options.get("sequence_pooling") is not None:
+            check_choice(options["sequence_pooling"], "sequence_pooling", causal_lm.SEQUENCE_POOLINGS)
+        _check_count(options.get("top_k", 5), "top_k", optional=False)
+        causal_lm._check_generate(options.get("generate"))
+    else:
+        causal_lm.refuse_lm_options(task or "nlp", options)
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -87,17 +153,29 @@ class KRSCallback(TrainerCallback):  # type: ignore[misc]
         allowed = set(inspect.signature(evaluate_students).parameters) - {"teacher", "students", "dataset"}
         unknown = sorted(set(options) - allowed)
         if unknown:
-            raise TypeError(f"KRSCallback got unknown option(s) {unknown}; it takes evaluate_pair's options "
+            raise InputTypeError(f"KRSCallback got unknown option(s) {unknown}; it takes evaluate_pair's options "
                             f"{sorted(allowed - set(_RESERVED))}.")
         reserved = sorted(set(options) & set(_RESERVED))
         if reserved:
-            raise TypeError(f"KRSCallback sets {reserved} itself (it scores under the Trainer's accelerator, "
+            raise InputTypeError(f"KRSCallback sets {reserved} itself (it scores under the Trainer's accelerator, "
                             "with the teacher cached in memory); tokenizers go in `tokenizer` / `teacher_tokenizer`.")
-        try:  # the texts are checked now, not at the first evaluation, hours into training
-            TextSource(eval_dataset, text_column=options.get("text_column", "sentence"),
-                       label_column=options.get("label_column"), max_examples=options.get("max_examples"))
+        check_options(options)  # every option now, not at the first evaluation, hours into training
+        try:
+            source = TextSource(eval_dataset, text_column=options.get("text_column", "sentence"),
+                                label_column=options.get("label_column"), max_examples=options.get("max_examples"))
+            for lo in range(0, len(source), 4096):  # every text, once: a None or a number fails here
+                source.batch(range(lo, min(lo + 4096, len(source))))
         except (TypeError, ValueError) as err:
-            raise type(err)(str(err).replace("`dataset`", "`eval_dataset`")) from None
+            kind = InputTypeError if isinstance(err, TypeError) else InputError
+            raise kind(str(err).replace("`dataset`", "`eval_dataset`").replace("`dataset[", "`eval_dataset[")) from None
+        if isinstance(teacher, (str, os.PathLike)):
+            model_config(teacher, "teacher")  # a path that names no model is refused now
+        elif not isinstance(teacher, torch.nn.Module):
+            raise InputTypeError(f"`teacher` must be a torch.nn.Module or a local path / hub name, got "
+                                 f"{type(teacher).__name__}.")
+        for name, value in (("tokenizer", tokenizer), ("teacher_tokenizer", teacher_tokenizer)):
+            if value is not None and not callable(value):
+                raise InputTypeError(f"`{name}` must be a transformers tokenizer, got {type(value).__name__}.")
         self.teacher = teacher
         self.eval_dataset = eval_dataset
         self.tokenizer = tokenizer
@@ -135,7 +213,7 @@ class KRSCallback(TrainerCallback):  # type: ignore[misc]
         """The student ``model`` scored against the teacher now (the teacher's side is computed once)."""
         tokenizer = self.tokenizer if self.tokenizer is not None else processing_class
         if tokenizer is None:
-            raise TypeError("KRSCallback needs the student's tokenizer: pass `tokenizer=` or give the Trainer a "
+            raise InputTypeError("KRSCallback needs the student's tokenizer: pass `tokenizer=` or give the Trainer a "
                             "processing_class.")
         accelerator = None
         if self._trainer is not None and getattr(self._trainer, "accelerator", None) is not None \

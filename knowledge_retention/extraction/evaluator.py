@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .._validation import check_choice, check_positive
+from .._validation import InputError, InputTypeError, check_choice, check_positive
 from ..agreement import ClassificationAgreementAccumulator, RegressionAgreementAccumulator
 from ..score import DEFAULT_AOAG, TASK_PRESETS, knowledge_retention_score, resolve_weights
 from ..similarity import (
@@ -76,9 +76,9 @@ def _check_count(value: int | None, name: str, *, optional: bool) -> int | None:
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be a positive int{' or None' if optional else ''}, got {type(value).__name__}.")
+        raise InputTypeError(f"`{name}` must be a positive int{' or None' if optional else ''}, got {type(value).__name__}.")
     if value < 1:
-        raise ValueError(f"`{name}` must be >= 1, got {value}.")
+        raise InputError(f"`{name}` must be >= 1, got {value}.")
     return int(value)
 
 
@@ -87,7 +87,7 @@ def _pair_value(compute: Callable[[], float], pair: tuple[int, int], names: tupl
         return compute()
     except ValueError as err:
         t, s = pair
-        raise ValueError(
+        raise InputError(
             f"Layer pair (teacher {t} = {names[0][t]}, student {s} = {names[1][s]}): {err} With pooling='cls' "
             "the embedding output of the first token is the same for every example; exclude layer 0 or use "
             "pooling='mean'."
@@ -740,7 +740,7 @@ def _plan(
         for t, s in pairs:
             dt, ds = int(t_info["widths"][t]), probe.hidden_states[s].shape[-1]
             if dt != ds:
-                raise ValueError(
+                raise InputError(
                     f"`fss_method='cosine'` needs equal widths, but teacher layer {t} has width {dt} and "
                     f"{spec.role} layer {s} has {ds}; use 'linear_cka'."
                 )
@@ -914,14 +914,14 @@ def _agreement(
     c_t, c_s = teacher_outputs, student_outputs
     assert c_t is not None and c_s is not None
     if c_t != c_s:
-        raise ValueError(
+        raise InputError(
             f"The teacher predicts {c_t} labels and the {spec.role} {c_s}: output agreement (AOAg) needs the same "
             "label set. Pass models with the same num_labels."
         )
     if method == "mse":
         return RegressionAgreementAccumulator()
     if c_t < 2:
-        raise ValueError(
+        raise InputError(
             f"The models have {c_t} output (a regression head): `aoag_method={method!r}` needs class logits; "
             "use aoag_method='mse' (or task='regression')."
         )

@@ -42,12 +42,12 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..._validation import InputError, InputTypeError, check_choice, check_positive
+from ..._validation import InputError, InputTypeError, LoadError, check_choice, check_positive
 from ...score import knowledge_retention_score, resolve_weights
 from ...similarity import CrossLayerCKAAccumulator, LinearCKAAccumulator
 from ...token_agreement import TOKEN_AVERAGES, TokenAgreementAccumulator
 from ..batching import length_grouped_order
-from ..inputs import TextSource, load_tokenizer, model_max_length
+from ..inputs import TextSource, load_tokenizer, model_config, model_max_length
 from ..layers import LayerSpec, layer_names, resolve_layer_pairs
 from ..result import ExtractionResult
 from ..streams import IndexRange, collate_indices, real_rows
@@ -122,7 +122,50 @@ def load_causal_lm(model: Any, argument: str, *, trust_remote_code: bool = False
     from transformers import AutoModelForCausalLM
 
     path = os.fspath(model)
-    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code), path
+    config = model_config(path, argument, trust_remote_code=trust_remote_code)
+    architectures = [str(a) for a in getattr(config, "architectures", None) or []]
+    if getattr(config, "is_encoder_decoder", False) or (architectures and not any(map(_is_lm_class_name, architectures))):
+        # read from the config, before loading: an encoder would get a random, untrained output layer
+        kind = ", ".join(architectures) or f"an encoder-decoder ({config.model_type})"
+        raise InputTypeError(
+            f"`{argument}` ({path}) is a {kind}, not a causal language model: task='causal-lm' needs a "
+            "*ForCausalLM / *LMHeadModel checkpoint with its trained output layer."
+        )
+    local = os.path.expanduser(path)
+    try:
+        loaded, info = AutoModelForCausalLM.from_pretrained(
+            local if os.path.isdir(local) else path, trust_remote_code=trust_remote_code, output_loading_info=True)
+    except (OSError, ValueError) as err:
+        raise LoadError(f"`{argument}`: the model at {path} could not be loaded as a causal LM: "
+                        f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from None
+    head = loaded.get_output_embeddings()
+    head_names = {f"{name}.weight" for name, module in loaded.named_modules() if module is head}
+    if head_names & set(info.get("missing_keys", ())):
+        raise InputTypeError(
+            f"`{argument}` ({path}) holds no weights for its output layer ({', '.join(sorted(head_names))}): "
+            "it would be random. task='causal-lm' needs a causal language model saved with its output layer."
+        )
+    return loaded, path
+
+
+def scored_examples(num_texts: int, num_sequences: int) -> tuple[int, str | None]:
+    """How many texts a causal-LM result may report as evaluated, and the note that says what was left out.
+
+    A text with no counted token (empty, or nothing after its prompt) adds nothing to any token sum or
+    sequence average: it was not scored, so ``num_examples`` counts only the ``num_sequences`` texts
+    that were, and the note says how many were dropped.
+
+    Example:
+        >>> scored_examples(5, 4)
+        (4, '1 of 5 texts had no token to score (empty, or nothing after its prompt) and were left out: num_examples counts the 4 scored.')
+        >>> scored_examples(3, 3)
+        (3, None)
+    """
+    if num_sequences >= num_texts:
+        return num_texts, None
+    dropped = num_texts - num_sequences
+    return num_sequences, (f"{dropped} of {num_texts} texts had no token to score (empty, or nothing after its "
+                           f"prompt) and were left out: num_examples counts the {num_sequences} scored.")
 
 
 def check_same_vocabulary(
