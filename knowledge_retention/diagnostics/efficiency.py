@@ -207,6 +207,48 @@ def _positive(value: float | None, name: str) -> float | None:
     return float(value)
 
 
+def extraction_speeds(
+    timings: dict[str, Any], num_examples: int, batch_size: int, *, teacher_cache: dict[str, Any] | None = None
+) -> tuple[dict[str, dict[str, Any]] | None, str | None]:
+    """Each model's speed from an extraction's own timed forward passes, when the two can be compared.
+
+    The two times must come from the same run: with a teacher cache the teacher's time is the one
+    recorded when its outputs were cached (replayed later, while the student is timed again), so
+    the ratio would change between identical runs. Then no speed is taken from the timings and
+    the reason says so: the caller times both models on the same batches instead.
+
+    Args:
+        timings: the extraction's ``timings`` (``teacher_forward_s``, ``student_forward_s``, ``forward_batches``).
+        num_examples: examples the forward passes ran over.
+        batch_size: examples per batch (for the batch count when ``forward_batches`` is missing).
+        teacher_cache: the extraction's ``options["teacher_cache"]`` (None without a cache).
+
+    Returns:
+        ``({"teacher": speed, "student": speed}, None)`` with ``seconds_per_batch``,
+        ``examples_per_second`` and ``timed_batches`` each; or ``(None, reason)``.
+
+    Example:
+        >>> speeds, _ = extraction_speeds({"teacher_forward_s": 2.0, "student_forward_s": 1.0}, 64, 32)
+        >>> speeds["teacher"]["seconds_per_batch"] / speeds["student"]["seconds_per_batch"]
+        2.0
+        >>> extraction_speeds({"teacher_forward_s": 2.0, "student_forward_s": 1.0}, 64, 32,
+        ...                   teacher_cache={"reused": True})[0] is None
+        True
+    """
+    if teacher_cache:
+        return None, ("the teacher cache is in use, so the extraction's teacher time is replayed on later runs "
+                      "while the student is timed again: both models are timed on the same batches instead")
+    speeds: dict[str, dict[str, Any]] = {}
+    for role in ("teacher", "student"):
+        seconds = timings.get(f"{role}_forward_s")
+        if not seconds or not num_examples:
+            return None, f"the extraction has no timed forward pass of the {role}"
+        n_batches = int(timings.get("forward_batches") or 0) or max(1, -(-num_examples // batch_size))
+        speeds[role] = {"seconds_per_batch": float(seconds) / n_batches,
+                        "examples_per_second": num_examples / float(seconds), "timed_batches": n_batches}
+    return speeds, None
+
+
 def tradeoff_sentence(
     quality_retained: float | None = None,
     size_ratio: float | None = None,
