@@ -29,6 +29,11 @@ class InputTypeError(InputError, TypeError):
     """An input of the wrong kind (``None``, a string, a ragged list, a complex array)."""
 
 
+class LoadError(InputError, OSError):
+    """A model, tokenizer or dataset the user named that cannot be loaded: no such folder, a folder that is
+    not a model, a Hub name that cannot be reached. The message names the argument; the CLI exits 3."""
+
+
 def to_numpy(value: ArrayLike, name: str) -> np.ndarray:
     """Converts numpy arrays, torch tensors and (nested) lists to a numpy array.
 

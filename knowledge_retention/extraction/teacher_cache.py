@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._validation import InputTypeError
 from .inputs import TextSource
 from .streams import PooledBatch
 
@@ -157,7 +158,7 @@ class TeacherCache:
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         if path is not None and not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"`teacher_cache` must be a folder path or a TeacherCache, got {type(path).__name__}.")
+            raise InputTypeError(f"`teacher_cache` must be a folder path or a TeacherCache, got {type(path).__name__}.")
         self.path = None if path is None else Path(path).expanduser()
         self._memory: dict[str, tuple[dict[str, Any], dict[int, list[TeacherBatch]]]] = {}
 
@@ -326,7 +327,7 @@ def as_cache(value: Any) -> TeacherCache | None:
         return value
     if isinstance(value, (str, os.PathLike)):
         return TeacherCache(value)
-    raise TypeError(f"`teacher_cache` must be None, a folder path or a TeacherCache, got {type(value).__name__}.")
+    raise InputTypeError(f"`teacher_cache` must be None, a folder path or a TeacherCache, got {type(value).__name__}.")
 
 
 def numpy_free(value: Any) -> Any:

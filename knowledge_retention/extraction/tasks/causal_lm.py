@@ -41,11 +41,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..._validation import InputError, InputTypeError, check_choice
+from ..._validation import InputError, InputTypeError, LoadError, check_choice
 from ...score import knowledge_retention_score, resolve_weights
 from ...similarity import CrossLayerCKAAccumulator, LinearCKAAccumulator
 from ...token_agreement import TOKEN_AVERAGES, TokenAgreementAccumulator
-from ..inputs import TextSource, load_tokenizer, model_max_length
+from ..inputs import TextSource, load_tokenizer, model_config, model_max_length
 from ..layers import layer_names, resolve_layer_pairs
 from ..options import EvalOptions
 from ..result import ExtractionResult
@@ -126,7 +126,51 @@ def load_causal_lm(model: Any, argument: str, *, trust_remote_code: bool = False
     from transformers import AutoModelForCausalLM
 
     path = os.fspath(model)
-    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code), path
+    config = model_config(path, argument, trust_remote_code=trust_remote_code)
+    architectures = [str(a) for a in getattr(config, "architectures", None) or []]
+    if getattr(config, "is_encoder_decoder", False) or (architectures and not any(map(_is_lm_class_name, architectures))):
+        # read from the config, before loading: an encoder would get a random, untrained output layer
+        kind = ", ".join(architectures) or f"an encoder-decoder ({config.model_type})"
+        raise InputTypeError(
+            f"`{argument}` ({path}) is a {kind}, not a causal language model: task='causal-lm' needs a "
+            "*ForCausalLM / *LMHeadModel checkpoint with its trained output layer."
+        )
+    local = os.path.expanduser(path)
+    try:
+        outcome: Any = AutoModelForCausalLM.from_pretrained(
+            local if os.path.isdir(local) else path, trust_remote_code=trust_remote_code, output_loading_info=True)
+        loaded, info = outcome
+    except (OSError, ValueError) as err:
+        raise LoadError(f"`{argument}`: the model at {path} could not be loaded as a causal LM: "
+                        f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from None
+    head = loaded.get_output_embeddings()
+    head_names = {f"{name}.weight" for name, module in loaded.named_modules() if module is head}
+    if head_names & set(info.get("missing_keys", ())):
+        raise InputTypeError(
+            f"`{argument}` ({path}) holds no weights for its output layer ({', '.join(sorted(head_names))}): "
+            "it would be random. task='causal-lm' needs a causal language model saved with its output layer."
+        )
+    return loaded, path
+
+
+def scored_examples(num_texts: int, num_sequences: int) -> tuple[int, str | None]:
+    """How many texts a causal-LM result may report as evaluated, and the note that says what was left out.
+
+    A text with no counted token (empty, or nothing after its prompt) adds nothing to any token sum or
+    sequence average: it was not scored, so ``num_examples`` counts only the ``num_sequences`` texts
+    that were, and the note says how many were dropped.
+
+    Example:
+        >>> scored_examples(5, 4)
+        (4, '1 of 5 texts had no token to score (empty, or nothing after its prompt) and were left out: num_examples counts the 4 scored.')
+        >>> scored_examples(3, 3)
+        (3, None)
+    """
+    if num_sequences >= num_texts:
+        return num_texts, None
+    dropped = num_texts - num_sequences
+    return num_sequences, (f"{dropped} of {num_texts} texts had no token to score (empty, or nothing after its "
+                           f"prompt) and were left out: num_examples counts the {num_sequences} scored.")
 
 
 def check_same_vocabulary(
@@ -855,6 +899,9 @@ def lm_result(task: CausalLMTask, merged: dict[str, Any], plan: Plan, context: d
         if context["is_main"] and message not in context["warned"]:
             context["warned"].add(message)
             warnings.warn(message, UserWarning, stacklevel=5)
+    num_examples, dropped = scored_examples(len(context["source"]), tokens.n_sequences)
+    if dropped:
+        notes.append(dropped)
     t_tok = task.teacher_runner.tokenizer
     lm = {
         "num_tokens": tokens.n_tokens, "num_sequences": tokens.n_sequences, "average": opts.average,
@@ -874,7 +921,7 @@ def lm_result(task: CausalLMTask, merged: dict[str, Any], plan: Plan, context: d
         layer_pairs=pairs, pair_scores=pair_scores, pair_linear_cka=pair_linear, teacher_layer_names=names_t,
         student_layer_names=names_s, cross_layer_cka=cross, mean_kl=measures["mean_kl"],
         top1_agreement=measures["top1_agreement"], teacher_logits=None, student_logits=None, labels=None,
-        example_indices=merged["index"], num_examples=len(context["source"]),
+        example_indices=merged["index"], num_examples=num_examples,
         options={
             "teacher": names["teacher"], "student": names[spec.name], "student_name": spec.name,
             "text_column": opts.text_column, "prompt_column": opts.prompt_column,
