@@ -30,7 +30,6 @@ Everything that the causal-LM task changes in extraction lives here:
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import time
 import warnings
@@ -52,6 +51,7 @@ from ..result import ExtractionResult
 from ..runtime import model_device
 from ..streams import PooledBatch
 from ..teacher_cache import CACHE_VERSION, model_fingerprint, texts_fingerprint, tokenizer_fingerprint
+from ..token_step import token_step
 from .base import Batch, ModelSpec, Plan, Task
 from .text import cka_or_nan, cross_matrix
 
@@ -337,75 +337,6 @@ class _LMRunner:
         return head(states).float()
 
 
-# --------------------------------------------------------------------------------- per-batch maths
-def token_step(
-    teacher_logits: Any,
-    student_logits: Any,
-    targets: torch.Tensor,
-    *,
-    temperature: float,
-    top_k: int,
-    chunk: int | None = None,
-) -> dict[str, torch.Tensor]:
-    """Per-token statistics of :data:`~knowledge_retention.token_agreement.STAT_KEYS`, ``(n,)`` each (float32
-    from the float32 log-softmaxes; top-1/top-k matches as exact float64), plus ``teacher_top1``/``student_top1`` ids.
-
-    ``teacher_logits``/``student_logits`` are either ``(n, V)`` tensors or callables ``(lo, hi) -> (hi-lo, V)``
-    (the model heads applied to rows ``lo:hi``): the ``(chunk, V)`` blocks are made, used and freed one at
-    a time, in float32 (log-softmax included), so memory is ``O(chunk * V)`` whatever n.
-    """
-    n = int(targets.shape[0])
-    get_t = teacher_logits if callable(teacher_logits) else (lambda lo, hi: teacher_logits[lo:hi].float())
-    get_s = student_logits if callable(student_logits) else (lambda lo, hi: student_logits[lo:hi].float())
-    log2 = math.log(2.0)
-    if chunk is None and n:  # the vocabulary size from one row, then blocks of LOGIT_BUDGET values
-        chunk = max(1, LOGIT_BUDGET // int(get_t(0, 1).shape[-1]))
-    # The outputs are allocated once, before the loop, and filled block by block: small tensors kept
-    # between the (chunk, V) temporaries would pin the heap above them and RSS would grow with n
-    # (measured: 3 GB for 1,024 rows at V = 131,072 with per-block torch.cat pieces).
-    device = targets.device
-    out = {k: torch.empty(n, dtype=torch.float32 if k in ("exp_neg_kl", "kl", "js", "teacher_nll", "student_nll")
-                          else torch.float64, device=device)
-           for k in ("exp_neg_kl", "kl", "js", "top1", "topk", "teacher_nll", "student_nll")}
-    out["teacher_top1"] = torch.empty(n, dtype=torch.long, device=device)
-    out["student_top1"] = torch.empty(n, dtype=torch.long, device=device)
-    lo = 0
-    while lo < n:
-        assert chunk is not None
-        zt = get_t(lo, min(n, lo + chunk))
-        hi = lo + int(zt.shape[0])
-        zs = get_s(lo, hi)
-        y = targets[lo:hi].to(zt.device).unsqueeze(1)
-        lt1, ls1 = torch.log_softmax(zt, dim=-1), torch.log_softmax(zs, dim=-1)
-        out["teacher_nll"][lo:hi] = -lt1.gather(1, y).squeeze(1)
-        out["student_nll"][lo:hi] = -ls1.gather(1, y).squeeze(1)
-        if temperature != 1.0:
-            lt, ls = torch.log_softmax(zt / temperature, dim=-1), torch.log_softmax(zs / temperature, dim=-1)
-        else:
-            lt, ls = lt1, ls1
-        del lt1, ls1
-        # few (chunk, V) temporaries: one difference buffer reused, dot products without products
-        pt, ps = lt.exp(), ls.exp()
-        diff = torch.sub(lt, ls)
-        kl = torch.linalg.vecdot(pt, diff).clamp(min=0.0)
-        lm = torch.logaddexp(lt, ls).sub_(log2)  # log of the mixture (p + q) / 2
-        js = 0.5 * torch.linalg.vecdot(pt, torch.sub(lt, lm, out=diff))
-        js += 0.5 * torch.linalg.vecdot(ps, torch.sub(ls, lm, out=diff))
-        js /= log2
-        del pt, ps, lm, lt, ls, diff
-        kt, ks = zt.topk(top_k, dim=-1).indices, zs.topk(top_k, dim=-1).indices
-        out["kl"][lo:hi] = kl
-        out["exp_neg_kl"][lo:hi] = torch.exp(-kl)
-        out["js"][lo:hi] = js.clamp(0.0, 1.0)
-        out["top1"][lo:hi] = kt[:, 0] == ks[:, 0]  # exact counts: float64
-        out["topk"][lo:hi] = (kt.unsqueeze(2) == ks.unsqueeze(1)).any(dim=2).sum(dim=1).double() / top_k
-        out["teacher_top1"][lo:hi] = kt[:, 0]
-        out["student_top1"][lo:hi] = ks[:, 0]
-        del zt, zs, kt, ks, kl, js
-        lo = hi
-    return out
-
-
 # ---------------------------------------------------------------------------------------- streams
 @dataclass
 class _ModelBatch:
@@ -514,7 +445,7 @@ class _Streams:
                     "student_top1": int(stats_np["student_top1"][k]),
                     "teacher_nll": float(stats_np["teacher_nll"][k]), "student_nll": float(stats_np["student_nll"][k]),
                 })
-        self.tokens.add(stats_np, examples, positions, worst)
+        self.tokens.update_statistics(stats_np, examples, positions, worst)
 
     def payload(self, counters: dict[str, Any]) -> dict[str, Any]:
         kept = None
