@@ -266,7 +266,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat (smoke run)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--n-overhead", type=int, default=256)
+    parser.add_argument("--n-overhead", type=int, default=512)
     parser.add_argument("--n-small", type=int, default=256)
     parser.add_argument("--n-large", type=int, default=2048)
     parser.add_argument("--n-flatten", type=int, default=256)
