@@ -124,7 +124,7 @@ def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--layers", type=_layers_arg, default="final",
                        help="layer pairs for FSS: final (default, the paper's choice), uniform (PKD/TinyBERT mapping), "
                             "all, or explicit hidden-state pairs teacher:student like 0:0,6:3,12:6 (0 = embeddings)")
-    group.add_argument("--pooling", choices=("cls", "mean", "last", "flatten", "positions"), default="cls",
+    group.add_argument("--pooling", choices=("cls", "mean", "last", "flatten", "positions"),
                        help="one vector per example: cls = first token (default), mean over real tokens, last real token "
                             "(decoders); image models: mean (their default: every position / patch, CLS left out), "
                             "cls, flatten (C*H*W), positions (a row per position)")
@@ -506,7 +506,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         run_cli(args, dataset)
         return EXIT_OK
     extraction = {
-        "layers": args.layers, "pooling": args.pooling, "batch_size": args.batch_size,
+        "layers": args.layers, "pooling": args.pooling or "cls", "batch_size": args.batch_size,
         "max_examples": args.max_examples, "max_length": args.max_length,
         "mixed_precision": None if args.mixed_precision == "no" else args.mixed_precision,
         "trust_remote_code": args.trust_remote_code, "teacher_cache": args.teacher_cache,
@@ -546,7 +546,7 @@ def _evaluate_images(args: argparse.Namespace) -> int:
         "mixed_precision": None if args.mixed_precision == "no" else args.mixed_precision,
         "trust_remote_code": args.trust_remote_code, "teacher_cache": args.teacher_cache,
     }
-    if args.pooling != "cls":  # the image models' default pooling is mean
+    if args.pooling is not None:  # the image models' default pooling is mean
         extraction["pooling"] = args.pooling
     scoring = {"task": None if args.task == "nlp" else args.task, "alpha": args.alpha, "beta": args.beta,
                "fss_method": args.fss_method, "aoag_method": args.aoag_method, "temperature": args.temperature}

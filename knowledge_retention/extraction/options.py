@@ -92,10 +92,18 @@ class EvalOptions:
                 raise InputTypeError(f"{where}() got an unknown option `{key}`.{hint}")
         opts = cls(**options)
         opts._check()
+        object.__setattr__(opts, "_given", frozenset(options))
         return opts
 
+    def given(self, name: str) -> bool:
+        """Whether ``name`` was passed to :meth:`build`, even with its default value (``pooling="cls"``
+        given for an image model, whose default pooling is ``"mean"``)."""
+        return name in getattr(self, "_given", frozenset())
+
     def with_task(self, task: str) -> EvalOptions:
-        return replace(self, task=task)
+        new = replace(self, task=task)
+        object.__setattr__(new, "_given", getattr(self, "_given", frozenset()))
+        return new
 
     def is_default(self, name: str) -> bool:
         default = next(f.default for f in fields(self) if f.name == name)
