@@ -51,7 +51,7 @@ from ..runtime import model_device
 from ..streams import PooledBatch
 from ..teacher_cache import CACHE_VERSION, model_fingerprint, texts_fingerprint, tokenizer_fingerprint
 from ..token_step import token_step
-from .base import Batch, ModelSpec, Plan, Task
+from .base import Batch, ModelSpec, Plan, Task, _load_kwargs
 from .lm_inputs import (
     _PROBE_POSITIONS,
     CountedBatch,
@@ -319,7 +319,8 @@ class CausalLMTask(Task):
             raise InputError(str(err).replace("label_column", "prompt_column").replace("labels", "prompts")) from err
 
     def load(self, spec: ModelSpec, opts: EvalOptions, device: Any) -> _LMRunner:
-        model, path = load_causal_lm(spec.model, spec.argument, trust_remote_code=opts.trust_remote_code)
+        model, path = load_causal_lm(spec.model, spec.argument, trust_remote_code=opts.trust_remote_code,
+                                     load_kwargs=_load_kwargs(spec, opts))
         tok = load_tokenizer(spec.preprocessor, path, spec.role, trust_remote_code=opts.trust_remote_code,
                              argument=spec.preprocessor_argument)
         if not self.runners and opts.prompt_column is not None and not getattr(tok, "is_fast", False):

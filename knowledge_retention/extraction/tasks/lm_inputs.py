@@ -54,7 +54,8 @@ def is_causal_lm(model: Any, *, trust_remote_code: bool = False) -> bool:
     return any(_is_lm_class_name(str(a)) for a in (getattr(config, "architectures", None) or []))
 
 
-def load_causal_lm(model: Any, argument: str, *, trust_remote_code: bool = False) -> tuple[torch.nn.Module, str | None]:
+def load_causal_lm(model: Any, argument: str, *, trust_remote_code: bool = False,
+                   load_kwargs: Mapping[str, Any] | None = None) -> tuple[torch.nn.Module, str | None]:
     """A causal-LM object as is, or ``AutoModelForCausalLM.from_pretrained(path)``; ``(model, path)``."""
     if isinstance(model, torch.nn.Module):
         get_head = getattr(model, "get_output_embeddings", None)
@@ -81,7 +82,8 @@ def load_causal_lm(model: Any, argument: str, *, trust_remote_code: bool = False
     local = os.path.expanduser(path)
     try:
         outcome: Any = AutoModelForCausalLM.from_pretrained(
-            local if os.path.isdir(local) else path, trust_remote_code=trust_remote_code, output_loading_info=True)
+            local if os.path.isdir(local) else path, trust_remote_code=trust_remote_code, output_loading_info=True,
+            **(load_kwargs or {}))
         loaded, info = outcome
     except (OSError, ValueError) as err:
         raise LoadError(f"`{argument}`: the model at {path} could not be loaded as a causal LM: "
