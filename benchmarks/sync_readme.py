@@ -9,7 +9,7 @@ Sections and their sources:
 * ``main-job``   ``results/main_job/report.json`` (``knowledge-retention --output-dir results/main_job``)
 * ``sst2``       ``results/sst2/cpu/table.md`` (``knowledge-retention reproduce-sst2 --scale cpu``)
 * ``sst2-krs``   ``results/sst2/cpu_krs_during_training/results.json`` (``reproduce-sst2 ... --krs-every 25``)
-* ``benchmarks`` ``benchmarks/results/{cka_scaling,extraction_overhead,evaluate_overhead,lm_memory,teacher_once,threads_under_load}.md``
+* ``benchmarks`` ``benchmarks/results/{cka_scaling,extraction_overhead,evaluate_overhead,lm_memory,lm_cost,teacher_once,threads_under_load}.md``
 * ``lm``         ``results/lm/{training.json,demo.md}`` (``python -m knowledge_retention.lm_demo all``)
 """
 
@@ -28,6 +28,8 @@ BENCHMARKS = (
     ("extraction_overhead", "Extraction: overhead over a bare forward loop, and memory against N"),
     ("evaluate_overhead", "The `evaluate` module against a direct call"),
     ("lm_memory", "Causal-LM evaluation: memory against counted tokens and vocabulary, time over two forward passes"),
+    ("lm_cost", "Causal-LM scoring at real vocabularies and widths: time over the two bare forward passes, before and "
+                "after the one-pass step"),
     ("teacher_once", "The teacher runs once: several students, length grouping, training-time KRS, the report"),
     ("threads_under_load", "Torch threads per process: why the cpu-scale reproduction trains with one"),
 )
