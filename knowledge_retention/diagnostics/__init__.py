@@ -11,7 +11,7 @@ module                 what it holds
 ``comparison``         distillation vs plain fine-tuning; exact McNemar test
 ``bootstrap``          percentile bootstrap intervals (KRS, FSS, AOAg, accuracy retention) and
                        paired differences of two students
-``verdict``            excellent / good / acceptable / weak from configurable thresholds
+``verdict``            excellent / good / acceptable / weak from named presets or your own thresholds
 ``summary``            ``diagnose``: every output diagnostic the inputs allow, in one dict
 =====================  ===========================================================================
 
@@ -56,12 +56,23 @@ from .teacher_relative import (
     teacher_relative_summary,
     top1_agreement,
 )
-from .verdict import LEVELS, VerdictThresholds, criterion_level, verdict
+from .verdict import (
+    LEVELS,
+    PRESETS,
+    VerdictThresholds,
+    article_band,
+    criterion_level,
+    only_student_wrong_warning,
+    verdict,
+    verdicts_by_preset,
+)
 
 __all__ = [
     "LEVELS",
+    "PRESETS",
     "VerdictThresholds",
     "accuracy_score",
+    "article_band",
     "bootstrap_confidence_intervals",
     "calibration_summary",
     "classification_quality",
@@ -79,6 +90,7 @@ __all__ = [
     "measure_latency",
     "model_confidences",
     "model_disk_size",
+    "only_student_wrong_warning",
     "paired_bootstrap_difference",
     "parameter_count",
     "quality_retained",
@@ -92,4 +104,5 @@ __all__ = [
     "top_disagreements",
     "tradeoff_sentence",
     "verdict",
+    "verdicts_by_preset",
 ]
