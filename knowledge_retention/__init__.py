@@ -62,8 +62,8 @@ _LAZY = {
     "evaluate_students": ("knowledge_retention.extraction", "evaluate_students"),
     "TeacherCache": ("knowledge_retention.extraction", "TeacherCache"),
     "KRSCallback": ("knowledge_retention.callbacks", "KRSCallback"),
-    "build_report": ("knowledge_retention.report", "build_report"),
-    "write_report": ("knowledge_retention.report", "write_report"),
+    "build_report": ("knowledge_retention.reporting", "build_report"),
+    "write_report": ("knowledge_retention.reporting", "write_report"),
     "reproduce_sst2": ("knowledge_retention.reproduction", "reproduce_sst2"),
 }
 

@@ -38,6 +38,7 @@ from .efficiency import (
     tradeoff_sentence,
 )
 from .errors import correctness_breakdown, top_disagreements
+from .pareto import pareto_front
 from .quality import (
     accuracy_score,
     classification_quality,
@@ -93,6 +94,7 @@ __all__ = [
     "only_student_wrong_warning",
     "paired_bootstrap_difference",
     "parameter_count",
+    "pareto_front",
     "quality_retained",
     "r2_score",
     "reliability_diagram",
