@@ -137,6 +137,8 @@ class VerdictThresholds:
                     conditions.append(f"{name} {_comparison(higher, self.strict)} {bars[k]:g}")
             parts.append(f"{level}: " + (" and ".join(conditions) or "always"))
         text = "; ".join(parts) + "; weak otherwise"
+        if len([c for c in CRITERIA if getattr(self, c) is not None]) > 1:
+            text += " (the worst criterion decides; a criterion the run does not have is left out)"
         if self.required:
             text += f" (no verdict without {', '.join(self.required)})"
         return text

@@ -77,8 +77,10 @@ def lm_markdown(report: Mapping[str, Any], *, heading: str = "##") -> str:
         f"{lm.get('average', 'token')}; k = {lm.get('top_k')}.", "",
         "| measure | value | meaning |", "|---|---|---|",
     ]
+    bands = report.get("bands") or {}
     for key, label, meaning in _MEASURES:
-        lines.append(f"| {label} | {_f(tokens.get(key))} | {meaning} |")
+        band = (bands.get(key) or {}).get("band") if key == "mean_kl" else None
+        lines.append(f"| {label} | {_f(tokens.get(key))}{f' ({band})' if band else ''} | {meaning} |")
     lines.append("")
     figures = report.get("figures") or {}
     if "agreement_by_position" in figures:

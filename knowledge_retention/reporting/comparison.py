@@ -29,7 +29,7 @@ from ._common import get, is_causal_lm, model_name, package_version
 from .schema import COMPARISON_KEYS, SCHEMA_VERSION
 from .sections import paired_difference
 
-__all__ = ["build_comparison", "render_comparison", "write_comparison_figures"]
+__all__ = ["build_comparison", "render_comparison", "students_table", "three_way_sentence", "write_comparison_figures"]
 
 
 def build_comparison(
@@ -278,8 +278,6 @@ def _absent(rows: Sequence[Mapping[str, Any]], differences: Mapping[str, Any], c
 
 def render_comparison(report: Mapping[str, Any]) -> str:
     """The comparison's Markdown: the table, the differences to the best, the fronts, the three-way check."""
-    from .markdown import f, mib, pct, table
-
     rows = report.get("students") or []
     level = int(100 * (report.get("options") or {}).get("report", {}).get("confidence_level", 0.95))
     lines = ["# Knowledge retention: students compared", "",
@@ -287,18 +285,7 @@ def render_comparison(report: Mapping[str, Any]) -> str:
              f"{report.get('num_examples') or 0:,} examples · verdicts by the `{report.get('verdict_preset')}` preset",
              "", f"Generated {report.get('created_at')} by knowledge_retention {report['package']['version']} "
              f"(report schema {report.get('schema_version')}).", "", "## Students", ""]
-    body = []
-    for r in rows:
-        krs = f(r["krs"]) + ("" if r["krs_low"] is None else f" [{r['krs_low']:.3f}, {r['krs_high']:.3f}]")
-        front = ", ".join(k for k, on in r["on_front"].items() if on) or "—"
-        body.append([("**" + r["name"] + "**") if r["name"] == report.get("best") else r["name"], f(r["parameters"]),
-                     mib(r["disk_bytes"]), f(r["seconds_per_batch"], 4), f(r["accuracy"]), pct(r["quality_retained"]),
-                     krs, f(r["mean_kl"]), f(r["ece"], 4), r["verdict"] or "none", front])
-    lines += table(["student", "parameters", "on disk", "s / batch", "accuracy", "quality retained",
-                    f"KRS [{level}%]", "mean KL", "ECE", "verdict", "on the front"], body)
-    lines += [f"Bold: the best KRS. Quality retained is {rows[0]['quality_name'] if rows else '—'} (student / teacher)."
-              " 'On the front': no other student keeps more quality at a smaller size (size) or a higher speed (speed).",
-              ""]
+    lines += students_table(report)
     lines += _difference_lines(report, level)
     figures = report.get("figures") or {}
     for key, alt in (("tradeoff_front", "Quality retained against size and speed"),
@@ -319,6 +306,34 @@ def render_comparison(report: Mapping[str, Any]) -> str:
     if report.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
     return "\n".join(lines)
+
+
+def students_table(report: Mapping[str, Any]) -> list[str]:
+    """The comparison's table as Markdown lines: the teacher for reference, then one row per student
+    (the report and the Space show the same table)."""
+    from .markdown import f, mib, pct, table
+
+    rows = report.get("students") or []
+    level = int(100 * (report.get("options") or {}).get("report", {}).get("confidence_level", 0.95))
+    body = []
+    first = next(iter((report.get("reports") or {}).values()), None) or {}
+    t_eff = ((first.get("efficiency") or {}).get("teacher")) or {}
+    t_quality = ((first.get("quality") or {}).get("teacher")) or {}
+    if first:
+        body.append(["teacher (reference)", f(t_eff.get("parameters")), mib(t_eff.get("disk_bytes")),
+                     f(t_eff.get("seconds_per_batch"), 4), f(t_quality.get("accuracy")), "100.0%", "—", "—",
+                     f((((first.get("calibration") or {}).get("teacher")) or {}).get("ece"), 4), "—", "—"])
+    for r in rows:
+        krs = f(r["krs"]) + ("" if r["krs_low"] is None else f" [{r['krs_low']:.3f}, {r['krs_high']:.3f}]")
+        front = ", ".join(k for k, on in r["on_front"].items() if on) or "—"
+        body.append([("**" + r["name"] + "**") if r["name"] == report.get("best") else r["name"], f(r["parameters"]),
+                     mib(r["disk_bytes"]), f(r["seconds_per_batch"], 4), f(r["accuracy"]), pct(r["quality_retained"]),
+                     krs, f(r["mean_kl"]), f(r["ece"], 4), r["verdict"] or "none", front])
+    lines = table(["model", "parameters", "on disk", "s / batch", "accuracy", "quality retained",
+                   f"KRS [{level}%]", "mean KL", "ECE", f"verdict ({report.get('verdict_preset')})", "on the front"], body)
+    quality = rows[0]["quality_name"] if rows else "—"
+    return lines + [f"Bold: the best KRS. Quality retained: {quality} (student / teacher). On the front: no other "
+                    "student keeps more quality at a smaller size (size) or a higher speed (speed).", ""]
 
 
 def _link(name: str) -> str:
