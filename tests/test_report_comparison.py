@@ -16,7 +16,13 @@ from scipy.stats import pearsonr
 
 from knowledge_retention._validation import InputError
 from knowledge_retention.diagnostics import PRESETS, pareto_front, verdict
-from knowledge_retention.reporting import COMPARISON_KEYS, PAIR_KEYS, build_report, render_markdown, write_report
+from knowledge_retention.reporting import (
+    COMPARISON_KEYS,
+    PAIR_KEYS,
+    build_report,
+    render_markdown,
+    write_report,
+)
 
 _FIXTURES = Path(__file__).parent / "distributed"
 N = 48
