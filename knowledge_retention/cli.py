@@ -508,11 +508,18 @@ def _refuse_flags(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    _refuse_flags(args)
+    _students_arg(args.student)  # names checked before the data loads
+    evaluate_dataset(args, _load_dataset(args.dataset, args.split, args.dataset_config))
+    return EXIT_OK
+
+
+def evaluate_dataset(args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
+    """``evaluate`` on a loaded dataset: every task's one path (the report dict; ``{}`` off the main process)."""
     from ._validation import InputError
 
     _refuse_flags(args)
     students = _students_arg(args.student)
-    dataset = _load_dataset(args.dataset, args.split, args.dataset_config)
     extraction = {
         "layers": args.layers, "pooling": args.pooling or "cls", "batch_size": args.batch_size,
         "max_examples": args.max_examples, "max_length": args.max_length,
@@ -528,10 +535,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise InputError(f"{flag}: applies to --task causal-lm only; got --task {args.task}")
     scoring = {"task": args.task, "alpha": args.alpha, "beta": args.beta, "fss_method": args.fss_method,
                "aoag_method": args.aoag_method, "temperature": args.temperature}
-    _run_report(args.teacher, students if len(students) > 1 else next(iter(students.values())), dataset, args=args,
-                baseline=args.baseline_student, text_column=args.text_column, label_column=args.label_column,
-                extraction=extraction, scoring=scoring)
-    return EXIT_OK
+    return _run_report(args.teacher, students if len(students) > 1 else next(iter(students.values())), dataset,
+                       args=args, baseline=args.baseline_student, text_column=args.text_column,
+                       label_column=args.label_column, extraction=extraction, scoring=scoring)
 
 
 def load_arrays(path: Path) -> dict[str, Any]:

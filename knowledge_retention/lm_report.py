@@ -19,7 +19,7 @@ from .reporting.causal_lm import lm_markdown, plot_agreement_by_position
 warnings.warn("knowledge_retention.lm_report is deprecated: use knowledge_retention.reporting.build_report / "
               "write_report (one report for every task).", FutureWarning, stacklevel=2)
 
-__all__ = ["build_lm_report", "lm_markdown", "plot_agreement_by_position", "write_lm_report"]
+__all__ = ["build_lm_report", "lm_markdown", "plot_agreement_by_position", "run_cli", "write_lm_report"]
 
 
 def build_lm_report(result: Any, *, options: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -30,3 +30,12 @@ def build_lm_report(result: Any, *, options: Mapping[str, Any] | None = None) ->
 def write_lm_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
     """:func:`knowledge_retention.reporting.write_report`."""
     return write_report(report, out_dir)
+
+
+def run_cli(args: Any, dataset: Any) -> dict[str, Any]:
+    """``knowledge-retention evaluate`` on a loaded dataset (:func:`knowledge_retention.cli.evaluate_dataset`)."""
+    from .cli import evaluate_dataset
+
+    if isinstance(getattr(args, "student", None), str):
+        args.student = [args.student]
+    return evaluate_dataset(args, dataset)

@@ -181,3 +181,21 @@ def test_pair_report_names_the_preset_and_every_other_preset() -> None:
     assert "bootstrap = 0" in report["absent"]["uncertainty"]
     with pytest.raises(InputError, match="preset must be one of"):
         build_report(result, bootstrap=0, thresholds="lenient")
+
+
+@pytest.mark.parametrize(("module", "names"), [
+    ("knowledge_retention.report", ("build_report", "write_report", "render_markdown", "SCHEMA_VERSION")),
+    ("knowledge_retention.lm_report", ("build_lm_report", "write_lm_report", "lm_markdown", "run_cli")),
+])
+def test_old_report_modules_are_shims_with_a_future_warning(module: str, names: tuple[str, ...]) -> None:
+    import importlib
+
+    import knowledge_retention.reporting as reporting
+
+    sys.modules.pop(module, None)
+    with pytest.warns(FutureWarning, match="knowledge_retention.reporting"):
+        old = importlib.import_module(module)
+    for name in names:
+        assert hasattr(old, name), name
+    if module.endswith(".report"):
+        assert old.build_report is reporting.build_report and old.SCHEMA_VERSION == "2.0"
