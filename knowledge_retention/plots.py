@@ -464,7 +464,7 @@ def _front_panel(ax: Any, rows: Sequence[Mapping[str, Any]], key: str, axis: str
     ax.set_ylim(min(ys) - ypad, max(ys) + ypad)
     ax.set_xlabel(xlabel + (" (higher is better)" if higher else " (lower is better)"))
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right" if higher else "lower left", fontsize=8)
+    ax.legend(loc="best", fontsize=8, framealpha=0.9)
 
 
 def plot_tradeoff_front(

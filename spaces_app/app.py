@@ -107,6 +107,9 @@ CSS = """
 .krs-alpha-figure svg { display: block; max-width: 100%; }
 #models-teacher input, #models-student input { text-overflow: ellipsis; }
 ul.options li { white-space: normal !important; }
+.krs-students { overflow-x: auto; }
+.krs-students table { font-size: 0.85em; width: 100%; }
+.krs-students th, .krs-students td { padding: 4px 6px !important; }
 """
 
 _TASK_LABELS = [(f"{task} (α = {preset_alpha(task):.1f}, β = {1 - preset_alpha(task):.1f})", task)
@@ -486,9 +489,11 @@ def build_demo() -> gr.Blocks:
                     with gr.Column(scale=3, min_width=420):
                         s_status = gr.Markdown("Pick two or more students, then press **Compare students**.",
                                                elem_id="models-students-status", elem_classes=["krs-status"])
-                s_table = gr.Markdown("", visible=False, elem_id="models-students-table", elem_classes=["krs-format"])
-                s_front = gr.Image(visible=False, show_label=False, elem_id="models-students-front", type="filepath")
-                s_scatter = gr.Image(visible=False, show_label=False, elem_id="models-students-scatter", type="filepath")
+                s_table = gr.Markdown("", visible=False, elem_id="models-students-table", elem_classes=["krs-students"])
+                s_front = gr.Image(visible=False, show_label=False, elem_id="models-students-front", type="filepath",
+                                   height=460)
+                s_scatter = gr.Image(visible=False, show_label=False, elem_id="models-students-scatter", type="filepath",
+                                     height=440)
             students_button.click(
                 run_students,
                 inputs=[teacher, many, text_source, sample_size, sentences, m_task, m_alpha, layers, verdict],

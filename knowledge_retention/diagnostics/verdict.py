@@ -138,8 +138,9 @@ class VerdictThresholds:
             parts.append(f"{level}: " + (" and ".join(conditions) or "always"))
         text = "; ".join(parts) + "; weak otherwise"
         if len([c for c in CRITERIA if getattr(self, c) is not None]) > 1:
-            text += " (the worst criterion decides; a criterion the run does not have is left out)"
-        if self.required:
+            text += " (the worst criterion decides; a criterion the run does not have is left out"
+            text += f"; no verdict without {', '.join(self.required)})" if self.required else ")"
+        elif self.required:
             text += f" (no verdict without {', '.join(self.required)})"
         return text
 
@@ -325,9 +326,9 @@ def verdicts_by_preset(
 #: "> 0.90 acceptable").
 BANDS: dict[str, tuple[tuple[float | None, bool, str], ...]] = {
     "mean_kl": ((0.05, False, "excellent"), (0.1, False, "very good"), (0.5, True, "acceptable"), (None, False, "weak")),
-    "confidence_spearman": ((0.7, False, "divergent"), (0.9, True, "between the bands (0.7–0.9)"),
+    "confidence_spearman": ((0.7, False, "divergent"), (0.9, True, "between excellent and divergent"),
                             (None, False, "excellent")),
-    "ece": ((0.05, False, "well calibrated"), (0.1, True, "between the bands (0.05–0.1)"),
+    "ece": ((0.05, False, "well calibrated"), (0.1, True, "between well and poorly calibrated"),
             (None, False, "poorly calibrated")),
     "accuracy_retention": ((0.90, True, "weak"), (0.92, True, "acceptable"), (0.95, True, "good"),
                            (None, False, "excellent")),
@@ -347,7 +348,7 @@ def article_band(measure: str, value: float | None) -> str | None:
     """The article's band label of one diagnostic (:data:`BANDS`); None for a missing value.
 
     At a bound, the article's wording decides (KL 0.05 is *very good*, 0.5 *acceptable*; Spearman
-    0.7 is between the bands; retention 0.95 is *good*, as its strict rule reads).
+    0.7 is between excellent and divergent; retention 0.95 is *good*, as its strict rule reads).
 
     Example:
         >>> article_band("mean_kl", 0.051), article_band("ece", 0.03), article_band("confidence_spearman", 0.95)

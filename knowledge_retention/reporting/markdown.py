@@ -207,7 +207,7 @@ def _calibration(report: Mapping[str, Any]) -> list[str]:
         return lines + ["Needs gold labels and class logits.", ""]
     lines += table(
         ["model", f"ECE ({calibration['n_bins']} equal-width bins)", "the article's band"],
-        [[role, f(calibration[role]["ece"], 4), _band(report, f"{role}_ece").strip(" ()") or "—"]
+        [[role, f(calibration[role]["ece"], 4), ((report.get("bands") or {}).get(f"{role}_ece") or {}).get("band") or "—"]
          for role in ("teacher", "student")],
     )
     figures = report.get("figures") or {}
