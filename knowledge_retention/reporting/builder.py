@@ -361,6 +361,9 @@ def _uncertainty(
         absent["uncertainty"] = "bootstrap = 0: intervals turned off"
         return None
     if lm_task:
+        carried = get(result, "uncertainty")
+        if isinstance(carried, Mapping) and carried.get("intervals"):
+            return dict(carried)  # intervals the causal-LM engine computed from its own per-text arrays
         reason = causal_lm.NO_INTERVALS
         absent["uncertainty"] = reason
         notes.append(f"No confidence intervals: {reason}.")
