@@ -33,11 +33,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LOAD = 0, 1, 2, 3
+from ._io import DEFAULT_MAX_ARRAY_BYTES
+from ._validation import InputError, LoadError
+from .methods import ARRAY_AOAG_METHODS, FSS_METHODS, aoag_methods_for  # the package's one list of methods
 
-FSS_CHOICES = ("linear_cka", "debiased_cka", "rbf_cka", "cosine")
-AOAG_CHOICES = ("kl", "js", "top1", "mse")
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LOAD = 0, 1, 2, 3
+#: `arrays --max-decompressed-mb`: the Space's default ceiling (4 x its 200 MB upload limit).
+_DEFAULT_MAX_DECOMPRESSED_MB = DEFAULT_MAX_ARRAY_BYTES / 2**20
+
+FSS_CHOICES = FSS_METHODS
 TASK_CHOICES = ("classification", "nlp", "regression", "causal-lm")
+AOAG_CHOICES = aoag_methods_for(TASK_CHOICES)
+#: `arrays` scores saved arrays: every task whose outputs are rectangular arrays (not detection's boxes).
+ARRAY_TASK_CHOICES = ("classification", "nlp", "regression", "segmentation", "causal-lm")
 VERDICT_PRESETS = ("default", "article", "safety-critical", "cost-sensitive")  # diagnostics.verdict.PRESETS
 DEFAULT_BOOTSTRAP = 1000
 
@@ -46,8 +54,6 @@ class UserError(Exception):
     """A mistake in the arguments or the input: printed as one message, exit code 2."""
 
 
-class LoadError(Exception):
-    """A model or dataset that could not be loaded: printed as one message, exit code 3."""
 
 
 # --- argument parsing ---------------------------------------------------------------------------------
@@ -187,8 +193,21 @@ def build_parser() -> argparse.ArgumentParser:
                                      "teacher_outputs/student_outputs (or teacher_logits/student_logits).")
     arr.add_argument("path", type=Path, help=".npz or .safetensors file (pickles are never loaded)")
     _add_scoring_options(arr, default_task="classification")
+    for action in arr._actions:  # saved arrays can also be label maps (segmentation)
+        if action.dest == "task":
+            action.choices = ARRAY_TASK_CHOICES
+            action.help = (action.help or "").replace("regression (0.5, 0.5),", "regression (0.5, 0.5), segmentation (0.7, 0.3),")
+        elif action.dest == "aoag_method":
+            action.choices = ARRAY_AOAG_METHODS
+            action.help = (action.help or "") + ", mask_iou (segmentation)"
     arr.add_argument("--inputs", choices=("logits", "probabilities"), default="logits",
                      help="whether the outputs are logits (default) or probabilities")
+    arr.add_argument("--max-mse", type=float, help="regression: the MSE that maps to 0 agreement (default: teacher output variance)")
+    arr.add_argument("--ignore-index", type=int, metavar="LABEL",
+                     help="segmentation: a void label (e.g. 255) whose pixels are left out of the IoU")
+    arr.add_argument("--max-decompressed-mb", type=float, default=_DEFAULT_MAX_DECOMPRESSED_MB, metavar="MB",
+                     help="refuse an .npz whose arrays take more than MB once decompressed, before reading them "
+                          "(default %(default)g, the Space's ceiling; 0 lifts the limit)")
     arr.add_argument("--json", action="store_true", help="print the result as JSON")
 
     rep = sub.add_parser("reproduce-sst2", help="train, distil and evaluate the SST-2 experiments (Table 9 of the paper)",
@@ -261,6 +280,7 @@ def _load_dataset(spec: str, split: str, config: str | None) -> Any:
             kinds = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
             if suffix not in kinds:
                 raise UserError(f"--dataset: unsupported file type {suffix!r}; expected one of {sorted(kinds)}")
+            _check_table_file(path, spec)
             extra = {"delimiter": "\t"} if suffix == ".tsv" else {}
             return datasets.load_dataset(kinds[suffix], data_files={"data": str(path)}, split="data", **extra)
         if path.is_dir():
@@ -277,6 +297,25 @@ def _load_dataset(spec: str, split: str, config: str | None) -> Any:
         raise
     except (FileNotFoundError, ValueError, ConnectionError, OSError) as err:
         raise LoadError(f"--dataset {spec!r} (split {split!r}) could not be loaded: {err}") from None
+    except Exception as err:  # datasets' own DatasetGenerationError: the file's content, not a bug here
+        if type(err).__module__.startswith("datasets"):
+            cause = err.__cause__ or err.__context__ or err
+            raise LoadError(f"--dataset {spec!r} could not be read: {str(cause).strip().splitlines()[0]}") from None
+        raise
+
+
+def _check_table_file(path: Path, spec: str) -> None:
+    """An empty file, or a CSV/TSV with a header and no rows, is refused by name before ``datasets`` reads it."""
+    if path.stat().st_size == 0 or not path.read_bytes()[:65536].strip():
+        raise UserError(f"--dataset {spec}: the file is empty; it needs a header and one row per example")
+    if path.suffix.lower() in (".csv", ".tsv"):
+        with path.open("rb") as handle:
+            rows = 0
+            for line in handle:
+                rows += bool(line.strip())
+                if rows > 1:
+                    return
+        raise UserError(f"--dataset {spec}: the file has a header and no rows; it needs one row per example")
 
 
 def _run_report(
@@ -293,7 +332,6 @@ def _run_report(
 ) -> dict[str, Any]:
     """Evaluates the students (one teacher pass), builds one report (a comparison when ``student`` is
     ``{name: model}`` with several entries) and writes it: the one path of every task."""
-    from ._validation import InputError
     from .extraction import evaluate_students
     from .reporting import build_report, write_report
 
@@ -370,8 +408,7 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Any]) -> None:
     else:
         headline = report.get("headline", {})
         nan = float("nan")
-        print(f"KRS {_num(headline.get('krs'))}  (FSS {_num(headline.get('fss'))}, "
-              f"AOAg {_num(headline.get('aoag'))}; alpha={headline.get('alpha')}, beta={headline.get('beta')})")
+        print(_headline_line(headline, report))
         tokens = report.get("tokens")
         if tokens:
             print(f"top-1 {tokens.get('top1_agreement', nan):.3f}  top-k {tokens.get('topk_overlap', nan):.3f}  "
@@ -389,8 +426,19 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Any]) -> None:
         print("Report: " + ", ".join(str(p) for p in paths.values() if p))
 
 
-def _num(value: Any) -> str:
-    return "—" if value is None else f"{value:.3f}"
+def _headline_line(headline: dict[str, Any], report: dict[str, Any]) -> str:
+    """``KRS x (FSS y, AOAg z; ...)``, or FSS alone when a model has no output layer to compare."""
+
+    def number(key: str) -> str:
+        value = headline.get(key)
+        return "n/a" if value is None else f"{value:.3f}"
+
+    if headline.get("krs") is None:
+        notes = [str(n) for n in report.get("notes", []) if "FSS only" in str(n)]
+        why = notes[0] if notes else "AOAg and KRS were not computed: a model gives no outputs to compare."
+        return f"FSS {number('fss')} only. {why}"
+    return (f"KRS {number('krs')}  (FSS {number('fss')}, AOAg {number('aoag')}; alpha={headline.get('alpha')}, "
+            f"beta={headline.get('beta')})")
 
 
 _SST2_FILES = "GLUE's SST-2 TSV files: dev.tsv, and train.tsv for the first run (which trains the default pair)"
@@ -499,8 +547,6 @@ _NOT_FOR_TASK = {"causal-lm": {"pooling": "every counted token is a row of the C
 
 
 def _refuse_flags(args: argparse.Namespace) -> None:
-    from ._validation import InputError
-
     for name, why in _NOT_FOR_TASK.get(args.task, {}).items():
         value = getattr(args, name, None)
         if value is not None:
@@ -516,8 +562,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def evaluate_dataset(args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
     """``evaluate`` on a loaded dataset: every task's one path (the report dict; ``{}`` off the main process)."""
-    from ._validation import InputError
-
     _refuse_flags(args)
     students = _students_arg(args.student)
     extraction = {
@@ -540,28 +584,37 @@ def evaluate_dataset(args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
                        label_column=args.label_column, extraction=extraction, scoring=scoring)
 
 
-def load_arrays(path: Path) -> dict[str, Any]:
+def load_arrays(path: Path, *, max_array_bytes: int | None = None) -> dict[str, Any]:
     """Reads ``.npz`` (no pickles) or ``.safetensors`` into a dict of numpy arrays (see :mod:`._io`)."""
     from ._io import read_arrays
 
-    return read_arrays(path)
+    return read_arrays(path, max_array_bytes=max_array_bytes)
 
 
 def cmd_arrays(args: argparse.Namespace) -> int:
-    from .score import compute_krs
+    from .score import check_krs_options, compute_krs
 
-    data = load_arrays(args.path)
+    options = {"task": args.task, "alpha": args.alpha, "beta": args.beta, "fss_method": args.fss_method,
+               "aoag_method": args.aoag_method, "temperature": args.temperature, "inputs": args.inputs,
+               "max_mse": args.max_mse, "ignore_index": args.ignore_index}
+    check_krs_options(**options)  # every flag checked before the file is read
+    if args.max_decompressed_mb < 0:
+        raise UserError(f"--max-decompressed-mb: expected a size in MB >= 0 (0 lifts the limit), got {args.max_decompressed_mb:g}")
+    limit = int(args.max_decompressed_mb * 2**20) or None
+    data = load_arrays(args.path, max_array_bytes=limit)
 
     def pick(*names: str) -> Any:
-        for name in names:
-            if name in data:
-                return data[name]
+        present = [name for name in names if name in data]
+        if len(present) > 1:  # as the Space: two names for one array is ambiguous, never silently one of them
+            raise UserError(f"{args.path}: both {present[0]!r} and {present[1]!r} were given; they name the same "
+                            "array, keep one")
+        if present:
+            return data[present[0]]
         raise UserError(f"{args.path}: missing array {names[0]!r} (found: {sorted(data)})")
 
     t_feat, s_feat = pick("teacher_features"), pick("student_features")  # (N, D) or (N, L, D), as everywhere
     out = compute_krs(t_feat, s_feat, pick("teacher_outputs", "teacher_logits"), pick("student_outputs", "student_logits"),
-                      task=args.task, alpha=args.alpha, beta=args.beta, fss_method=args.fss_method,
-                      aoag_method=args.aoag_method, temperature=args.temperature, inputs=args.inputs)
+                      **options)
     if args.json:
         print(json.dumps(out))
     else:
@@ -651,6 +704,21 @@ def as_flags(message: str, flags: dict[str, str]) -> str:
     return re.sub(rf"`({names})`", lambda m: f"`{flags[m.group(1)]}`", message)
 
 
+#: How the evaluator names the CLI's two students (``evaluate_students``' keys) on the command line.
+_STUDENT_FLAGS = {"student": "--student", "baseline": "--baseline-student"}
+
+
+def _user_message(err: BaseException, parser: argparse.ArgumentParser, command: str) -> str:
+    """One line: the library's message in the flags the user typed (students by their flags too)."""
+    message = " ".join(str(err).split())
+    if command in ("evaluate", "default"):
+        for name, flag in _STUDENT_FLAGS.items():
+            for form in (f"`students[{name!r}]`", f"`student_tokenizers[{name!r}]`"):
+                message = message.replace(form, f"`{flag}`")
+            message = message.replace(f"student {name!r}", f"student ({flag})")
+    return as_flags(message, _flags_of(parser, command))
+
+
 COMMANDS = {"default": cmd_default, "evaluate": cmd_evaluate, "arrays": cmd_arrays, "reproduce-sst2": cmd_reproduce,
             "export-hub": cmd_export_hub, "export-space": cmd_export_space}
 
@@ -667,20 +735,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(["default"])
     if getattr(args, "quiet", False):
         _silence_progress_bars()
-    from ._validation import InputError
+    import warnings
 
+    # a warning (FSS only: a model without a classification head, ...) reads as one line, not as source code
+    previous = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"knowledge-retention: warning: {message}\n"
+    try:
+        return _run_command(parser, args)
+    finally:
+        warnings.formatwarning = previous
+
+
+def _run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Runs the subcommand; the package's own errors become one line and exit 2 or 3, anything else exit 1."""
     try:
         return COMMANDS[args.command](args)
+    except (LoadError, OSError) as err:  # a model or dataset that cannot be loaded (before InputError: a LoadError is both)
+        if os.environ.get("KNOWLEDGE_RETENTION_DEBUG"):
+            raise
+        print(f"knowledge-retention: error: {_user_message(err, parser, args.command)}", file=sys.stderr)
+        return EXIT_LOAD
     except (UserError, InputError) as err:  # the user's mistake: exactly the package's own input errors
         if os.environ.get("KNOWLEDGE_RETENTION_DEBUG"):
             raise
-        print(f"knowledge-retention: error: {as_flags(str(err), _flags_of(parser, args.command))}", file=sys.stderr)
+        print(f"knowledge-retention: error: {_user_message(err, parser, args.command)}", file=sys.stderr)
         return EXIT_USAGE
-    except (LoadError, OSError) as err:
-        if os.environ.get("KNOWLEDGE_RETENTION_DEBUG"):
-            raise
-        print(f"knowledge-retention: error: {as_flags(str(err), _flags_of(parser, args.command))}", file=sys.stderr)
-        return EXIT_LOAD
     except KeyboardInterrupt:
         print("knowledge-retention: interrupted", file=sys.stderr)
         return 130

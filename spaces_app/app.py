@@ -200,8 +200,11 @@ def guarded(function: F, *, empty: Callable[[str], tuple[Any, ...]] | None = Non
         except (InputError, ValueError, TypeError) as err:  # the package words these for a person
             logger.info("input rejected: %s", err)
             return cleared(_error_status(str(err)))
-        except MemoryError:
-            return cleared(_error_status("Out of memory: use fewer examples or narrower features."))
+        except MemoryError:  # a damaged file's header can declare arrays far larger than the file itself
+            return cleared(_error_status(
+                "The arrays do not fit in this Space's memory. A damaged or hand-edited file can declare arrays far "
+                "larger than the file itself: check that it opens with numpy.load. Otherwise use fewer examples or "
+                "narrower features."))
         except Exception:  # noqa: BLE001 - last resort: the visitor sees a sentence, the log the trace
             logger.exception("unexpected error in %s", function.__name__)
             return cleared(_error_status(UNEXPECTED))

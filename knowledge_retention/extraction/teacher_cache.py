@@ -22,6 +22,7 @@ batch and in the same order, on later calls whose fingerprint matches: the teach
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._validation import InputTypeError
 from .inputs import TextSource
 from .streams import PooledBatch
 
@@ -70,12 +72,31 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         config = getattr(model, "config", None)
         if config is not None and hasattr(config, "to_json_string"):
             yield config.to_json_string(use_diff=False).encode()
-        for name, tensor in model.state_dict().items():
+        for name, tensor in _state_items(model):
             flat = tensor.detach().contiguous().cpu()
             yield f"{name}|{flat.dtype}|{tuple(flat.shape)}".encode()
             yield flat.reshape(-1).view(torch.uint8).numpy().tobytes() if flat.numel() else b""
 
     return _sha(chunks())
+
+
+def _state_items(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """The state dict's ``(name, tensor)`` items in its order; the weights of a model dispatched by
+    accelerate with CPU or disk offload (meta tensors) are brought in one module at a time."""
+    state = model.state_dict()
+    if not any(t.is_meta for t in state.values()):
+        yield from state.items()
+        return
+    from accelerate.utils import align_module_device, has_offloaded_params
+
+    del state
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        with align_module_device(module) if has_offloaded_params(module) else contextlib.nullcontext():
+            own = [*module._parameters.items(),
+                   *((k, b) for k, b in module._buffers.items() if k not in module._non_persistent_buffers_set)]
+            for name, tensor in own:
+                if tensor is not None:
+                    yield (f"{prefix}.{name}" if prefix else name), tensor
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -137,7 +158,7 @@ class TeacherCache:
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         if path is not None and not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"`teacher_cache` must be a folder path or a TeacherCache, got {type(path).__name__}.")
+            raise InputTypeError(f"`teacher_cache` must be a folder path or a TeacherCache, got {type(path).__name__}.")
         self.path = None if path is None else Path(path).expanduser()
         self._memory: dict[str, tuple[dict[str, Any], dict[int, list[TeacherBatch]]]] = {}
 
@@ -207,11 +228,17 @@ def _read_chunks(folder: Path, names: list[str], layers: list[int]) -> Iterator[
         index = tensors["index"].tolist()
         logits = tensors.get("logits")
         start = 0
-        for size in tensors["batch_sizes"].tolist():
+        sizes = tensors["batch_sizes"].tolist()
+        # rows of features and of logits per batch: one per example (classifiers), one per counted token (causal LMs)
+        row_sizes = tensors["row_sizes"].tolist() if "row_sizes" in tensors else sizes
+        logit_sizes = tensors["logit_sizes"].tolist() if "logit_sizes" in tensors else sizes
+        row = out = 0
+        for size, n_rows, n_logits in zip(sizes, row_sizes, logit_sizes, strict=True):
             stop = start + size
-            features = {layer: tensors[f"layer_{layer}"][start:stop] for layer in layers}
-            yield TeacherBatch(index[start:stop], PooledBatch(features, None if logits is None else logits[start:stop]))
-            start = stop
+            features = {layer: tensors[f"layer_{layer}"][row : row + n_rows] for layer in layers}
+            yield TeacherBatch(index[start:stop],
+                               PooledBatch(features, None if logits is None else logits[out : out + n_logits]))
+            start, row, out = stop, row + n_rows, out + n_logits
 
 
 @dataclass
@@ -251,7 +278,11 @@ class TeacherRecorder:
         tensors = {
             "index": torch.tensor([i for b in self._pending for i in b.indices], dtype=torch.int64),
             "batch_sizes": torch.tensor([len(b.indices) for b in self._pending], dtype=torch.int64),
+            "row_sizes": torch.tensor([_rows(b.pooled) for b in self._pending], dtype=torch.int64),
         }
+        if first.logits is not None:
+            tensors["logit_sizes"] = torch.tensor([int(b.pooled.logits.shape[0])  # type: ignore[union-attr]
+                                                   for b in self._pending], dtype=torch.int64)
         for layer in first.features:
             tensors[f"layer_{layer}"] = torch.cat([b.pooled.features[layer] for b in self._pending]).detach().cpu().contiguous()
         if first.logits is not None:
@@ -273,6 +304,10 @@ class TeacherRecorder:
         return info
 
 
+def _rows(pooled: PooledBatch) -> int:
+    return int(next(iter(pooled.features.values())).shape[0]) if pooled.features else 0
+
+
 def new_meta(key: str, parts: Mapping[str, Any], teacher: Mapping[str, Any], num_processes: int) -> dict[str, Any]:
     """The ``meta.json`` of an entry (``ranks`` filled by :meth:`TeacherCache.finalize`'s caller)."""
     return {
@@ -292,7 +327,7 @@ def as_cache(value: Any) -> TeacherCache | None:
         return value
     if isinstance(value, (str, os.PathLike)):
         return TeacherCache(value)
-    raise TypeError(f"`teacher_cache` must be None, a folder path or a TeacherCache, got {type(value).__name__}.")
+    raise InputTypeError(f"`teacher_cache` must be None, a folder path or a TeacherCache, got {type(value).__name__}.")
 
 
 def numpy_free(value: Any) -> Any:

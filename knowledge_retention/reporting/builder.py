@@ -363,7 +363,23 @@ def _uncertainty(
     if lm_task:
         carried = get(result, "uncertainty")
         if isinstance(carried, Mapping) and carried.get("intervals"):
-            return dict(carried)  # intervals the causal-LM engine computed from its own per-text arrays
+            return dict(carried)  # intervals computed where the result was made
+        lm = get(result, "lm") or {}
+        if lm.get("rows") is not None and get(result, "teacher_features") is not None and not isinstance(result, Mapping):
+            from ..diagnostics.token_bootstrap import token_bootstrap_intervals
+
+            boot = _boot(report_options)
+            try:
+                out = token_bootstrap_intervals(result, n_resamples=boot["n_resamples"],
+                                                n_feature_resamples=boot["n_feature_resamples"],
+                                                feature_resampling=boot["feature_resampling"],
+                                                confidence_level=boot["confidence_level"], seed=boot["seed"])
+            except InputError as err:  # e.g. fewer than 4 texts, or average='sequence': say why, in the report
+                absent["uncertainty"] = f"no intervals for this causal-LM result: {err}"
+                notes.append(f"No confidence intervals: {err}")
+                return None
+            notes.extend(out["notes"])
+            return out
         reason = causal_lm.NO_INTERVALS
         absent["uncertainty"] = reason
         notes.append(f"No confidence intervals: {reason}.")

@@ -36,9 +36,9 @@ ABSENT: dict[str, str] = {
     "agreement": "a causal-LM pair is compared token by token: see 'tokens' (KL, AOAg, top-1, top-k, JS)",
     "calibration": "calibration is measured against class labels; a causal-LM pair has none",
 }
-#: Why a causal-LM report has no intervals (until the engine keeps per-token arrays for this task).
-NO_INTERVALS = ("the causal-LM result carries no per-example arrays to resample (the causal-LM engine does not "
-                "keep them: keep_arrays is not available for task='causal-lm' in this version)")
+#: Why a causal-LM report has no intervals: the result was made without its per-token rows.
+NO_INTERVALS = ("the causal-LM result carries no per-token rows to resample (evaluate with keep_arrays=True: "
+                "the texts are then resampled, their tokens together)")
 
 
 def sections(result: Any) -> dict[str, Any]:
@@ -52,7 +52,9 @@ def sections(result: Any) -> dict[str, Any]:
         ratio = tokens.get("perplexity_ratio")
         quality = {"teacher": {"perplexity": t_ppl}, "student": {"perplexity": s_ppl},
                    "retained": {"perplexity": ratio if ratio is not None else t_ppl / s_ppl}}
-    return {"tokens": tokens, "lm": dict(lm) if lm else None, "quality": quality}
+    # the per-token rows (keep_arrays) feed the intervals; the report keeps their summaries, not the rows
+    kept = {k: v for k, v in lm.items() if k != "rows"} if lm else None
+    return {"tokens": tokens, "lm": kept, "quality": quality}
 
 
 def _f(value: Any, digits: int = 3) -> str:
