@@ -81,7 +81,12 @@ def main_job_section(root: Path = ROOT) -> str:
                      f"{_num(base_head.get('krs'))} |")
     verdict = report.get("verdict") or {}
     if verdict:
-        lines.append(f"| verdict | {verdict.get('level', '?')} — {verdict.get('reason', '')} |")
+        preset = verdict.get("preset")
+        lines.append(f"| verdict{f' ({preset} preset)' if preset else ''} | {verdict.get('level', '?')} — "
+                     f"{verdict.get('reason', '')} |")
+        for name, other in (verdict.get("other_presets") or {}).items():
+            if name == "article":  # the distillation-evaluation article's own rule, beside ours
+                lines.append(f"| verdict (article's rule) | {other.get('level') or 'none'} — {other.get('reason', '')} |")
     if report.get("tradeoff_sentence"):
         lines.append(f"| trade-off | {report['tradeoff_sentence']} |")
     differences = (baseline.get("paired") or {}).get("differences") or {}
