@@ -38,6 +38,7 @@ from ._validation import InputError, InputTypeError
 from .extraction import ExtractionResult, TeacherCache, evaluate_students
 from .extraction.inputs import TextSource, model_config
 from .extraction.options import EvalOptions
+from .extraction.tasks.image import ImageSource, is_image_model
 
 __all__ = ["KRSCallback", "check_options"]
 
@@ -121,9 +122,14 @@ class KRSCallback(TrainerCallback):  # type: ignore[misc]
                             "with the teacher cached in memory); tokenizers go in `tokenizer` / `teacher_tokenizer`.")
         check_options(options, teacher)  # every option now, not at the first evaluation, hours into training
         try:
-            source = TextSource(eval_dataset, text_column=options.get("text_column", "sentence"),
-                                label_column=options.get("label_column"), max_examples=options.get("max_examples"))
-            for lo in range(0, len(source), 4096):  # every text, once: a None or a number fails here
+            if is_image_model(teacher):  # image models read `image_column`
+                source: TextSource | ImageSource = ImageSource(
+                    eval_dataset, image_column=options.get("image_column", "image"),
+                    label_column=options.get("label_column"), max_examples=options.get("max_examples"))
+            else:
+                source = TextSource(eval_dataset, text_column=options.get("text_column", "sentence"),
+                                    label_column=options.get("label_column"), max_examples=options.get("max_examples"))
+            for lo in range(0, len(source), 4096):  # every text (image), once: a None or a number fails here
                 source.batch(range(lo, min(lo + 4096, len(source))))
         except (TypeError, ValueError) as err:
             kind = InputTypeError if isinstance(err, TypeError) else InputError

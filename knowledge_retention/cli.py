@@ -131,9 +131,10 @@ def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--layers", type=_layers_arg, default="final",
                        help="layer pairs for FSS: final (default, the paper's choice), uniform (PKD/TinyBERT mapping), "
                             "all, or explicit hidden-state pairs teacher:student like 0:0,6:3,12:6 (0 = embeddings)")
-    group.add_argument("--pooling", choices=("cls", "mean", "last"),
+    group.add_argument("--pooling", choices=("cls", "mean", "last", "flatten", "positions"),
                        help="one vector per example: cls = first token (default), mean over real tokens, last real token "
-                            "(decoders); not for --task causal-lm (every counted token is a row)")
+                            "(decoders); image models: mean (their default: every position / patch, CLS left out), "
+                            "cls, flatten (C*H*W), positions (a row per position); not for --task causal-lm")
     group.add_argument("--batch-size", type=_positive_int, default=32, help="examples per batch (default 32)")
     group.add_argument("--max-examples", type=_positive_int, help="use only the first N examples")
     group.add_argument("--max-length", type=_positive_int, help="truncate inputs to this many tokens (default: model limit)")
@@ -180,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset-config", help="hub dataset configuration (e.g. sst2 for glue)")
     ev.add_argument("--split", default="validation", help="split to evaluate (default: validation)")
     ev.add_argument("--text-column", default="sentence", help="column of input texts (default: sentence)")
+    ev.add_argument("--image-column",
+                    help="column of input images: the models are image models (classifiers, detectors, segmenters); "
+                         "a folder of images as --dataset is read with the imagefolder builder")
+    ev.add_argument("--flatten-grid", type=_positive_int, metavar="K",
+                    help="--pooling flatten: average-pool each feature map to K x K first")
     ev.add_argument("--label-column", help="column of gold labels (optional: without it, only teacher-relative figures)")
     ev.add_argument("--prompt-column", help="--task causal-lm: column of prompts put before each text (not counted)")
     ev.add_argument("--generate-tokens", type=_positive_int, metavar="N",
@@ -556,7 +562,11 @@ def _refuse_flags(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _refuse_flags(args)
     _students_arg(args.student)  # names checked before the data loads
-    evaluate_dataset(args, _load_dataset(args.dataset, args.split, args.dataset_config))
+    if args.image_column is not None:
+        dataset = _load_images(args)
+    else:
+        dataset = _load_dataset(args.dataset, args.split, args.dataset_config)
+    evaluate_dataset(args, dataset)
     return EXIT_OK
 
 
@@ -570,6 +580,17 @@ def evaluate_dataset(args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
         "mixed_precision": None if args.mixed_precision == "no" else args.mixed_precision,
         "trust_remote_code": args.trust_remote_code, "teacher_cache": args.teacher_cache,
     }
+    if args.image_column is not None:  # image models: their own preprocessing, mean pooling unless asked
+        for flag, given in (("--max-length", args.max_length is not None),
+                            ("--text-column", args.text_column != "sentence"),
+                            ("--prompt-column", args.prompt_column is not None),
+                            ("--generate-tokens", args.generate_tokens is not None)):
+            if given:
+                raise UserError(f"{flag} does not apply to image models (--image-column); leave it out")
+        extraction.update(image_column=args.image_column, flatten_grid=args.flatten_grid)
+        extraction.pop("max_length")
+        if args.pooling is None:
+            extraction.pop("pooling")
     if args.task == "causal-lm":  # the causal-LM options; the engine refuses them for other tasks, naming them
         extraction.pop("pooling")
         extraction["prompt_column"] = args.prompt_column
@@ -577,11 +598,31 @@ def evaluate_dataset(args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
     elif args.prompt_column is not None or args.generate_tokens is not None:
         flag = "--prompt-column" if args.prompt_column is not None else "--generate-tokens"
         raise InputError(f"{flag}: applies to --task causal-lm only; got --task {args.task}")
-    scoring = {"task": args.task, "alpha": args.alpha, "beta": args.beta, "fss_method": args.fss_method,
+    task = None if args.image_column is not None and args.task == "nlp" else args.task  # images: their own preset
+    scoring = {"task": task, "alpha": args.alpha, "beta": args.beta, "fss_method": args.fss_method,
                "aoag_method": args.aoag_method, "temperature": args.temperature}
     return _run_report(args.teacher, students if len(students) > 1 else next(iter(students.values())), dataset,
                        args=args, baseline=args.baseline_student, text_column=args.text_column,
                        label_column=args.label_column, extraction=extraction, scoring=scoring)
+
+
+def _load_images(args: argparse.Namespace) -> Any:
+    """``--dataset`` for ``--image-column``: an image folder (class subfolders, read by ``datasets``' imagefolder)
+    or a dataset with an image column."""
+    path = Path(args.dataset).expanduser()
+    if path.is_dir() and not ((path / "dataset_info.json").exists() or (path / "state.json").exists()):
+        import datasets
+
+        try:
+            splits = datasets.load_dataset("imagefolder", data_dir=str(path))
+        except (FileNotFoundError, ValueError, OSError) as err:
+            raise LoadError(f"--dataset {args.dataset!r} could not be read as an image folder: {err}") from None
+        # a folder without split subfolders is one "train" split
+        dataset = splits[args.split] if args.split in splits else splits[next(iter(splits))] if len(splits) == 1 else None
+        if dataset is None:
+            raise UserError(f"--split {args.split}: the image folder has the splits {sorted(splits)}")
+        return dataset
+    return _load_dataset(args.dataset, args.split, args.dataset_config)
 
 
 def load_arrays(path: Path, *, max_array_bytes: int | None = None) -> dict[str, Any]:
