@@ -94,7 +94,7 @@ def write_digits_imagefolder(
             (root / split / str(digit)).mkdir(parents=True, exist_ok=True)
         for i in idx:
             pixels = np.round(images[i] * (255.0 / 16.0)).astype(np.uint8)  # 0-16 -> 0-255
-            image = Image.fromarray(pixels, mode="L").resize((image_size, image_size), Image.BICUBIC).convert("RGB")
+            image = Image.fromarray(pixels, mode="L").resize((image_size, image_size), Image.Resampling.BICUBIC).convert("RGB")
             path = root / split / str(int(labels[i])) / f"{int(i):04d}.png"
             image.save(path)
             digest.update(path.read_bytes())

@@ -118,12 +118,12 @@ def build_model(spec: ModelSpec, *, image_size: int, num_labels: int = 10, seed:
     from transformers import ResNetConfig, ResNetForImageClassification, ViTConfig, ViTForImageClassification
 
     torch.manual_seed(seed)
-    labels = {"num_labels": num_labels, "id2label": {i: str(i) for i in range(num_labels)},
+    labels: dict[str, Any] = {"num_labels": num_labels, "id2label": {i: str(i) for i in range(num_labels)},
               "label2id": {str(i): i for i in range(num_labels)}}
     if spec.family == "resnet":
-        return ResNetForImageClassification(ResNetConfig(num_channels=3, **spec.config, **labels))
+        return ResNetForImageClassification(ResNetConfig(num_channels=3, **{**spec.config, **labels}))
     if spec.family == "vit":
-        return ViTForImageClassification(ViTConfig(image_size=image_size, num_channels=3, **spec.config, **labels))
+        return ViTForImageClassification(ViTConfig(image_size=image_size, num_channels=3, **{**spec.config, **labels}))
     raise InputError(f"`spec.family` must be 'resnet' or 'vit', got {spec.family!r}")
 
 
@@ -155,7 +155,7 @@ class HintRegressor(nn.Module):
 
     def __init__(self, student_channels: int, teacher_channels: int, teacher_grid: tuple[int, int]) -> None:
         super().__init__()
-        self.grid = tuple(teacher_grid)
+        self.grid = (int(teacher_grid[0]), int(teacher_grid[1]))
         self.conv = nn.Conv2d(student_channels, teacher_channels, kernel_size=1)
         self.norm = nn.BatchNorm2d(teacher_channels)
 

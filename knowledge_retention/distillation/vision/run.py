@@ -243,6 +243,9 @@ def reproduce_vision(
     data_dir = Path(data_dir) if data_dir is not None else work / "imagefolder"
     start = time.perf_counter()
     if skip_training:
+        if not (work / "manifest.json").is_file():
+            raise InputError(f"`skip_training`: {str(work)!r} holds no manifest.json of an earlier run; train first "
+                             "(drop --skip-training) or give its --work-dir")
         manifest = load_manifest(work)
     else:
         manifest = train_pipeline(cfg, work, data_dir=data_dir, seeds=seeds, jobs=jobs, progress=progress)
@@ -257,41 +260,3 @@ def reproduce_vision(
         "evaluation_seconds": round(evaluation_seconds, 1)}, progress=progress)
     results["timings"]["wall_seconds"] = round(time.perf_counter() - start, 1)
     return tabulate(results, out)
-
-
-def add_parser(subparsers: Any) -> None:
-    """The ``reproduce-vision`` subcommand of the CLI."""
-    parser = subparsers.add_parser(
-        "reproduce-vision", help="reproduce the paper's image-classification experiment on the UCI digits",
-        description="Train a ResNet teacher and ResNet/ViT students (before, vanilla KD, FitNet) on the scikit-learn "
-                    "digits written as an image folder, score every student with the engine at alpha = 0.3, and "
-                    "write results.json, table.md and figures.")
-    parser.add_argument("--scale", default="cpu", choices=sorted(("smoke", "cpu")))
-    parser.add_argument("--output-dir", default=None, help="default: results/vision/digits (smoke: results/vision/smoke)")
-    parser.add_argument("--work-dir", default=None, help="models and manifest (default: <output-dir>/checkpoints)")
-    parser.add_argument("--data-dir", default=None, help="the image folder (default: <work-dir>/imagefolder)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--jobs", type=int, default=1, help="seeds trained in parallel processes")
-    parser.add_argument("--skip-training", action="store_true", help="evaluate the models already in --work-dir")
-    parser.add_argument("--quiet", action="store_true")
-    parser.set_defaults(func=run_command)
-
-
-def run_command(args: Any) -> int:
-    """Runs the ``reproduce-vision`` subcommand; prints the table."""
-    output = args.output_dir or ("results/vision/digits" if args.scale == "cpu" else f"results/vision/{args.scale}")
-    command = "knowledge-retention reproduce-vision " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
-    results = reproduce_vision(args.scale, output, work_dir=args.work_dir, data_dir=args.data_dir,
-                               skip_training=args.skip_training, seeds=args.seeds, jobs=args.jobs,
-                               progress=not args.quiet, command=command)
-    print((Path(output) / results["files"]["table"]).read_text(encoding="utf-8"))
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover - python -m knowledge_retention.distillation.vision.run
-    import argparse
-
-    _parser = argparse.ArgumentParser(prog="reproduce-vision")
-    add_parser(_parser.add_subparsers(dest="command", required=True))
-    _args = _parser.parse_args(["reproduce-vision", *sys.argv[1:]])
-    raise SystemExit(_args.func(_args))
