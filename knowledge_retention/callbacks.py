@@ -34,6 +34,7 @@ from transformers import TrainerCallback
 from ._random import preserved_random_state
 from .extraction import ExtractionResult, TeacherCache, evaluate_students
 from .extraction.inputs import TextSource
+from .extraction.options import EvalOptions
 
 __all__ = ["KRSCallback"]
 
@@ -84,7 +85,7 @@ class KRSCallback(TrainerCallback):  # type: ignore[misc]
 
     def __init__(self, teacher: Any, eval_dataset: Any, tokenizer: Any = None, *, teacher_tokenizer: Any = None,
                  **options: Any) -> None:
-        allowed = set(inspect.signature(evaluate_students).parameters) - {"teacher", "students", "dataset"}
+        allowed = {*EvalOptions.names(), "cross_layer", "student_tokenizers"}
         unknown = sorted(set(options) - allowed)
         if unknown:
             raise TypeError(f"KRSCallback got unknown option(s) {unknown}; it takes evaluate_pair's options "

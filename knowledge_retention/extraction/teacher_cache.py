@@ -207,11 +207,17 @@ def _read_chunks(folder: Path, names: list[str], layers: list[int]) -> Iterator[
         index = tensors["index"].tolist()
         logits = tensors.get("logits")
         start = 0
-        for size in tensors["batch_sizes"].tolist():
+        sizes = tensors["batch_sizes"].tolist()
+        # rows of features and of logits per batch: one per example (classifiers), one per counted token (causal LMs)
+        row_sizes = tensors["row_sizes"].tolist() if "row_sizes" in tensors else sizes
+        logit_sizes = tensors["logit_sizes"].tolist() if "logit_sizes" in tensors else sizes
+        row = out = 0
+        for size, n_rows, n_logits in zip(sizes, row_sizes, logit_sizes, strict=True):
             stop = start + size
-            features = {layer: tensors[f"layer_{layer}"][start:stop] for layer in layers}
-            yield TeacherBatch(index[start:stop], PooledBatch(features, None if logits is None else logits[start:stop]))
-            start = stop
+            features = {layer: tensors[f"layer_{layer}"][row : row + n_rows] for layer in layers}
+            yield TeacherBatch(index[start:stop],
+                               PooledBatch(features, None if logits is None else logits[out : out + n_logits]))
+            start, row, out = stop, row + n_rows, out + n_logits
 
 
 @dataclass
@@ -251,7 +257,11 @@ class TeacherRecorder:
         tensors = {
             "index": torch.tensor([i for b in self._pending for i in b.indices], dtype=torch.int64),
             "batch_sizes": torch.tensor([len(b.indices) for b in self._pending], dtype=torch.int64),
+            "row_sizes": torch.tensor([_rows(b.pooled) for b in self._pending], dtype=torch.int64),
         }
+        if first.logits is not None:
+            tensors["logit_sizes"] = torch.tensor([int(b.pooled.logits.shape[0])  # type: ignore[union-attr]
+                                                   for b in self._pending], dtype=torch.int64)
         for layer in first.features:
             tensors[f"layer_{layer}"] = torch.cat([b.pooled.features[layer] for b in self._pending]).detach().cpu().contiguous()
         if first.logits is not None:
@@ -271,6 +281,10 @@ class TeacherRecorder:
         self._write()
         info["chunks"] = list(self.chunks)
         return info
+
+
+def _rows(pooled: PooledBatch) -> int:
+    return int(next(iter(pooled.features.values())).shape[0]) if pooled.features else 0
 
 
 def new_meta(key: str, parts: Mapping[str, Any], teacher: Mapping[str, Any], num_processes: int) -> dict[str, Any]:
