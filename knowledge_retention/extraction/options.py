@@ -70,6 +70,12 @@ class EvalOptions:
     top_k: int = 5
     average: str = "token"
     sequence_pooling: str | None = None
+    # image tasks (extraction/tasks/image.py, detection.py, segmentation.py)
+    image_column: str = "image"
+    flatten_grid: int | None = None
+    return_nodes: Any = None
+    detection_threshold: float = 0.5
+    pixel_kl: bool = False
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
