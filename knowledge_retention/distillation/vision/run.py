@@ -91,7 +91,7 @@ def train_pipeline(
         scale: a name of :data:`~.models.SCALES` or a :class:`~.models.VisionScale`.
         work_dir: where the models and ``manifest.json`` go (``teacher/``, ``seed-<s>/<student>-<variant>/``).
         data_dir: the image folder (default ``<work_dir>/imagefolder``).
-        seeds: student seeds (default: the scale's); the teacher uses the first.
+        seeds: student seeds (default: the scale's); the teacher uses the scale's first seed.
         jobs: seeds trained in parallel processes.
         progress: one line per model on stderr.
 
@@ -112,7 +112,7 @@ def train_pipeline(
     data = prepare_data(cfg, data_dir)
     from .train import train_seed, train_teacher
 
-    teacher = train_teacher(cfg, data, data["processor"], root, seed=seeds[0])
+    teacher = train_teacher(cfg, data, data["processor"], root, seed=cfg.seeds[0])  # one teacher whatever `seeds`
     _say(progress, start, f"teacher: accuracy {teacher['entry']['dev_accuracy']:.4f}"
                           f"{' (reused)' if teacher['entry'].get('reused') else ''}")
     entries: list[dict[str, Any]] = []

@@ -209,19 +209,52 @@ def train_seed(scale: VisionScale, data: dict[str, Tensor], processor: Any, teac
         init = {k: v.clone() for k, v in start.state_dict().items()}
         digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in init.values())).hexdigest()[:16]
         for method in METHODS:
-            model = build_model(spec, image_size=scale.image_size, seed=seed)
-            model.load_state_dict(init)
-            run = train_classifier(model, data["train_pixels"], data["train_labels"], scale=scale,
-                                   epochs=scale.student_epochs, seed=seed, method=method, targets=targets,
-                                   guided_layer=spec.hint_layer)
             variant = "before" if method == "hard" else method
             path = root / f"seed-{seed}" / f"{spec.name}-{variant}"
-            info = {"variant": variant, "method": method, "seed": seed, "init_fingerprint": digest,
-                    "train_seconds": run["seconds"],
-                    "dev_accuracy": accuracy_of(model, data["test_pixels"], data["test_labels"]), "log": run["log"]}
-            save_model(model, processor, path, {"scale": scale.name, **info})
+            settings = _student_settings(scale, spec, method, seed)
+            saved = _saved_run(path, settings, digest)
+            if saved is not None:  # an earlier run of the same settings from the same start: reuse it
+                model, info = saved
+            else:
+                model = build_model(spec, image_size=scale.image_size, seed=seed)
+                model.load_state_dict(init)
+                run = train_classifier(model, data["train_pixels"], data["train_labels"], scale=scale,
+                                       epochs=scale.student_epochs, seed=seed, method=method, targets=targets,
+                                       guided_layer=spec.hint_layer)
+                info = {"variant": variant, "method": method, "seed": seed, "init_fingerprint": digest,
+                        "train_seconds": run["seconds"],
+                        "dev_accuracy": accuracy_of(model, data["test_pixels"], data["test_labels"]), "log": run["log"]}
+                save_model(model, processor, path, {"scale": scale.name, "settings": settings, **info})
             entries.append(_entry("student", spec, model, path, root, info))
             if progress:
+                took = "reused" if saved is not None else f"{info['train_seconds']:.0f} s"
                 print(f"[reproduce-vision] seed {seed} {spec.name}-{variant}: accuracy {info['dev_accuracy']:.4f} "
-                      f"({run['seconds']:.0f} s)", flush=True)
+                      f"({took})", flush=True)
     return entries
+
+
+def _student_settings(scale: VisionScale, spec: ModelSpec, method: str, seed: int) -> dict[str, Any]:
+    """Everything that decides a student's training (what a reused checkpoint must match)."""
+    keys = ("image_size", "max_per_split", "student_epochs", "batch_size", "learning_rate", "weight_decay")
+    settings = {"scale": scale.name, **{k: getattr(scale, k) for k in keys}, "spec": spec.config,
+                "hint_layer": spec.hint_layer, "teacher": scale.teacher.config, "method": method, "seed": seed}
+    if method == "kd":
+        settings.update(temperature=scale.temperature, kd_weight=scale.kd_weight)
+    if method == "fitnet":
+        settings.update(hint_weight=scale.hint_weight, teacher_hint_layer=scale.teacher.hint_layer)
+    return json.loads(json.dumps(settings))
+
+
+def _saved_run(path: Path, settings: dict[str, Any], digest: str) -> tuple[nn.Module, dict[str, Any]] | None:
+    """``(model, info)`` of a checkpoint trained with ``settings`` from the start ``digest``, else None."""
+    from transformers import AutoModelForImageClassification
+
+    config_file = path / "run_config.json"
+    if not config_file.is_file():
+        return None
+    saved = json.loads(config_file.read_text(encoding="utf-8"))
+    if saved.get("settings") != settings or saved.get("init_fingerprint") != digest:
+        return None
+    info = {k: saved[k] for k in ("variant", "method", "seed", "init_fingerprint", "train_seconds", "dev_accuracy",
+                                  "log")}
+    return AutoModelForImageClassification.from_pretrained(path), {**info, "reused": True}
