@@ -9,6 +9,8 @@ Subcommands:
 * ``evaluate``        — teacher vs student (optional baseline student) on a dataset: report.
 * ``arrays``          — KRS from saved arrays (``.npz``/``.safetensors``), no models needed.
 * ``reproduce-sst2``  — train, distil, evaluate and tabulate the SST-2 experiments at a scale.
+* ``reproduce-vision`` — the paper's image-classification experiment on the UCI digits (ResNet teacher,
+  ResNet/ViT students before and after vanilla KD / FitNet) at a scale.
 * ``export-hub``      — a self-contained evaluate metric folder (no need for this package), for the Hub.
 
 Exit codes: 0 success; 2 bad arguments or input (argparse's errors and the package's own
@@ -244,6 +246,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="retrain the students with these seeds too (same teacher and data) and report the "
                           "mean and standard deviation over seeds")
     rep.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    vis = sub.add_parser("reproduce-vision", help="the paper's image-classification experiment on the UCI digits",
+                         description="Write the scikit-learn digits as an image folder, train a ResNet teacher and ResNet/ViT "
+                                     "students (before = labels only, after = vanilla KD or FitNet) for several seeds, score "
+                                     "every student with the engine at alpha = 0.3 and write results.json, table.md, figures.")
+    vis.add_argument("--scale", choices=("smoke", "cpu"), default="smoke",
+                     help="smoke: tiny models, a few dozen images, seconds (CI); cpu: all 1,797 digits, tens of minutes")
+    vis.add_argument("--output-dir", type=Path, help="default: results/vision/digits (cpu) or results/vision/digits_smoke")
+    vis.add_argument("--work-dir", type=Path, help="models and manifest (default: <output-dir>/checkpoints, git-ignored)")
+    vis.add_argument("--data-dir", type=Path, help="the digits image folder (default: <work-dir>/imagefolder)")
+    vis.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="student seeds (default: the scale's)")
+    vis.add_argument("--jobs", type=int, default=1, help="seeds trained in parallel processes (default: 1)")
+    vis.add_argument("--skip-training", action="store_true", help="evaluate the models already in --work-dir")
+    vis.add_argument("--quiet", action="store_true", help="no progress lines")
 
     hub = sub.add_parser("export-hub", help="write a self-contained evaluate metric folder, ready to push to the Hub",
                          description="Write DIR/<name of DIR>.py (the metric script), the maths it needs as flat sibling "
@@ -707,6 +723,21 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_reproduce_vision(args: argparse.Namespace) -> int:
+    from .distillation.vision.run import reproduce_vision
+
+    if args.jobs < 1:
+        raise UserError(f"--jobs: expected an integer >= 1, got {args.jobs}")
+    output_dir = args.output_dir or Path("results") / "vision" / ("digits" if args.scale == "cpu" else f"digits_{args.scale}")
+    command = "knowledge-retention reproduce-vision " + " ".join(sys.argv[2:])
+    results = reproduce_vision(args.scale, output_dir, work_dir=args.work_dir, data_dir=args.data_dir,
+                               skip_training=args.skip_training, seeds=args.seeds, jobs=args.jobs,
+                               progress=not args.quiet, command=command.strip())
+    print((Path(output_dir) / results["files"]["table"]).read_text(encoding="utf-8"))
+    print("Written: " + ", ".join(str(Path(output_dir) / f) for f in results["files"].values()))
+    return EXIT_OK
+
+
 def _silence_progress_bars() -> None:
     """``--quiet``: also the progress bars of transformers (weight loading) and datasets (tokenising)."""
     try:
@@ -761,7 +792,7 @@ def _user_message(err: BaseException, parser: argparse.ArgumentParser, command: 
 
 
 COMMANDS = {"default": cmd_default, "evaluate": cmd_evaluate, "arrays": cmd_arrays, "reproduce-sst2": cmd_reproduce,
-            "export-hub": cmd_export_hub, "export-space": cmd_export_space}
+            "reproduce-vision": cmd_reproduce_vision, "export-hub": cmd_export_hub, "export-space": cmd_export_space}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
