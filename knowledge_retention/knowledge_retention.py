@@ -206,6 +206,8 @@ def _batch_arrays(inputs: dict[str, Any], *, one_example: bool) -> dict[str, np.
 class KnowledgeRetention(evaluate.Metric):
     """Knowledge Retention Score of a student against its teacher."""
 
+    _example_shapes: dict[str, tuple[int, ...]]  # per input, the fixed shape of one example (first batch)
+
     def _info(self) -> evaluate.MetricInfo:
         nested = datasets.Sequence(datasets.Sequence(datasets.Value("float64")))
         info = evaluate.MetricInfo(

@@ -64,6 +64,9 @@ class EvalOptions:
     trust_remote_code: bool = False
     group_by_length: bool = True
     teacher_cache: Any = None
+    #: keyword arguments of the teacher's ``from_pretrained`` when it is a path: ``device_map``,
+    #: ``max_memory``, ``offload_folder`` (accelerate's big-model inference), ``torch_dtype``...
+    teacher_load_kwargs: Mapping[str, Any] | None = None
     # causal-lm
     prompt_column: str | None = None
     generate: Mapping[str, Any] | None = None
@@ -128,6 +131,9 @@ class EvalOptions:
         for name in ("keep_arrays", "distributed", "progress", "trust_remote_code", "group_by_length"):
             if not isinstance(getattr(self, name), bool):
                 raise InputTypeError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
+        if self.teacher_load_kwargs is not None and not isinstance(self.teacher_load_kwargs, Mapping):
+            raise InputTypeError("`teacher_load_kwargs` must be a dict of from_pretrained keyword arguments, got "
+                                 f"{type(self.teacher_load_kwargs).__name__}.")
         if self.accelerator is not None:
             from accelerate import Accelerator
 
