@@ -278,3 +278,13 @@ def test_ignore_index_reaches_the_evaluate_module(metric):
                          teacher_outputs=masks_t, student_outputs=masks_s, task="segmentation", ignore_index=255)
     assert out == _direct({**data, "teacher_outputs": masks_t, "student_outputs": masks_s}, task="segmentation",
                           ignore_index=255)
+
+
+def test_an_empty_batch_is_a_no_op(metric):
+    data = _data(n=12)
+    metric.add_batch(**{k: v[:0] for k, v in data.items()})
+    metric.add_batch(**data)
+    metric.add_batch(**{k: v[:0] for k, v in data.items()})
+    assert metric.compute(task="nlp") == _direct(data, task="nlp")
+    with pytest.raises(InputError, match="No examples to score"):
+        metric.compute(**{k: v[:0] for k, v in data.items()})

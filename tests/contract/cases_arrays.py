@@ -205,6 +205,12 @@ def _nan_at(key: str, value: float = np.nan) -> Callable[[], dict[str, Any]]:
 
 
 OUTPUT_NAMES = "(teacher|student)_(outputs|logits)"
+
+
+def _meta(shape: tuple[int, ...]) -> Any:
+    import torch
+
+    return torch.empty(shape, device="meta")
 SHAPES = [
     refused("features-1d", changed(teacher_features=lambda x: x[:, 0, 0]), None, "`teacher_features`"),
     refused("features-4d", changed(teacher_features=lambda x: x[..., None]), None, "`teacher_features`"),
@@ -242,6 +248,10 @@ DTYPE_ERRORS = [
             entries=IN_PROCESS + ("evaluate",)),
     refused("string-features", changed(teacher_features=lambda x: "features"), None, "`teacher_features`",
             entries=IN_PROCESS + ("evaluate",)),
+    refused("meta-device-tensor", changed(teacher_features=lambda x: _meta(x.shape)), None,
+            "`teacher_features`.*'meta' device", entries=IN_PROCESS + ("evaluate",)),
+    refused("meta-device-layer-list", changed(student_features=lambda x: [_meta(x[:, 0].shape)] * 2), None,
+            "`student_features\\[0\\]`.*'meta' device", entries=IN_PROCESS + ("evaluate",)),
     refused("ragged-list-features", changed(teacher_features=lambda x: [[1.0, 2.0], [3.0]] * 20), None,
             "`teacher_features`", entries=IN_PROCESS + ("evaluate",)),
     refused("bool-label-maps-nan", changed("segmentation", teacher_outputs=lambda m: np.where(m == 1, np.nan, m)),
