@@ -287,7 +287,7 @@ class KnowledgeRetention(evaluate.Metric):
                 evaluate.utils.file_utils.Path(file_path).unlink()  # (the Hub folder imports no os)
                 filelock.release()
         self.data = None
-        shapes = self._example_shapes
+        shapes: dict[str, tuple[int, ...]] = getattr(self, "_example_shapes")  # noqa: B009 - set by _write
         self.selected_feature_format = datasets.Features({n: _feature_for(shapes[n]) for n in _INPUT_NAMES})
         self._init_writer()
         self.writer.write_table(table)
