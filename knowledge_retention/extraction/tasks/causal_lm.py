@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from ..._validation import InputError, InputTypeError, check_choice
+from ...methods import CLASSIFICATION_METHODS, STREAMING_FSS_METHODS
 from ...score import knowledge_retention_score, resolve_weights
 from ...similarity import CrossLayerCKAAccumulator, LinearCKAAccumulator
 from ...token_agreement import TOKEN_AVERAGES, TokenAgreementAccumulator
@@ -87,8 +88,8 @@ SequencePooling = Literal["mean", "last"]
 SEQUENCE_POOLINGS: tuple[str, ...] = ("mean", "last")
 #: float32 values per ``(chunk, V)`` logit block: the chunk has ``max(1, LOGIT_BUDGET // V)`` rows.
 LOGIT_BUDGET = 1 << 20
-_FSS_METHODS = ("linear_cka", "debiased_cka")
-_AOAG = ("kl", "js", "top1")
+_FSS_METHODS = STREAMING_FSS_METHODS  # token rows stream: no N x N kernels
+_AOAG = CLASSIFICATION_METHODS
 _CONTEXT_TOKENS = 12  # tokens of context kept with each most-disagreeing token
 _LENGTH_CHUNK = 256  # texts tokenised per call when measuring lengths for the grouping
 _KEEP_WORST = 20  # most-disagreeing tokens kept, with context, for the report

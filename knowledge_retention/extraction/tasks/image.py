@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..._validation import InputError, check_choice
+from ...methods import CLASSIFICATION_METHODS
 from ...score import DEFAULT_AOAG, TASK_PRESETS, resolve_weights
 from ...similarity import FSS_METHODS
 from ..options import EvalOptions
@@ -79,7 +80,7 @@ class ImageClassificationTask(TextClassificationTask):
     default_pooling = "mean"
     poolings = IMAGE_POOLINGS
     #: the AOAg methods this task computes
-    aoag_methods: tuple[str, ...] = ("kl", "js", "top1", "mse")
+    aoag_methods: tuple[str, ...] = (*CLASSIFICATION_METHODS, "mse")
     _accepts = staticmethod(is_image_model)
 
     def __init__(self, *, flatten_grid: int | None = None, return_nodes: Sequence[str] | None = None) -> None:

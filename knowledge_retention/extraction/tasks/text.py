@@ -23,6 +23,7 @@ import torch
 
 from ..._validation import InputError, check_choice
 from ...agreement import ClassificationAgreementAccumulator, RegressionAgreementAccumulator
+from ...methods import CLASSIFICATION_METHODS
 from ...score import DEFAULT_AOAG, TASK_PRESETS, knowledge_retention_score, resolve_weights
 from ...similarity import FSS_METHODS, CrossLayerCKAAccumulator, LinearCKAAccumulator, layer_similarity
 from ..batching import token_lengths
@@ -38,7 +39,8 @@ from .base import Batch, ModelSpec, Plan, Task, _load_kwargs
 
 __all__ = ["TextClassificationTask", "cka_or_nan", "cross_matrix"]
 
-_STREAMING_AOAG = ("kl", "js", "top1", "mse")
+#: the agreement measures of per-example outputs that stream (classes, or one regression output)
+_STREAMING_AOAG = (*CLASSIFICATION_METHODS, "mse")
 #: options of the causal-lm task (refused here when set)
 LM_ONLY = ("prompt_column", "generate", "top_k", "average", "sequence_pooling")
 
