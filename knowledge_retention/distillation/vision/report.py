@@ -303,6 +303,43 @@ def _paper_table(results: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _shape_notes(results: Mapping[str, Any]) -> list[str]:
+    """Where the shape of our results agrees with the paper's Figure 3 and where it does not, computed."""
+    summary = {(r["name"], r["variant"]): r for r in results["seeds"]["summary"]}
+    gains = {(g["name"], g["method"]): g for g in results["seeds"]["gains"]}
+    pooled = (results["seeds"].get("paired_bootstrap") or {}).get("gains", {})
+    names = [n for n in PAPER_ROLES if (n, "before") in summary]
+    paper_gain = {key: [p[key] - p["krs_before"] for p in PAPER_FIGURE3.values() if p[key] is not None]
+                  for key in ("krs_kd", "krs_skd")}
+    paper_text = {"kd": "vanilla KD raised every student's", "fitnet": "SKD raised both CNN students'"}
+    notes = []
+    for method, label, key in (("kd", "vanilla KD", "krs_kd"), ("fitnet", "FitNet", "krs_skd")):
+        rows = [(n, gains[(n, method)]) for n in names if (n, method) in gains]
+        raised = [n for n, g in rows if g["krs_gain_mean"] > 0]
+        sure = [n for n, _ in rows if (pooled.get(f"{n}/{method}", {}).get("krs") or {}).get("low", 0) > 0]
+        text = ", ".join(f"{_DISPLAY.get(n, n)} {100 * g['krs_gain_mean']:+.1f}" for n, g in rows)
+        notes.append(f"- **{label}** raised the mean KRS of {len(raised)} of {len(rows)} students ({text}, KRS × 100; "
+                     f"pooled interval above 0 for {len(sure)}); paper: {paper_text[method]}, by "
+                     f"{min(paper_gain[key]):.1f} to {max(paper_gain[key]):.1f}.")
+    fit_over_kd = [n for n in names if (n, "fitnet") in summary and (n, "kd") in summary
+                   and summary[(n, "fitnet")]["krs_mean"] > summary[(n, "kd")]["krs_mean"]]
+    notes.append(f"- **Feature-based over logit-based**: FitNet's KRS above vanilla KD's for {len(fit_over_kd)} of "
+                 f"{len(names)} students; paper: SKD above vanilla KD for both CNN students.")
+    before = [100 * summary[(n, "before")]["krs_mean"] for n in names]
+    paper_before = [PAPER_FIGURE3[r]["krs_before"] for r in PAPER_FIGURE3]
+    fss = [summary[(n, "before")]["fss_mean"] for n in names]
+    aoag = [summary[(n, "before")]["aoag_mean"] for n in names]
+    notes.append(f"- **Level**: our students start at KRS {min(before):.1f}-{max(before):.1f} (×100) before "
+                 f"distillation, the paper's at {min(paper_before):.1f}-{max(paper_before):.1f}; KRS weighs AOAg by "
+                 f"0.7, and our students' AOAg before is {min(aoag):.3f}-{max(aoag):.3f} (FSS {min(fss):.3f}-"
+                 f"{max(fss):.3f}) on 10 classes against CIFAR-100's 100.")
+    corr = results["correlation"]
+    if corr["r"] is not None:
+        notes.append(f"- **KRS tracks accuracy**: r = {corr['r']:.3f} over {corr['n']} students here, "
+                     f"{corr['paper_r']} in the paper.")
+    return notes
+
+
 def render_table(results: Mapping[str, Any]) -> str:
     """The Markdown of a digits reproduction: first seed, seeds with intervals, the paper beside ours."""
     teacher, data, corr = results["teacher"], results["data"], results["correlation"]
@@ -334,6 +371,10 @@ def render_table(results: Mapping[str, Any]) -> str:
         f"seed): **r = {_num(corr['r'])}** (p = {corr['p_value']:.2g}); paper: r = {corr['paper_r']} for "
         "classification. Within one architecture: " + "; ".join(
             f"{_DISPLAY.get(n, n)} r = {_num(c['r'])} (n = {c['n']})" for n, c in corr["by_student"].items()) + ".",
+        "",
+        "Shape against the paper (computed from the numbers above):",
+        "",
+        *_shape_notes(results),
     ]
     return "\n".join(lines) + "\n"
 
