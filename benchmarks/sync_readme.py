@@ -9,7 +9,7 @@ Sections and their sources:
 * ``main-job``   ``results/main_job/report.json`` (``knowledge-retention --output-dir results/main_job``)
 * ``sst2``       ``results/sst2/cpu/table.md`` (``knowledge-retention reproduce-sst2 --scale cpu``)
 * ``sst2-krs``   ``results/sst2/cpu_krs_during_training/results.json`` (``reproduce-sst2 ... --krs-every 25``)
-* ``benchmarks`` ``benchmarks/results/{cka_scaling,extraction_overhead,evaluate_overhead,lm_memory,teacher_once,threads_under_load}.md``
+* ``benchmarks`` ``benchmarks/results/{cka_scaling,extraction_overhead,evaluate_overhead,lm_memory,teacher_once,threads_under_load,image_extraction}.md``
 * ``lm``         ``results/lm/{training.json,demo.md}`` (``python -m knowledge_retention.lm_demo all``)
 * ``vision``     ``results/vision/digits/{table.md,results.json}`` (``knowledge-retention reproduce-vision --scale cpu``)
 """
@@ -31,6 +31,7 @@ BENCHMARKS = (
     ("lm_memory", "Causal-LM evaluation: memory against counted tokens and vocabulary, time over two forward passes"),
     ("teacher_once", "The teacher runs once: several students, length grouping, training-time KRS, the report"),
     ("threads_under_load", "Torch threads per process: why the cpu-scale reproduction trains with one"),
+    ("image_extraction", "Image models: overhead over the bare forward passes, memory against N, flatten's memory"),
 )
 
 

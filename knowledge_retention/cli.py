@@ -35,19 +35,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LOAD = 0, 1, 2, 3
+from ._io import DEFAULT_MAX_ARRAY_BYTES
+from ._validation import InputError, LoadError
+from .methods import ARRAY_AOAG_METHODS, FSS_METHODS, aoag_methods_for  # the package's one list of methods
 
-FSS_CHOICES = ("linear_cka", "debiased_cka", "rbf_cka", "cosine")
-AOAG_CHOICES = ("kl", "js", "top1", "mse")
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LOAD = 0, 1, 2, 3
+#: `arrays --max-decompressed-mb`: the Space's default ceiling (4 x its 200 MB upload limit).
+_DEFAULT_MAX_DECOMPRESSED_MB = DEFAULT_MAX_ARRAY_BYTES / 2**20
+
+FSS_CHOICES = FSS_METHODS
 TASK_CHOICES = ("classification", "nlp", "regression", "causal-lm")
+AOAG_CHOICES = aoag_methods_for(TASK_CHOICES)
+#: `arrays` scores saved arrays: every task whose outputs are rectangular arrays (not detection's boxes).
+ARRAY_TASK_CHOICES = ("classification", "nlp", "regression", "segmentation", "causal-lm")
 
 
 class UserError(Exception):
     """A mistake in the arguments or the input: printed as one message, exit code 2."""
 
 
-class LoadError(Exception):
-    """A model or dataset that could not be loaded: printed as one message, exit code 3."""
 
 
 # --- argument parsing ---------------------------------------------------------------------------------
@@ -120,8 +126,10 @@ def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--layers", type=_layers_arg, default="final",
                        help="layer pairs for FSS: final (default, the paper's choice), uniform (PKD/TinyBERT mapping), "
                             "all, or explicit hidden-state pairs teacher:student like 0:0,6:3,12:6 (0 = embeddings)")
-    group.add_argument("--pooling", choices=("cls", "mean", "last"), default="cls",
-                       help="one vector per example: cls = first token (default), mean over real tokens, last real token (decoders)")
+    group.add_argument("--pooling", choices=("cls", "mean", "last", "flatten", "positions"), default="cls",
+                       help="one vector per example: cls = first token (default), mean over real tokens, last real token "
+                            "(decoders); image models: mean (their default: every position / patch, CLS left out), "
+                            "cls, flatten (C*H*W), positions (a row per position)")
     group.add_argument("--batch-size", type=_positive_int, default=32, help="examples per batch (default 32)")
     group.add_argument("--max-examples", type=_positive_int, help="use only the first N examples")
     group.add_argument("--max-length", type=_positive_int, help="truncate inputs to this many tokens (default: model limit)")
@@ -165,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset-config", help="hub dataset configuration (e.g. sst2 for glue)")
     ev.add_argument("--split", default="validation", help="split to evaluate (default: validation)")
     ev.add_argument("--text-column", default="sentence", help="column of input texts (default: sentence)")
+    ev.add_argument("--image-column",
+                    help="column of input images: the models are image models (classifiers, detectors, segmenters); "
+                         "a folder of images as --dataset is read with the imagefolder builder")
+    ev.add_argument("--flatten-grid", type=_positive_int, metavar="K",
+                    help="--pooling flatten: average-pool each feature map to K x K first")
     ev.add_argument("--label-column", help="column of gold labels (optional: without it, only teacher-relative figures)")
     ev.add_argument("--prompt-column", help="--task causal-lm: column of prompts put before each text (not counted)")
     ev.add_argument("--generate-tokens", type=_positive_int, metavar="N",
@@ -178,8 +191,21 @@ def build_parser() -> argparse.ArgumentParser:
                                      "teacher_outputs/student_outputs (or teacher_logits/student_logits).")
     arr.add_argument("path", type=Path, help=".npz or .safetensors file (pickles are never loaded)")
     _add_scoring_options(arr, default_task="classification")
+    for action in arr._actions:  # saved arrays can also be label maps (segmentation)
+        if action.dest == "task":
+            action.choices = ARRAY_TASK_CHOICES
+            action.help = (action.help or "").replace("regression (0.5, 0.5),", "regression (0.5, 0.5), segmentation (0.7, 0.3),")
+        elif action.dest == "aoag_method":
+            action.choices = ARRAY_AOAG_METHODS
+            action.help = (action.help or "") + ", mask_iou (segmentation)"
     arr.add_argument("--inputs", choices=("logits", "probabilities"), default="logits",
                      help="whether the outputs are logits (default) or probabilities")
+    arr.add_argument("--max-mse", type=float, help="regression: the MSE that maps to 0 agreement (default: teacher output variance)")
+    arr.add_argument("--ignore-index", type=int, metavar="LABEL",
+                     help="segmentation: a void label (e.g. 255) whose pixels are left out of the IoU")
+    arr.add_argument("--max-decompressed-mb", type=float, default=_DEFAULT_MAX_DECOMPRESSED_MB, metavar="MB",
+                     help="refuse an .npz whose arrays take more than MB once decompressed, before reading them "
+                          "(default %(default)g, the Space's ceiling; 0 lifts the limit)")
     arr.add_argument("--json", action="store_true", help="print the result as JSON")
 
     rep = sub.add_parser("reproduce-sst2", help="train, distil and evaluate the SST-2 experiments (Table 9 of the paper)",
@@ -266,6 +292,7 @@ def _load_dataset(spec: str, split: str, config: str | None) -> Any:
             kinds = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
             if suffix not in kinds:
                 raise UserError(f"--dataset: unsupported file type {suffix!r}; expected one of {sorted(kinds)}")
+            _check_table_file(path, spec)
             extra = {"delimiter": "\t"} if suffix == ".tsv" else {}
             return datasets.load_dataset(kinds[suffix], data_files={"data": str(path)}, split="data", **extra)
         if path.is_dir():
@@ -282,6 +309,25 @@ def _load_dataset(spec: str, split: str, config: str | None) -> Any:
         raise
     except (FileNotFoundError, ValueError, ConnectionError, OSError) as err:
         raise LoadError(f"--dataset {spec!r} (split {split!r}) could not be loaded: {err}") from None
+    except Exception as err:  # datasets' own DatasetGenerationError: the file's content, not a bug here
+        if type(err).__module__.startswith("datasets"):
+            cause = err.__cause__ or err.__context__ or err
+            raise LoadError(f"--dataset {spec!r} could not be read: {str(cause).strip().splitlines()[0]}") from None
+        raise
+
+
+def _check_table_file(path: Path, spec: str) -> None:
+    """An empty file, or a CSV/TSV with a header and no rows, is refused by name before ``datasets`` reads it."""
+    if path.stat().st_size == 0 or not path.read_bytes()[:65536].strip():
+        raise UserError(f"--dataset {spec}: the file is empty; it needs a header and one row per example")
+    if path.suffix.lower() in (".csv", ".tsv"):
+        with path.open("rb") as handle:
+            rows = 0
+            for line in handle:
+                rows += bool(line.strip())
+                if rows > 1:
+                    return
+        raise UserError(f"--dataset {spec}: the file has a header and no rows; it needs one row per example")
 
 
 def _run_report(
@@ -354,14 +400,28 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Any]) -> None:
     headline = report.get("headline", {})
     verdict = report.get("verdict", {})
     print()
-    print(f"KRS {headline.get('krs', float('nan')):.3f}  (FSS {headline.get('fss', float('nan')):.3f}, "
-          f"AOAg {headline.get('aoag', float('nan')):.3f}; alpha={headline.get('alpha')}, beta={headline.get('beta')})")
+    print(_headline_line(headline, report))
     if verdict:
         print(f"Verdict: {verdict.get('level', '?').upper()} — {verdict.get('reason', '')}")
     if report.get("tradeoff_sentence"):
         print(report["tradeoff_sentence"])
     if paths:
         print("Report: " + ", ".join(str(p) for p in paths.values() if p))
+
+
+def _headline_line(headline: dict[str, Any], report: dict[str, Any]) -> str:
+    """``KRS x (FSS y, AOAg z; ...)``, or FSS alone when a model has no output layer to compare."""
+
+    def number(key: str) -> str:
+        value = headline.get(key)
+        return "n/a" if value is None else f"{value:.3f}"
+
+    if headline.get("krs") is None:
+        notes = [str(n) for n in report.get("notes", []) if "FSS only" in str(n)]
+        why = notes[0] if notes else "AOAg and KRS were not computed: a model gives no outputs to compare."
+        return f"FSS {number('fss')} only. {why}"
+    return (f"KRS {number('krs')}  (FSS {number('fss')}, AOAg {number('aoag')}; alpha={headline.get('alpha')}, "
+            f"beta={headline.get('beta')})")
 
 
 _SST2_FILES = "GLUE's SST-2 TSV files: dev.tsv, and train.tsv for the first run (which trains the default pair)"
@@ -453,6 +513,8 @@ def cmd_default(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.image_column is not None:
+        return _evaluate_images(args)
     dataset = _load_dataset(args.dataset, args.split, args.dataset_config)
     if args.task == "causal-lm":  # token-level report of two causal LMs (knowledge_retention/lm_report.py)
         from .lm_report import run_cli
@@ -473,28 +535,73 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def load_arrays(path: Path) -> dict[str, Any]:
+def _evaluate_images(args: argparse.Namespace) -> int:
+    """``evaluate --image-column``: image models over an image folder or a dataset with an image column."""
+    for flag, given in (("--max-length", args.max_length is not None), ("--text-column", args.text_column != "sentence"),
+                        ("--prompt-column", args.prompt_column is not None),
+                        ("--generate-tokens", args.generate_tokens is not None)):
+        if given:
+            raise UserError(f"{flag} does not apply to image models (--image-column); leave it out")
+    path = Path(args.dataset).expanduser()
+    if path.is_dir() and not ((path / "dataset_info.json").exists() or (path / "state.json").exists()):
+        import datasets
+
+        try:
+            splits = datasets.load_dataset("imagefolder", data_dir=str(path))
+        except (FileNotFoundError, ValueError, OSError) as err:
+            raise LoadError(f"--dataset {args.dataset!r} could not be read as an image folder: {err}") from None
+        # a folder without split subfolders is one "train" split
+        dataset = splits[args.split] if args.split in splits else splits[next(iter(splits))] if len(splits) == 1 else None
+        if dataset is None:
+            raise UserError(f"--split {args.split}: the image folder has the splits {sorted(splits)}")
+    else:
+        dataset = _load_dataset(args.dataset, args.split, args.dataset_config)
+    extraction = {
+        "image_column": args.image_column, "layers": args.layers, "batch_size": args.batch_size,
+        "max_examples": args.max_examples, "flatten_grid": args.flatten_grid,
+        "mixed_precision": None if args.mixed_precision == "no" else args.mixed_precision,
+        "trust_remote_code": args.trust_remote_code, "teacher_cache": args.teacher_cache,
+    }
+    if args.pooling != "cls":  # the image models' default pooling is mean
+        extraction["pooling"] = args.pooling
+    scoring = {"task": None if args.task == "nlp" else args.task, "alpha": args.alpha, "beta": args.beta,
+               "fss_method": args.fss_method, "aoag_method": args.aoag_method, "temperature": args.temperature}
+    _run_report(args.teacher, args.student, dataset, args=args, baseline=args.baseline_student,
+                label_column=args.label_column, extraction=extraction, scoring=scoring)
+    return EXIT_OK
+
+
+def load_arrays(path: Path, *, max_array_bytes: int | None = None) -> dict[str, Any]:
     """Reads ``.npz`` (no pickles) or ``.safetensors`` into a dict of numpy arrays (see :mod:`._io`)."""
     from ._io import read_arrays
 
-    return read_arrays(path)
+    return read_arrays(path, max_array_bytes=max_array_bytes)
 
 
 def cmd_arrays(args: argparse.Namespace) -> int:
-    from .score import compute_krs
+    from .score import check_krs_options, compute_krs
 
-    data = load_arrays(args.path)
+    options = {"task": args.task, "alpha": args.alpha, "beta": args.beta, "fss_method": args.fss_method,
+               "aoag_method": args.aoag_method, "temperature": args.temperature, "inputs": args.inputs,
+               "max_mse": args.max_mse, "ignore_index": args.ignore_index}
+    check_krs_options(**options)  # every flag checked before the file is read
+    if args.max_decompressed_mb < 0:
+        raise UserError(f"--max-decompressed-mb: expected a size in MB >= 0 (0 lifts the limit), got {args.max_decompressed_mb:g}")
+    limit = int(args.max_decompressed_mb * 2**20) or None
+    data = load_arrays(args.path, max_array_bytes=limit)
 
     def pick(*names: str) -> Any:
-        for name in names:
-            if name in data:
-                return data[name]
+        present = [name for name in names if name in data]
+        if len(present) > 1:  # as the Space: two names for one array is ambiguous, never silently one of them
+            raise UserError(f"{args.path}: both {present[0]!r} and {present[1]!r} were given; they name the same "
+                            "array, keep one")
+        if present:
+            return data[present[0]]
         raise UserError(f"{args.path}: missing array {names[0]!r} (found: {sorted(data)})")
 
     t_feat, s_feat = pick("teacher_features"), pick("student_features")  # (N, D) or (N, L, D), as everywhere
     out = compute_krs(t_feat, s_feat, pick("teacher_outputs", "teacher_logits"), pick("student_outputs", "student_logits"),
-                      task=args.task, alpha=args.alpha, beta=args.beta, fss_method=args.fss_method,
-                      aoag_method=args.aoag_method, temperature=args.temperature, inputs=args.inputs)
+                      **options)
     if args.json:
         print(json.dumps(out))
     else:
@@ -599,6 +706,21 @@ def as_flags(message: str, flags: dict[str, str]) -> str:
     return re.sub(rf"`({names})`", lambda m: f"`{flags[m.group(1)]}`", message)
 
 
+#: How the evaluator names the CLI's two students (``evaluate_students``' keys) on the command line.
+_STUDENT_FLAGS = {"student": "--student", "baseline": "--baseline-student"}
+
+
+def _user_message(err: BaseException, parser: argparse.ArgumentParser, command: str) -> str:
+    """One line: the library's message in the flags the user typed (students by their flags too)."""
+    message = " ".join(str(err).split())
+    if command in ("evaluate", "default"):
+        for name, flag in _STUDENT_FLAGS.items():
+            for form in (f"`students[{name!r}]`", f"`student_tokenizers[{name!r}]`"):
+                message = message.replace(form, f"`{flag}`")
+            message = message.replace(f"student {name!r}", f"student ({flag})")
+    return as_flags(message, _flags_of(parser, command))
+
+
 COMMANDS = {"default": cmd_default, "evaluate": cmd_evaluate, "arrays": cmd_arrays, "reproduce-sst2": cmd_reproduce,
             "reproduce-vision": cmd_reproduce_vision, "export-hub": cmd_export_hub, "export-space": cmd_export_space}
 
@@ -615,20 +737,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(["default"])
     if getattr(args, "quiet", False):
         _silence_progress_bars()
-    from ._validation import InputError
+    import warnings
 
+    # a warning (FSS only: a model without a classification head, ...) reads as one line, not as source code
+    previous = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"knowledge-retention: warning: {message}\n"
+    try:
+        return _run_command(parser, args)
+    finally:
+        warnings.formatwarning = previous
+
+
+def _run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Runs the subcommand; the package's own errors become one line and exit 2 or 3, anything else exit 1."""
     try:
         return COMMANDS[args.command](args)
+    except (LoadError, OSError) as err:  # a model or dataset that cannot be loaded (before InputError: a LoadError is both)
+        if os.environ.get("KNOWLEDGE_RETENTION_DEBUG"):
+            raise
+        print(f"knowledge-retention: error: {_user_message(err, parser, args.command)}", file=sys.stderr)
+        return EXIT_LOAD
     except (UserError, InputError) as err:  # the user's mistake: exactly the package's own input errors
         if os.environ.get("KNOWLEDGE_RETENTION_DEBUG"):
             raise
-        print(f"knowledge-retention: error: {as_flags(str(err), _flags_of(parser, args.command))}", file=sys.stderr)
+        print(f"knowledge-retention: error: {_user_message(err, parser, args.command)}", file=sys.stderr)
         return EXIT_USAGE
-    except (LoadError, OSError) as err:
-        if os.environ.get("KNOWLEDGE_RETENTION_DEBUG"):
-            raise
-        print(f"knowledge-retention: error: {as_flags(str(err), _flags_of(parser, args.command))}", file=sys.stderr)
-        return EXIT_LOAD
     except KeyboardInterrupt:
         print("knowledge-retention: interrupted", file=sys.stderr)
         return 130

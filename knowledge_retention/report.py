@@ -63,7 +63,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import json
-import math
 import os
 import platform
 import sys
@@ -89,6 +88,7 @@ from .diagnostics import (
     teacher_relative_summary,
     verdict,
 )
+from .diagnostics.efficiency import extraction_speeds
 from .diagnostics.summary import CLASSIFICATION_TASKS
 from .score import alpha_sensitivity, knowledge_retention_score
 
@@ -212,16 +212,6 @@ def _measure_speed(model: Any, role: str, texts: Sequence[str], batch_size: int,
         module.train(was_training)
 
 
-def _speed_from_timings(timings: Mapping[str, Any], role: str, n: int, batch_size: int) -> dict[str, Any] | None:
-    """Seconds per batch and examples per second from the extraction's own timed forward passes."""
-    seconds = timings.get(f"{role}_forward_s")
-    if not seconds or not n:
-        return None
-    n_batches = int(timings.get("forward_batches") or 0) or max(1, math.ceil(n / batch_size))
-    return {"seconds_per_batch": float(seconds) / n_batches, "examples_per_second": n / float(seconds),
-            "timed_batches": n_batches}
-
-
 def _efficiency(
     teacher: Any, student: Any, baseline_student: Any, efficiency: Mapping[str, Any] | None, result: Any,
     texts: Sequence[str] | None, measure_speed: bool, batch_size: int, latency_batches: int, notes: list[str],
@@ -235,19 +225,18 @@ def _efficiency(
     section["speed_source"] = None
     timings = _get(result, "timings", {})
     n = int(_get(result, "num_examples", 0))
-    speeds = {role: _speed_from_timings(timings, role, n, batch_size) for role in ("teacher", "student")}
-    if all(speeds.values()):
+    cache = (_get(result, "options", {}) or {}).get("teacher_cache") or {}
+    speeds, why_not = extraction_speeds(timings, n, batch_size, teacher_cache=cache)  # both timed in one run, or neither
+    if speeds is not None:
         for role, speed in speeds.items():
-            section.setdefault(role, {"parameters": None, "disk_bytes": None}).update(speed)  # type: ignore[arg-type]
+            section.setdefault(role, {"parameters": None, "disk_bytes": None}).update(speed)
         section["speed_source"] = "extraction timings"
-        cache = (_get(result, "options", {}) or {}).get("teacher_cache") or {}
         grouped = (_get(result, "options", {}) or {}).get("group_by_length")
         notes.append(
             f"Speed from the extraction's timed forward passes over all {n:,} examples "
-            f"({speeds['teacher']['timed_batches']} batches, "  # type: ignore[index]
+            f"({speeds['teacher']['timed_batches']} batches, "
             f"{'length-grouped' if grouped else 'in dataset order'}; forward only, tokenisation excluded, after a "
-            "one-example warm-up); no extra passes were run"
-            + ("; the teacher's time is the one recorded when its outputs were cached." if cache.get("reused") else ".")
+            "one-example warm-up); no extra passes were run."
         )
     elif measure_speed and teacher is not None and student is not None and texts:
         try:
@@ -256,6 +245,10 @@ def _efficiency(
             section["speed_source"] = "measured"
         except Exception as err:  # noqa: BLE001 - speed is optional; say why it is missing
             notes.append(f"Latency not measured ({type(err).__name__}: {err}).")
+        if cache and section["speed_source"] == "measured":
+            notes.append(f"Speed measured, not taken from the extraction: {why_not}.")
+    elif cache and timings.get("student_forward_s"):
+        notes.append(f"No speed figure: {why_not}; latency measurement is off.")
     return section if len(section) > 1 else None
 
 

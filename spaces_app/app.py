@@ -193,8 +193,11 @@ def guarded(function: F) -> F:
         except (InputError, ValueError, TypeError) as err:  # the package words these for a person
             logger.info("input rejected: %s", err)
             return _empty_outputs(_error_status(str(err)))
-        except MemoryError:
-            return _empty_outputs(_error_status("Out of memory: use fewer examples or narrower features."))
+        except MemoryError:  # a damaged file's header can declare arrays far larger than the file itself
+            return _empty_outputs(_error_status(
+                "The arrays do not fit in this Space's memory. A damaged or hand-edited file can declare arrays far "
+                "larger than the file itself: check that it opens with numpy.load. Otherwise use fewer examples or "
+                "narrower features."))
         except Exception:  # noqa: BLE001 - last resort: the visitor sees a sentence, the log the trace
             logger.exception("unexpected error in %s", function.__name__)
             return _empty_outputs(_error_status(UNEXPECTED))

@@ -36,6 +36,8 @@ import numpy as np
 from space_io import InputError
 from space_results import AOAG_CHOICES, FSS_CHOICES, TASK_CHOICES, ScoreResult, quality_for
 
+from knowledge_retention.methods import STREAMING_FSS_METHODS
+
 __all__ = [
     "BUILTIN_SENTENCES",
     "LAYER_CHOICES",
@@ -558,7 +560,7 @@ def compare_models(
 
 
 #: The FSS measures the causal-lm task offers.
-LM_FSS_CHOICES: tuple[str, ...] = ("linear_cka", "debiased_cka")
+LM_FSS_CHOICES: tuple[str, ...] = STREAMING_FSS_METHODS
 
 
 def _lm_pair(teacher: str, student: str, task: str) -> tuple[bool, str | None]:

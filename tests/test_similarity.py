@@ -292,9 +292,12 @@ def test_a_non_finite_batch_is_refused_and_leaves_the_state_unchanged(bad):
         acc.update(broken, y[10:])
     with pytest.raises(ValueError, match=r"`student_features` contains 1 NaN or Inf"):
         acc.update(x[10:], np.where(np.arange(y[10:].size).reshape(y[10:].shape) == 7, bad, y[10:]))
-    with pytest.raises(ValueError, match="overflow float64 when squared"):
-        acc.update(x[10:] * 1e160, y[10:])
     assert acc.n == 10 and acc.compute() == before
+    # issue 20: rows of 1e160 no longer overflow (they were refused with "overflow float64 when squared"):
+    # they are rescaled by a power of two, and CKA equals the reference on the data scaled back by 1e-160
+    acc.update(x[10:] * 1e160, y[10:])
+    expected = naive_linear_cka(np.vstack([x[:10] * 1e-160, x[10:]]), y, False)
+    assert acc.n == 30 and acc.compute() == pytest.approx(expected, rel=1e-9)
 
 
 def test_accumulators_without_the_debiased_sums():

@@ -1,8 +1,11 @@
-"""Run by ``accelerate launch --cpu --num_processes 2`` from ``tests/test_extraction.py``.
+"""Run by ``accelerate launch --cpu --num_processes 2`` from ``tests/test_extraction.py``, and with ``--nodes``
+by ``torchrun --nnodes 2 --nproc-per-node 1`` (two "nodes" on this machine) from ``tests/test_two_nodes.py``.
 
 Evaluates the tiny teacher/student pair of ``krs_extraction_fixtures`` on datasets whose sizes do
 not divide by batch_size x processes, and writes every process's result to
-``<out_dir>/rank<k>.json`` so the test can compare them with a single-process run.
+``<out_dir>/rank<k>.json`` so the test can compare them with a single-process run. With ``--nodes``
+only :func:`run_nodes` runs: a classifier pair and a causal-LM pair through
+``evaluate_pair(..., distributed=True)``, which joins the process group torchrun describes.
 """
 
 from __future__ import annotations
@@ -64,14 +67,31 @@ def run_students(n: int, batch_size: int, accelerator=None, teacher_cache=None) 
     return out
 
 
+def run_nodes() -> dict:  # type: ignore[type-arg]
+    """A classifier pair and a causal-LM pair, each through ``evaluate_pair(..., distributed=True)``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import lm_fixtures as lm
+
+    return {"classifier": run_case(*CASES["uneven"], distributed=True),
+            "causal_lm": lm.run_case(*lm.CASES["uneven"], distributed=True)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out-dir", required=True)
+    parser.add_argument("--nodes", action="store_true", help="only the two-node cases (run_nodes)")
     args = parser.parse_args()
     import torch
     from accelerate import Accelerator
 
     torch.set_num_threads(1)
+    if args.nodes:
+        import os
+
+        results = run_nodes()
+        (Path(args.out_dir) / f"rank{os.environ['RANK']}.json").write_text(json.dumps(
+            {**results, "node_rank": int(os.environ.get("GROUP_RANK", -1)), "world_size": int(os.environ["WORLD_SIZE"])}))
+        return
     accelerator = Accelerator(cpu=True)
     results = {name: run_case(n, bs, accelerator) for name, (n, bs) in CASES.items()}
     # distributed=True: evaluate_pair makes its own Accelerator (it joins the same process group)

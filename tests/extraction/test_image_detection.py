@@ -239,3 +239,41 @@ def test_label_maps_mask_iou_and_pixel_kl_against_the_logits(folders: dict[str, 
     assert TASK_PRESETS[task.preset][0] == 0.7
     with pytest.raises(InputError, match="pixel_kl=True"):
         SegmentationAgreementAccumulator().update(t_items, s_items).compute("kl")
+
+
+# --- through the engine ------------------------------------------------------------------------------
+
+
+def test_evaluate_pair_of_two_detectors_and_two_segmenters(folders: dict[str, str]) -> None:
+    from knowledge_retention.extraction import evaluate_pair
+
+    images = _images()
+    detection = evaluate_pair(folders["detr"], folders["yolos"], images, detection_threshold=THRESHOLD, batch_size=2,
+                              progress=False)
+    task = ObjectDetectionTask(threshold=THRESHOLD)
+    teacher, student = task.make_runner(folders["detr"], role="t"), task.make_runner(folders["yolos"], role="s")
+    with torch.inference_mode():
+        t = task.outputs(teacher(images, list(range(5))), teacher)
+        s = task.outputs(student(images, list(range(5))), student)
+    want, matched, same = brute_force_agreement(t, s)
+    assert detection.aoag == pytest.approx(want, abs=1e-6) and detection.aoag_method == "box_iou"
+    assert detection.options["class_agreement"] == pytest.approx(same / matched)
+    assert detection.alpha == 0.7 and detection.krs == pytest.approx(0.7 * detection.fss + 0.3 * detection.aoag)
+    assert detection.options["task"] == "detection" and detection.options["detection_threshold"] == THRESHOLD
+
+    segmentation = evaluate_pair(folders["seg32"], folders["seg24"], images, aoag_method="kl", batch_size=2,
+                                 progress=False)
+    direct = SemanticSegmentationTask(pixel_kl=True)
+    t_run, s_run = direct.make_runner(folders["seg32"], role="t"), direct.make_runner(folders["seg24"], role="s")
+    with torch.inference_mode():
+        acc = direct.new_agreement().update(direct.outputs(t_run(images, range(5)), t_run),  # type: ignore[arg-type]
+                                            direct.outputs(s_run(images, range(5)), s_run))  # type: ignore[arg-type]
+    assert segmentation.aoag == pytest.approx(acc.compute("kl"), abs=1e-9) and segmentation.aoag_method == "kl"
+    assert segmentation.options["mask_iou"] == pytest.approx(acc.compute("mask_iou"))
+    assert segmentation.krs == pytest.approx(0.7 * segmentation.fss + 0.3 * segmentation.aoag)
+    with pytest.raises(InputError, match="teacher_cache` is not used by task='object-detection'"):
+        from knowledge_retention.extraction import TeacherCache
+
+        evaluate_pair(folders["detr"], folders["yolos"], images, teacher_cache=TeacherCache(), progress=False)
+    with pytest.raises(InputError, match="same task"):
+        evaluate_pair(folders["detr"], folders["seg32"], images, progress=False)

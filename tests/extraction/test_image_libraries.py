@@ -136,3 +136,32 @@ def test_torchvision_vit_encoder_blocks(tv: Any) -> None:
         torch.testing.assert_close(got, block[:, 1:].mean(dim=1))
     torch.testing.assert_close(out.logits, logits)
     assert out.prefix_tokens == (1, 1)
+
+
+def test_evaluate_pair_of_a_timm_teacher_and_a_torchvision_student(timm: Any, tv: Any) -> None:
+    """Through the engine: FSS equals a Gram-space CKA of the hooked stages, AOAg exp(-KL) of the logits."""
+    from knowledge_retention.extraction import evaluate_pair
+
+    torch.manual_seed(0)
+    teacher = timm.create_model("resnet18", pretrained=False, num_classes=5).eval()
+    student = tv.models.resnet18(weights=None, num_classes=5).eval()
+    transform = tv.transforms.Compose([tv.transforms.Resize((32, 32)), tv.transforms.ToTensor()])
+    images = _images(9)
+    result = evaluate_pair(teacher, student, images, teacher_tokenizer=transform, student_tokenizer=transform,
+                           layers=[(4, 3), (2, 1)], batch_size=4, progress=False)
+    pixels = torch.stack([transform(im) for im in images])
+    t_states, t_logits = _hooked(teacher, [teacher.layer4, teacher.layer2], pixels)
+    s_states, s_logits = _hooked(student, [student.layer2, student.layer4], pixels)
+
+    def cka(x: torch.Tensor, y: torch.Tensor) -> float:
+        a, b = x.mean(dim=(2, 3)).double().numpy(), y.mean(dim=(2, 3)).double().numpy()
+        h = np.eye(len(a)) - 1.0 / len(a)
+        k, l_ = h @ a @ a.T @ h, h @ b @ b.T @ h
+        return float(np.sum(k * l_) / np.sqrt(np.sum(k * k) * np.sum(l_ * l_)))
+
+    np.testing.assert_allclose(result.pair_scores, [cka(t_states[1], s_states[1]), cka(t_states[0], s_states[0])],
+                               atol=1e-6)
+    lt, ls = torch.log_softmax(t_logits.double(), 1), torch.log_softmax(s_logits.double(), 1)
+    assert result.aoag == pytest.approx(float(torch.exp(-(lt.exp() * (lt - ls)).sum(1)).mean()), abs=1e-6)
+    assert result.options["image"]["teacher"]["backend"] == "timm"
+    assert result.options["image"]["student"]["backend"] == "torchvision"

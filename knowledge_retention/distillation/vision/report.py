@@ -104,7 +104,7 @@ def bootstrap_gains(
         pooled, the mean over seeds of the gain with one resample of the images shared by every seed.
     """
     from ...diagnostics import paired_bootstrap_difference
-    from ...reproduction import pooled_paired_bootstrap
+    from ..sst2_evaluation import pooled_paired_bootstrap
 
     per_seed: dict[str, Any] = {}
     pooled_input: dict[Any, dict[str, Any]] = {}
@@ -190,7 +190,7 @@ def assemble_results(cfg: Any, manifest: Mapping[str, Any], evaluated: Mapping[s
     import torch
     import transformers
 
-    from ...reproduction import _relative_to, seed_summary
+    from ..sst2_evaluation import _relative_to, seed_summary
     from .run import KRS_OPTIONS
 
     rows = evaluated["students"]

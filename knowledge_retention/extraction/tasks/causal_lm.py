@@ -30,7 +30,6 @@ Everything that the causal-LM task changes in extraction lives here:
 from __future__ import annotations
 
 import inspect
-import math
 import os
 import time
 import warnings
@@ -41,16 +40,18 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ..._validation import InputError, InputTypeError, check_choice
+from ..._validation import InputError, InputTypeError, LoadError, check_choice
 from ...score import knowledge_retention_score, resolve_weights
 from ...similarity import CrossLayerCKAAccumulator, LinearCKAAccumulator
 from ...token_agreement import TOKEN_AVERAGES, TokenAgreementAccumulator
-from ..inputs import TextSource, load_tokenizer, model_max_length
+from ..inputs import TextSource, load_tokenizer, model_config, model_max_length
 from ..layers import layer_names, resolve_layer_pairs
 from ..options import EvalOptions
 from ..result import ExtractionResult
+from ..runtime import model_device
 from ..streams import PooledBatch
 from ..teacher_cache import CACHE_VERSION, model_fingerprint, texts_fingerprint, tokenizer_fingerprint
+from ..token_step import token_step
 from .base import Batch, ModelSpec, Plan, Task
 from .text import cka_or_nan, cross_matrix
 
@@ -125,7 +126,51 @@ def load_causal_lm(model: Any, argument: str, *, trust_remote_code: bool = False
     from transformers import AutoModelForCausalLM
 
     path = os.fspath(model)
-    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code), path
+    config = model_config(path, argument, trust_remote_code=trust_remote_code)
+    architectures = [str(a) for a in getattr(config, "architectures", None) or []]
+    if getattr(config, "is_encoder_decoder", False) or (architectures and not any(map(_is_lm_class_name, architectures))):
+        # read from the config, before loading: an encoder would get a random, untrained output layer
+        kind = ", ".join(architectures) or f"an encoder-decoder ({config.model_type})"
+        raise InputTypeError(
+            f"`{argument}` ({path}) is a {kind}, not a causal language model: task='causal-lm' needs a "
+            "*ForCausalLM / *LMHeadModel checkpoint with its trained output layer."
+        )
+    local = os.path.expanduser(path)
+    try:
+        outcome: Any = AutoModelForCausalLM.from_pretrained(
+            local if os.path.isdir(local) else path, trust_remote_code=trust_remote_code, output_loading_info=True)
+        loaded, info = outcome
+    except (OSError, ValueError) as err:
+        raise LoadError(f"`{argument}`: the model at {path} could not be loaded as a causal LM: "
+                        f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from None
+    head = loaded.get_output_embeddings()
+    head_names = {f"{name}.weight" for name, module in loaded.named_modules() if module is head}
+    if head_names & set(info.get("missing_keys", ())):
+        raise InputTypeError(
+            f"`{argument}` ({path}) holds no weights for its output layer ({', '.join(sorted(head_names))}): "
+            "it would be random. task='causal-lm' needs a causal language model saved with its output layer."
+        )
+    return loaded, path
+
+
+def scored_examples(num_texts: int, num_sequences: int) -> tuple[int, str | None]:
+    """How many texts a causal-LM result may report as evaluated, and the note that says what was left out.
+
+    A text with no counted token (empty, or nothing after its prompt) adds nothing to any token sum or
+    sequence average: it was not scored, so ``num_examples`` counts only the ``num_sequences`` texts
+    that were, and the note says how many were dropped.
+
+    Example:
+        >>> scored_examples(5, 4)
+        (4, '1 of 5 texts had no token to score (empty, or nothing after its prompt) and were left out: num_examples counts the 4 scored.')
+        >>> scored_examples(3, 3)
+        (3, None)
+    """
+    if num_sequences >= num_texts:
+        return num_texts, None
+    dropped = num_texts - num_sequences
+    return num_sequences, (f"{dropped} of {num_texts} texts had no token to score (empty, or nothing after its "
+                           f"prompt) and were left out: num_examples counts the {num_sequences} scored.")
 
 
 def check_same_vocabulary(
@@ -292,75 +337,6 @@ class _LMRunner:
         return head(states).float()
 
 
-# --------------------------------------------------------------------------------- per-batch maths
-def token_step(
-    teacher_logits: Any,
-    student_logits: Any,
-    targets: torch.Tensor,
-    *,
-    temperature: float,
-    top_k: int,
-    chunk: int | None = None,
-) -> dict[str, torch.Tensor]:
-    """Per-token statistics of :data:`~knowledge_retention.token_agreement.STAT_KEYS`, ``(n,)`` each (float32
-    from the float32 log-softmaxes; top-1/top-k matches as exact float64), plus ``teacher_top1``/``student_top1`` ids.
-
-    ``teacher_logits``/``student_logits`` are either ``(n, V)`` tensors or callables ``(lo, hi) -> (hi-lo, V)``
-    (the model heads applied to rows ``lo:hi``): the ``(chunk, V)`` blocks are made, used and freed one at
-    a time, in float32 (log-softmax included), so memory is ``O(chunk * V)`` whatever n.
-    """
-    n = int(targets.shape[0])
-    get_t = teacher_logits if callable(teacher_logits) else (lambda lo, hi: teacher_logits[lo:hi].float())
-    get_s = student_logits if callable(student_logits) else (lambda lo, hi: student_logits[lo:hi].float())
-    log2 = math.log(2.0)
-    if chunk is None and n:  # the vocabulary size from one row, then blocks of LOGIT_BUDGET values
-        chunk = max(1, LOGIT_BUDGET // int(get_t(0, 1).shape[-1]))
-    # The outputs are allocated once, before the loop, and filled block by block: small tensors kept
-    # between the (chunk, V) temporaries would pin the heap above them and RSS would grow with n
-    # (measured: 3 GB for 1,024 rows at V = 131,072 with per-block torch.cat pieces).
-    device = targets.device
-    out = {k: torch.empty(n, dtype=torch.float32 if k in ("exp_neg_kl", "kl", "js", "teacher_nll", "student_nll")
-                          else torch.float64, device=device)
-           for k in ("exp_neg_kl", "kl", "js", "top1", "topk", "teacher_nll", "student_nll")}
-    out["teacher_top1"] = torch.empty(n, dtype=torch.long, device=device)
-    out["student_top1"] = torch.empty(n, dtype=torch.long, device=device)
-    lo = 0
-    while lo < n:
-        assert chunk is not None
-        zt = get_t(lo, min(n, lo + chunk))
-        hi = lo + int(zt.shape[0])
-        zs = get_s(lo, hi)
-        y = targets[lo:hi].to(zt.device).unsqueeze(1)
-        lt1, ls1 = torch.log_softmax(zt, dim=-1), torch.log_softmax(zs, dim=-1)
-        out["teacher_nll"][lo:hi] = -lt1.gather(1, y).squeeze(1)
-        out["student_nll"][lo:hi] = -ls1.gather(1, y).squeeze(1)
-        if temperature != 1.0:
-            lt, ls = torch.log_softmax(zt / temperature, dim=-1), torch.log_softmax(zs / temperature, dim=-1)
-        else:
-            lt, ls = lt1, ls1
-        del lt1, ls1
-        # few (chunk, V) temporaries: one difference buffer reused, dot products without products
-        pt, ps = lt.exp(), ls.exp()
-        diff = torch.sub(lt, ls)
-        kl = torch.linalg.vecdot(pt, diff).clamp(min=0.0)
-        lm = torch.logaddexp(lt, ls).sub_(log2)  # log of the mixture (p + q) / 2
-        js = 0.5 * torch.linalg.vecdot(pt, torch.sub(lt, lm, out=diff))
-        js += 0.5 * torch.linalg.vecdot(ps, torch.sub(ls, lm, out=diff))
-        js /= log2
-        del pt, ps, lm, lt, ls, diff
-        kt, ks = zt.topk(top_k, dim=-1).indices, zs.topk(top_k, dim=-1).indices
-        out["kl"][lo:hi] = kl
-        out["exp_neg_kl"][lo:hi] = torch.exp(-kl)
-        out["js"][lo:hi] = js.clamp(0.0, 1.0)
-        out["top1"][lo:hi] = kt[:, 0] == ks[:, 0]  # exact counts: float64
-        out["topk"][lo:hi] = (kt.unsqueeze(2) == ks.unsqueeze(1)).any(dim=2).sum(dim=1).double() / top_k
-        out["teacher_top1"][lo:hi] = kt[:, 0]
-        out["student_top1"][lo:hi] = ks[:, 0]
-        del zt, zs, kt, ks, kl, js
-        lo = hi
-    return out
-
-
 # ---------------------------------------------------------------------------------------- streams
 @dataclass
 class _ModelBatch:
@@ -469,7 +445,7 @@ class _Streams:
                     "student_top1": int(stats_np["student_top1"][k]),
                     "teacher_nll": float(stats_np["teacher_nll"][k]), "student_nll": float(stats_np["student_nll"][k]),
                 })
-        self.tokens.add(stats_np, examples, positions, worst)
+        self.tokens.update_statistics(stats_np, examples, positions, worst)
 
     def payload(self, counters: dict[str, Any]) -> dict[str, Any]:
         kept = None
@@ -672,8 +648,6 @@ class CausalLMTask(Task):
         if not self.runners and opts.prompt_column is not None and not getattr(tok, "is_fast", False):
             raise InputError("`prompt_column` needs a fast tokenizer (offsets tell which tokens are the prompt's).")
         device.place(model)
-        from ..engine import model_device
-
         runner = _LMRunner(model, tok, spec.role, model_device(model))
         runner.path = path
         runner.model_limit = model_max_length(model, tok)
@@ -856,6 +830,9 @@ def lm_result(task: CausalLMTask, merged: dict[str, Any], plan: Plan, context: d
         if context["is_main"] and message not in context["warned"]:
             context["warned"].add(message)
             warnings.warn(message, UserWarning, stacklevel=5)
+    num_examples, dropped = scored_examples(len(context["source"]), tokens.n_sequences)
+    if dropped:
+        notes.append(dropped)
     t_tok = task.teacher_runner.tokenizer
     lm = {
         "num_tokens": tokens.n_tokens, "num_sequences": tokens.n_sequences, "average": opts.average,
@@ -875,7 +852,7 @@ def lm_result(task: CausalLMTask, merged: dict[str, Any], plan: Plan, context: d
         layer_pairs=pairs, pair_scores=pair_scores, pair_linear_cka=pair_linear, teacher_layer_names=names_t,
         student_layer_names=names_s, cross_layer_cka=cross, mean_kl=measures["mean_kl"],
         top1_agreement=measures["top1_agreement"], teacher_logits=None, student_logits=None, labels=None,
-        example_indices=merged["index"], num_examples=len(context["source"]),
+        example_indices=merged["index"], num_examples=num_examples,
         options={
             "teacher": names["teacher"], "student": names[spec.name], "student_name": spec.name,
             "text_column": opts.text_column, "prompt_column": opts.prompt_column,

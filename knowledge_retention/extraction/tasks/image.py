@@ -236,7 +236,7 @@ class ImageClassificationTask(TextClassificationTask):
         rows = max([int(t_info["rows"][t]) for t in t_layers] + [int(s_info["rows"][s]) for s in s_layers]) \
             if self.pooling == "positions" else 1
         extra = {"agreement": agreement, "method_used": None if agreement is None else self.method,
-                 "warn": [notes[-1]] if agreement is None else [], "cross_layer": cross, "rows": rows,
+                 "warn": [notes[-1]] if agreement is None and notes else [], "cross_layer": cross, "rows": rows,
                  "image": s_info["image"]}
         return Plan(pairs, list(s_info["layer_names"]), t_layers, s_layers, notes, extra)
 

@@ -1,0 +1,71 @@
+"""Many machines: two "nodes" of one process each (``torchrun --nnodes 2 --nproc-per-node 1``, a static
+rendezvous on 127.0.0.1, node ranks 0 and 1 started as separate launches) give the single-process numbers,
+for a classifier pair and a causal-LM pair through ``evaluate_pair(..., distributed=True)``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE / "distributed"))
+sys.path.insert(0, str(HERE))
+
+import krs_extraction_launch as launch  # noqa: E402
+import lm_fixtures as lm  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_two_nodes_equal_one_process(tmp_path):
+    port = _free_port()
+    env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                        "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": os.pathsep.join(
+                            [str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+             "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port),
+             str(Path(launch.__file__)), "--out-dir", str(tmp_path), "--nodes"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)
+    ]
+    logs = []
+    for node in nodes:
+        try:
+            logs.append(node.communicate(timeout=420)[0])
+        except subprocess.TimeoutExpired:
+            for other in nodes:
+                other.kill()
+            raise
+    assert all(node.returncode == 0 for node in nodes), "\n".join(log[-3000:] for log in logs)
+    ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1)]
+    assert [r["node_rank"] for r in ranks] == [0, 1] and all(r["world_size"] == 2 for r in ranks)
+    single = {"classifier": launch.run_case(*launch.CASES["uneven"]), "causal_lm": lm.run_case(*lm.CASES["uneven"])}
+    keys = {"classifier": ("fss", "aoag", "krs", "mean_kl", "top1_agreement"),
+            "causal_lm": ("krs", "fss", "aoag", "mean_kl", "js", "top1_agreement", "topk_overlap", "logprob_gap",
+                          "teacher_perplexity", "student_perplexity")}
+    for name, want in single.items():
+        assert want["num_processes"] == 1
+        for dist in ranks:  # every node returns the full result
+            got = dist[name]
+            assert got["num_processes"] == 2 and got["example_indices"] == list(range(want["num_examples"]))
+            for key in keys[name]:
+                assert math.isclose(got[key], want[key], rel_tol=1e-6, abs_tol=1e-12), (name, key)
+            np.testing.assert_allclose(np.array(got["cross_layer_cka"]["matrix"], dtype=float),
+                                       np.array(want["cross_layer_cka"]["matrix"], dtype=float), rtol=1e-6)
+    assert ranks[0]["causal_lm"]["lm"]["num_tokens"] == single["causal_lm"]["lm"]["num_tokens"]
+    np.testing.assert_allclose(ranks[1]["classifier"]["student_logits"], single["classifier"]["student_logits"], rtol=1e-6)
