@@ -12,6 +12,7 @@ Sections and their sources:
 * ``benchmarks`` ``benchmarks/results/{cka_scaling,extraction_overhead,evaluate_overhead,lm_memory,teacher_once,threads_under_load,image_extraction}.md``
 * ``lm``         ``results/lm/{training.json,demo.md}`` (``python -m knowledge_retention.lm_demo all``)
 * ``vision``     ``results/vision/digits/{table.md,results.json}`` (``knowledge-retention reproduce-vision --scale cpu``)
+  and ``results/vision/segmentation_synthetic/table.md`` (``python -m knowledge_retention.distillation.vision.segmentation cpu``)
 """
 
 from __future__ import annotations
@@ -266,6 +267,7 @@ def lm_section(root: Path = ROOT) -> str:
 
 
 VISION_RUN = Path("results") / "vision" / "digits"
+SEGMENTATION_RUN = Path("results") / "vision" / "segmentation_synthetic"
 
 
 def vision_section(root: Path = ROOT) -> str:
@@ -302,6 +304,9 @@ def vision_section(root: Path = ROOT) -> str:
     heatmaps = [f"[{key[4:]}]({VISION_RUN.as_posix()}/{name})" for key, name in files.items() if key.startswith("cka_")]
     if heatmaps:
         parts += ["", "Every cross-layer CKA heatmap (first seed): " + ", ".join(heatmaps) + "."]
+    segmentation = root / SEGMENTATION_RUN / "table.md"
+    if segmentation.is_file():  # issue 21 item 7: python -m knowledge_retention.distillation.vision.segmentation cpu
+        parts += ["", segmentation.read_text(encoding="utf-8").rstrip("\n")]
     return "\n".join(parts) + "\n"
 
 
