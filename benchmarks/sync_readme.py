@@ -283,10 +283,11 @@ def vision_section(root: Path = ROOT) -> str:
         return "—" if value is None else f"{value / 60:.1f}"
 
     parts = [(folder / "table.md").read_text(encoding="utf-8").rstrip("\n"), "",
-             f"Timings (minutes, 2 shared CPU cores, one torch thread per process): training {minutes('training_seconds')} "
-             f"(teacher and {len(results['seeds']['seeds'])} seeds), evaluation with the engine "
-             f"{minutes('evaluation_seconds')}, bootstrap {minutes('bootstrap_seconds')}; the whole run "
-             f"{minutes('wall_seconds')} (`{results.get('command')}`, torch {results['versions']['torch']}, "
+             f"Timings (minutes, 2 CPU cores shared with other jobs, one torch thread per process): the models' "
+             f"training {minutes('model_training_seconds')} (teacher and {len(results['seeds']['seeds'])} seeds, summed "
+             f"over the models; {t.get('models_reused', 0)} of them reused from earlier runs of the same settings), "
+             f"evaluation with the engine {minutes('evaluation_seconds')}, bootstrap {minutes('bootstrap_seconds')}; "
+             f"this run {minutes('wall_seconds')} (`{results.get('command')}`, torch {results['versions']['torch']}, "
              f"transformers {results['versions']['transformers']})."]
     departures = results.get("departures") or []
     if departures:

@@ -223,7 +223,11 @@ def assemble_results(cfg: Any, manifest: Mapping[str, Any], evaluated: Mapping[s
         "seeds": summary,
         "correlation": krs_accuracy_correlation(rows),
         "departures": _departures(cfg, evaluated["teacher"]),
-        "timings": {"training_seconds": manifest.get("training_seconds"), **timings},
+        "timings": {"training_seconds": manifest.get("training_seconds"),
+                    # each model's own training time (one torch thread per process), summed: what the models cost,
+                    # whether this run trained them or reused checkpoints of an earlier run of the same settings
+                    "model_training_seconds": round(sum(m.get("train_seconds") or 0.0 for m in manifest["models"]), 1),
+                    "models_reused": sum(bool(m.get("reused")) for m in manifest["models"]), **timings},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
     return _relative_to(results, Path(manifest["root"]))
