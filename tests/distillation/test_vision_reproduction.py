@@ -217,3 +217,23 @@ def test_synthetic_segmentation_demo_scores_with_the_segmentation_preset(tmp_pat
         assert row["extraction"]["options"]["task"] == "segmentation"
     assert (tmp_path / "table.md").read_text().startswith("**Synthetic**")
     assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
+
+
+def test_pooled_gain_bootstrap_equals_the_gram_matrix_reference(again):
+    from knowledge_retention.distillation.sst2_evaluation import pooled_paired_bootstrap
+    from knowledge_retention.distillation.vision.report import pooled_gain_bootstrap
+
+    _, test, evaluated = again
+    labels = np.asarray(test["label"])
+    ours = pooled_gain_bootstrap(evaluated["arrays"], labels, alpha=0.3, n_resamples=60, seed=5)
+    # the SST-2 run's implementation (N x N Gram matrices re-centred per replicate) on the same pairs
+    reference_input = {seed: {f"{name}/{method}-{side}": models[f"{name}-{variant}"]
+                              for name in {k.rpartition("-")[0] for k in models} for method in ("kd", "fitnet")
+                              for side, variant in (("before", "before"), ("after", method))}
+                       for seed, models in evaluated["arrays"].items()}
+    reference = pooled_paired_bootstrap(reference_input, labels, n_resamples=60, seed=5, alpha=0.3)
+    assert sorted(ours["gains"]) == sorted(reference["gains"])
+    for key, entry in ours["gains"].items():
+        for stat in ("accuracy", "krs"):  # same resamples (one stream of draws), same statistic
+            for bound in ("gain", "low", "high"):
+                assert entry[stat][bound] == pytest.approx(reference["gains"][key][stat][bound], abs=1e-9), (key, stat)

@@ -3,7 +3,7 @@
 Every number comes from the evaluation's rows and kept arrays: seed means and gains
 (:func:`gain_summary`), paired bootstrap intervals of each gain (per seed with
 :func:`knowledge_retention.diagnostics.paired_bootstrap_difference`; averaged over seeds with
-:func:`knowledge_retention.reproduction.pooled_paired_bootstrap`), the Pearson correlation of KRS with
+:func:`pooled_gain_bootstrap`), the Pearson correlation of KRS with
 accuracy over every trained student (:func:`krs_accuracy_correlation`). The paper's values are the
 constants :data:`PAPER_FIGURE3` and :data:`PAPER_PEARSON_R`, typed from the paper and cited.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 __all__ = [
     "PAPER_FIGURE3", "PAPER_PEARSON_R", "PAPER_ROLES", "RESULTS_FORMAT", "assemble_results", "bootstrap_gains",
-    "gain_summary", "krs_accuracy_correlation", "render_table", "tabulate",
+    "gain_summary", "krs_accuracy_correlation", "pooled_gain_bootstrap", "render_table", "tabulate",
 ]
 
 RESULTS_FORMAT = "knowledge_retention.reproduction.vision_digits/v1"
@@ -77,6 +77,87 @@ def gain_summary(per_seed: Mapping[Any, Sequence[Mapping[str, Any]]]) -> list[di
     return out
 
 
+def _replicate_fss(teacher: Any, student: Any, weights: Any) -> Any:
+    """FSS (linear CKA) of one feature pair under every row of ``weights`` ``(R, N)``: the package's
+    bootstrap path (:mod:`knowledge_retention.diagnostics.bootstrap`), Gram or feature space, whichever
+    is cheaper."""
+    import numpy as np
+
+    from ...diagnostics.bootstrap import _fss_replicates, _fss_statistic, _gram_path_is_cheaper
+
+    t, s = np.asarray(teacher, dtype=np.float64), np.asarray(student, dtype=np.float64)
+    if len(weights) > 1 and _gram_path_is_cheaper(t.shape[0], [(t.shape[1], s.shape[1])], len(weights), False):
+        return _fss_replicates([t], [s], weights)
+    return np.array([_fss_statistic([t], [s], w, False) for w in weights])
+
+
+def pooled_gain_bootstrap(
+    arrays: Mapping[Any, Mapping[str, Mapping[str, Any]]],
+    labels: Any,
+    *,
+    alpha: float = 0.3,
+    n_resamples: int = 1000,
+    confidence_level: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Paired bootstrap of each method's gain (after − before), averaged over seeds, per student.
+
+    Every replicate draws one resample of the held-out images (with replacement) and scores every model
+    of every seed on those same images: the gain is paired within a seed and the seeds share the images
+    (the held-out set is the sample; the seeds are repeated trainings on it). The statistic is the mean
+    over seeds of after − before, for accuracy and for KRS = α·FSS + (1 − α)·AOAg
+    (:func:`knowledge_retention.knowledge_retention_score`; FSS = linear CKA of the kept final features
+    under the resample's multiplicities, AOAg = the resample's mean exp(−KL)). The same design as the SST-2
+    run's :func:`~knowledge_retention.distillation.sst2_evaluation.pooled_paired_bootstrap`, on the
+    bootstrap module's vectorised CKA (that one re-centres an N × N Gram matrix per replicate).
+
+    Returns:
+        ``{"method", "n_resamples", "confidence_level", "seed", "gains": {"<name>/<method>": {"seeds",
+        "accuracy": {"gain", "low", "high", "excludes_zero"}, "krs": {...}}}}``; ``gain`` is the point
+        estimate on the held-out images themselves.
+    """
+    import numpy as np
+
+    from ...agreement import per_example_kl
+    from ...diagnostics.bootstrap import _resample_counts
+    from ...score import knowledge_retention_score
+
+    labels = np.asarray(labels)
+    n = labels.shape[0]
+    rng = np.random.default_rng(seed)
+    weights = np.concatenate(list(_resample_counts(n, n_resamples, rng))).astype(np.float64)
+    every = np.vstack([np.ones(n), weights])  # row 0: the sample itself (the point estimate)
+    krs = np.vectorize(lambda f, a: knowledge_retention_score(float(np.clip(f, 0, 1)), float(np.clip(a, 0, 1)),
+                                                              alpha=alpha, beta=1 - alpha), otypes=[float])
+    scored: dict[Any, dict[str, tuple[Any, Any]]] = {}
+    for run_seed, models in arrays.items():
+        for key, a in models.items():
+            correct = (np.asarray(a["student_logits"]).argmax(axis=1) == labels).astype(np.float64)
+            agreement = np.exp(-per_example_kl(a["teacher_logits"], a["student_logits"]))
+            fss = _replicate_fss(a["teacher_features"], a["student_features"], every)
+            scored.setdefault(run_seed, {})[key] = (every @ correct / n, krs(fss, every @ agreement / n))
+    tail = 100 * (1 - confidence_level) / 2
+    gains: dict[str, Any] = {}
+    names = dict.fromkeys(key.rpartition("-")[0] for models in arrays.values() for key in models)
+    for name in names:
+        for method in _METHODS:
+            seeds = [s for s, m in scored.items() if f"{name}-before" in m and f"{name}-{method}" in m]
+            if not seeds:
+                continue
+            entry: dict[str, Any] = {"seeds": sorted(seeds)}
+            for column, key in enumerate(("accuracy", "krs")):
+                diff = np.mean([scored[s][f"{name}-{method}"][column] - scored[s][f"{name}-before"][column]
+                                for s in seeds], axis=0)
+                reps = diff[1:][np.isfinite(diff[1:])]
+                low, high = float(np.percentile(reps, tail)), float(np.percentile(reps, 100 - tail))
+                entry[key] = {"gain": float(diff[0]), "low": low, "high": high,
+                              "excludes_zero": bool(low > 0 or high < 0)}
+            gains[f"{name}/{method}"] = entry
+    return {"method": "paired percentile bootstrap over the held-out images, one resample shared by every seed "
+                      "and model; statistic: mean over seeds of after - before",
+            "n_resamples": n_resamples, "confidence_level": confidence_level, "seed": seed, "gains": gains}
+
+
 def bootstrap_gains(
     arrays: Mapping[Any, Mapping[str, Mapping[str, Any]]],
     labels: Any,
@@ -99,15 +180,13 @@ def bootstrap_gains(
 
     Returns:
         ``{"per_seed": {seed: {name: {method: {accuracy|krs|fss|aoag: {difference, low, high,
-        excludes_zero}}}}}, "pooled": pooled_paired_bootstrap(...)}`` - per seed, the package's paired
+        excludes_zero}}}}}, "pooled": pooled_gain_bootstrap(...)}`` - per seed, the package's paired
         bootstrap (half-sampling for FSS/KRS, see :mod:`knowledge_retention.diagnostics.bootstrap`);
         pooled, the mean over seeds of the gain with one resample of the images shared by every seed.
     """
     from ...diagnostics import paired_bootstrap_difference
-    from ..sst2_evaluation import pooled_paired_bootstrap
 
     per_seed: dict[str, Any] = {}
-    pooled_input: dict[Any, dict[str, Any]] = {}
     for run_seed, models in arrays.items():
         names = dict.fromkeys(key.rpartition("-")[0] for key in models)
         for name in names:
@@ -125,9 +204,7 @@ def bootstrap_gains(
                 per_seed.setdefault(str(run_seed), {}).setdefault(name, {})[method] = {
                     key: {k: diff["differences"][key][k] for k in ("difference", "low", "high", "excludes_zero")}
                     for key in ("accuracy", "krs", "fss", "aoag") if key in diff["differences"]}
-                pooled_input.setdefault(run_seed, {})[f"{name}/{method}-before"] = before
-                pooled_input[run_seed][f"{name}/{method}-after"] = after
-    pooled = pooled_paired_bootstrap(pooled_input, labels, n_resamples=n_resamples, seed=seed, alpha=alpha)
+    pooled = pooled_gain_bootstrap(arrays, labels, alpha=alpha, n_resamples=n_resamples, seed=seed)
     return {"per_seed": per_seed, "per_seed_method": "knowledge_retention.diagnostics.paired_bootstrap_difference "
             f"(percentile; {n_resamples} replicates for accuracy/AOAg, {n_feature_resamples} half-samples for "
             "FSS/KRS)", "pooled": pooled}
