@@ -251,7 +251,8 @@ def _departures(cfg: Any, teacher: Mapping[str, Any]) -> list[dict[str, str]]:
                  f"students {cfg.student_epochs} epochs, no augmentation; KD T = {cfg.temperature:g}, "
                  f"weight {cfg.kd_weight:g}",
          "why": "tens of minutes on 2 shared CPU cores"},
-        {"what": "FSS", "paper": "feature similarity of intermediate representations (CKA-type), α = 0.3",
+        {"what": "FSS", "paper": "the paper's feature similarity for image models, α = 0.3 (its layer and pooling "
+                                 "choices are not reproduced here)",
          "here": "linear CKA of the final hidden state, mean-pooled over the CNN's positions / the ViT's patch tokens "
                  "(the engine's image default); cross-layer CKA over every stage x block in the heatmaps",
          "why": "defined across widths and families (CNN teacher, ViT student)"},
@@ -416,8 +417,11 @@ def _shape_notes(results: Mapping[str, Any]) -> list[str]:
                  f"{max(fss):.3f}) on 10 classes against CIFAR-100's 100.")
     corr = results["correlation"]
     if corr["r"] is not None:
+        within = [c["r"] for c in corr["by_student"].values() if c["r"] is not None]
+        spread = (f"; within one architecture r runs from {min(within):.3f} to {max(within):.3f} "
+                  "(nine models each, table above)") if within else ""
         notes.append(f"- **KRS tracks accuracy**: r = {corr['r']:.3f} over {corr['n']} students here, "
-                     f"{corr['paper_r']} in the paper.")
+                     f"{corr['paper_r']} in the paper{spread}.")
     return notes
 
 
