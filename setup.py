@@ -32,7 +32,9 @@ EXTRAS = {
         "playwright>=1.40",
     ],
 }
-EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
+# `all` leaves torchvision/timm out: their PyPI wheels are built against CUDA torch (see the Makefile's
+# install-vision); Pillow stays in (transformers' image processors need it).
+EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() for req in reqs if name != "vision"} | {"pillow>=10"})
 
 setup(
     name="knowledge-retention",

@@ -9,7 +9,7 @@ Sections and their sources:
 * ``main-job``   ``results/main_job/report.json`` (``knowledge-retention --output-dir results/main_job``)
 * ``sst2``       ``results/sst2/cpu/table.md`` (``knowledge-retention reproduce-sst2 --scale cpu``)
 * ``sst2-krs``   ``results/sst2/cpu_krs_during_training/results.json`` (``reproduce-sst2 ... --krs-every 25``)
-* ``benchmarks`` ``benchmarks/results/{cka_scaling,extraction_overhead,evaluate_overhead,lm_memory,teacher_once,threads_under_load,image_extraction}.md``
+* ``benchmarks`` ``benchmarks/results/{cka_scaling,extraction_overhead,evaluate_overhead,lm_memory,lm_cost,teacher_once,threads_under_load,image_extraction}.md``
 * ``lm``         ``results/lm/{training.json,demo.md}`` (``python -m knowledge_retention.lm_demo all``)
 * ``vision``     ``results/vision/digits/{table.md,results.json}`` (``knowledge-retention reproduce-vision --scale cpu``)
   and ``results/vision/segmentation_synthetic/table.md`` (``python -m knowledge_retention.distillation.vision.segmentation cpu``)
@@ -30,6 +30,8 @@ BENCHMARKS = (
     ("extraction_overhead", "Extraction: overhead over a bare forward loop, and memory against N"),
     ("evaluate_overhead", "The `evaluate` module against a direct call"),
     ("lm_memory", "Causal-LM evaluation: memory against counted tokens and vocabulary, time over two forward passes"),
+    ("lm_cost", "Causal-LM scoring at real vocabularies and widths: time over the two bare forward passes, before and "
+                "after the one-pass step"),
     ("teacher_once", "The teacher runs once: several students, length grouping, training-time KRS, the report"),
     ("threads_under_load", "Torch threads per process: why the cpu-scale reproduction trains with one"),
     ("image_extraction", "Image models: overhead over the bare forward passes, memory against N, flatten's memory"),
@@ -82,7 +84,12 @@ def main_job_section(root: Path = ROOT) -> str:
                      f"{_num(base_head.get('krs'))} |")
     verdict = report.get("verdict") or {}
     if verdict:
-        lines.append(f"| verdict | {verdict.get('level', '?')} — {verdict.get('reason', '')} |")
+        preset = verdict.get("preset")
+        lines.append(f"| verdict{f' ({preset} preset)' if preset else ''} | {verdict.get('level', '?')} — "
+                     f"{verdict.get('reason', '')} |")
+        for name, other in (verdict.get("other_presets") or {}).items():
+            if name == "article":  # the distillation-evaluation article's own rule, beside ours
+                lines.append(f"| verdict (article's rule) | {other.get('level') or 'none'} — {other.get('reason', '')} |")
     if report.get("tradeoff_sentence"):
         lines.append(f"| trade-off | {report['tradeoff_sentence']} |")
     differences = (baseline.get("paired") or {}).get("differences") or {}

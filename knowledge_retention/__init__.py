@@ -73,8 +73,8 @@ _LAZY = {
     "ExtractionResult": ("knowledge_retention.extraction", "ExtractionResult"),
     "EvalOptions": ("knowledge_retention.extraction", "EvalOptions"),
     "KRSCallback": ("knowledge_retention.callbacks", "KRSCallback"),
-    "build_report": ("knowledge_retention.report", "build_report"),
-    "write_report": ("knowledge_retention.report", "write_report"),
+    "build_report": ("knowledge_retention.reporting", "build_report"),
+    "write_report": ("knowledge_retention.reporting", "write_report"),
     "reproduce_sst2": ("knowledge_retention.reproduction", "reproduce_sst2"),
 }
 

@@ -182,6 +182,10 @@ def test_a_teacher_offloaded_to_disk_by_accelerate_gives_the_in_memory_numbers(t
     assert dispatched.krs == live.krs and dispatched.fss == live.fss and dispatched.aoag == live.aoag
     # the fingerprint reads the offloaded weights module by module: the same as the folder loaded in memory
     assert model_fingerprint(offloaded) == model_fingerprint(auto.from_pretrained(tmp_path / "teacher"))
+    # a teacher given as a folder is loaded the same way with `teacher_load_kwargs`
+    from_path = evaluate_pair(str(tmp_path / "teacher"), student, texts, **options, teacher_load_kwargs={
+        "device_map": "auto", "max_memory": {"cpu": "1KB"}, "offload_folder": str(tmp_path / "offload2")})
+    assert from_path.krs == live.krs and from_path.fss == live.fss
     cached = evaluate_pair(offloaded, student, texts, teacher_cache=tmp_path / "cache", **options)
     again = evaluate_pair(offloaded, student, texts, teacher_cache=tmp_path / "cache", **options)
     assert again.options["teacher_cache"]["reused"] is True and again.krs == pytest.approx(cached.krs, abs=1e-12)

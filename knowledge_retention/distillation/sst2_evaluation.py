@@ -156,7 +156,7 @@ def _write_student_report(
     result: Any, pair: Mapping[str, Any], dev: Any, out: Path, *, bootstrap: int, measure_speed: bool, batch_size: int
 ) -> dict[str, Any]:
     """The report's diagnostics of one student, written as ``<out>/<name>-<variant>.json``; a summary back."""
-    from ..report import build_report
+    from ..reporting import build_report
 
     report = build_report(
         result, teacher=pair["teacher"], student=pair["student"], dataset=dev, text_column="sentence",

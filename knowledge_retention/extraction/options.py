@@ -64,6 +64,9 @@ class EvalOptions:
     trust_remote_code: bool = False
     group_by_length: bool = True
     teacher_cache: Any = None
+    #: keyword arguments of the teacher's ``from_pretrained`` when it is a path: ``device_map``,
+    #: ``max_memory``, ``offload_folder`` (accelerate's big-model inference), ``torch_dtype``...
+    teacher_load_kwargs: Mapping[str, Any] | None = None
     # causal-lm
     prompt_column: str | None = None
     generate: Mapping[str, Any] | None = None
@@ -92,10 +95,18 @@ class EvalOptions:
                 raise InputTypeError(f"{where}() got an unknown option `{key}`.{hint}")
         opts = cls(**options)
         opts._check()
+        object.__setattr__(opts, "_given", frozenset(options))
         return opts
 
+    def given(self, name: str) -> bool:
+        """Whether ``name`` was passed to :meth:`build`, even with its default value (``pooling="cls"``
+        given for an image model, whose default pooling is ``"mean"``)."""
+        return name in getattr(self, "_given", frozenset())
+
     def with_task(self, task: str) -> EvalOptions:
-        return replace(self, task=task)
+        new = replace(self, task=task)
+        object.__setattr__(new, "_given", getattr(self, "_given", frozenset()))
+        return new
 
     def is_default(self, name: str) -> bool:
         default = next(f.default for f in fields(self) if f.name == name)
@@ -120,6 +131,9 @@ class EvalOptions:
         for name in ("keep_arrays", "distributed", "progress", "trust_remote_code", "group_by_length"):
             if not isinstance(getattr(self, name), bool):
                 raise InputTypeError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
+        if self.teacher_load_kwargs is not None and not isinstance(self.teacher_load_kwargs, Mapping):
+            raise InputTypeError("`teacher_load_kwargs` must be a dict of from_pretrained keyword arguments, got "
+                                 f"{type(self.teacher_load_kwargs).__name__}.")
         if self.accelerator is not None:
             from accelerate import Accelerator
 

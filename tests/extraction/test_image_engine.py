@@ -118,6 +118,13 @@ def test_positions_and_the_image_options_are_checked(pair: dict[str, str]) -> No
         evaluate_pair(pair["teacher"], pair["student"], images, pooling="last", progress=False)
     with pytest.raises(InputError, match="flatten_grid=2` applies to pooling='flatten' only"):
         evaluate_pair(pair["teacher"], pair["student"], images, flatten_grid=2, progress=False)
+    default = evaluate_pair(pair["student"], pair["teacher"], images, progress=False)
+    cls = evaluate_pair(pair["student"], pair["student"], images, pooling="cls", layers=[(1, 2)], progress=False)
+    assert default.options["pooling"] == "mean"  # the image default
+    assert cls.options["pooling"] == "cls"  # "cls" given explicitly, though it is the text default
+    s_pooled, _ = _by_hand(pair["student"], images)
+    assert default.pair_scores[0] == pytest.approx(naive_cka(s_pooled[-1], _by_hand(pair["teacher"], images)[0][-1]),
+                                                   abs=1e-6)
     same = evaluate_pair(pair["student"], pair["student"], images, pooling="positions", layers="all", progress=False)
     assert same.fss == pytest.approx(1.0) and same.cross_layer_cka is None
 

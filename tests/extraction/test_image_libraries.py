@@ -24,7 +24,8 @@ def _torchvision() -> Any:
     """torchvision (its pure-Python parts where a CUDA wheel sits beside a CPU torch), or a skip."""
     torchvision = import_torchvision()
     if torchvision is None:
-        pytest.skip("torchvision is not installed (pip install -e '.[vision]')")
+        pytest.skip("torchvision is not installed: `make install-vision` with a torchvision built for this torch "
+                    "(PyPI's 0.28.0 wheel is built against CUDA torch; see the Makefile)")
     return torchvision
 
 

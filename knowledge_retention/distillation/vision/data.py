@@ -127,6 +127,9 @@ def make_image_processor(image_size: int = IMAGE_SIZE) -> Any:
     """The image processor saved with every model: resize to ``image_size``, scale to [0, 1] and
     normalise with mean = std = 0.5 per channel (what ``AutoImageProcessor`` loads back from a model's
     folder during the evaluation)."""
+    from ...extraction.tasks.image_models import import_torchvision
+
+    import_torchvision()  # a CUDA torchvision wheel beside a CPU torch: see import_torchvision
     from transformers import ViTImageProcessor
 
     image_size = _check_size(image_size)

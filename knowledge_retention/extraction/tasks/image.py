@@ -153,7 +153,7 @@ class ImageClassificationTask(TextClassificationTask):
         if given:
             raise InputError(f"{', '.join(f'`{k}`' for k in given)} apply to task='causal-lm' only; got task={opts.task!r}.")
         opts.refuse_unused(_TEXT_ONLY, self.name)
-        self.pooling = self.default_pooling if opts.is_default("pooling") else opts.pooling
+        self.pooling = opts.pooling if opts.given("pooling") or not opts.is_default("pooling") else self.default_pooling
         check_choice(self.pooling, "pooling", IMAGE_POOLINGS)
         self.flatten_grid = _check_grid(opts.flatten_grid)
         if self.flatten_grid is not None and self.pooling != "flatten":

@@ -34,7 +34,7 @@ from ..result import ExtractionResult
 from ..runtime import model_device
 from ..streams import PooledBatch, Streams, merge, pool_outputs
 from ..teacher_cache import CACHE_VERSION, model_fingerprint, texts_fingerprint, tokenizer_fingerprint
-from .base import Batch, ModelSpec, Plan, Task
+from .base import Batch, ModelSpec, Plan, Task, _load_kwargs
 
 __all__ = ["TextClassificationTask", "cka_or_nan", "cross_matrix"]
 
@@ -103,7 +103,7 @@ class TextClassificationTask(Task):
 
     def load(self, spec: ModelSpec, opts: EvalOptions, device: Any) -> ModelRunner:
         model, path, headless = load_model(spec.model, spec.role, trust_remote_code=opts.trust_remote_code,
-                                           argument=spec.argument)
+                                           argument=spec.argument, load_kwargs=_load_kwargs(spec, opts))
         tokenizer = load_tokenizer(spec.preprocessor, path, spec.role, trust_remote_code=opts.trust_remote_code,
                                    argument=spec.preprocessor_argument)
         device.place(model)
