@@ -12,6 +12,7 @@ Sections and their sources:
 * ``benchmarks`` ``benchmarks/results/{cka_scaling,extraction_overhead,evaluate_overhead,lm_memory,lm_cost,teacher_once,threads_under_load,image_extraction}.md``
 * ``lm``         ``results/lm/{training.json,demo.md}`` (``python -m knowledge_retention.lm_demo all``)
 * ``vision``     ``results/vision/digits/{table.md,results.json}`` (``knowledge-retention reproduce-vision --scale cpu``)
+  and ``results/vision/segmentation_synthetic/table.md`` (``python -m knowledge_retention.distillation.vision.segmentation cpu``)
 """
 
 from __future__ import annotations
@@ -273,6 +274,7 @@ def lm_section(root: Path = ROOT) -> str:
 
 
 VISION_RUN = Path("results") / "vision" / "digits"
+SEGMENTATION_RUN = Path("results") / "vision" / "segmentation_synthetic"
 
 
 def vision_section(root: Path = ROOT) -> str:
@@ -288,10 +290,11 @@ def vision_section(root: Path = ROOT) -> str:
         return "—" if value is None else f"{value / 60:.1f}"
 
     parts = [(folder / "table.md").read_text(encoding="utf-8").rstrip("\n"), "",
-             f"Timings (minutes, 2 shared CPU cores, one torch thread per process): training {minutes('training_seconds')} "
-             f"(teacher and {len(results['seeds']['seeds'])} seeds), evaluation with the engine "
-             f"{minutes('evaluation_seconds')}, bootstrap {minutes('bootstrap_seconds')}; the whole run "
-             f"{minutes('wall_seconds')} (`{results.get('command')}`, torch {results['versions']['torch']}, "
+             f"Timings (minutes, 2 CPU cores shared with other jobs, one torch thread per process): the models' "
+             f"training {minutes('model_training_seconds')} (teacher and {len(results['seeds']['seeds'])} seeds, summed "
+             f"over the models; {t.get('models_reused', 0)} of them reused from earlier runs of the same settings), "
+             f"evaluation with the engine {minutes('evaluation_seconds')}, bootstrap {minutes('bootstrap_seconds')}; "
+             f"this run {minutes('wall_seconds')} (`{results.get('command')}`, torch {results['versions']['torch']}, "
              f"transformers {results['versions']['transformers']})."]
     departures = results.get("departures") or []
     if departures:
@@ -309,6 +312,9 @@ def vision_section(root: Path = ROOT) -> str:
     heatmaps = [f"[{key[4:]}]({VISION_RUN.as_posix()}/{name})" for key, name in files.items() if key.startswith("cka_")]
     if heatmaps:
         parts += ["", "Every cross-layer CKA heatmap (first seed): " + ", ".join(heatmaps) + "."]
+    segmentation = root / SEGMENTATION_RUN / "table.md"
+    if segmentation.is_file():  # issue 21 item 7: python -m knowledge_retention.distillation.vision.segmentation cpu
+        parts += ["", segmentation.read_text(encoding="utf-8").rstrip("\n")]
     return "\n".join(parts) + "\n"
 
 

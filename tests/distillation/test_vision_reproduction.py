@@ -195,3 +195,45 @@ def test_cli_refuses_skip_training_without_a_run(tmp_path, capsys):
     code = main(["reproduce-vision", "--skip-training", "--work-dir", str(tmp_path), "--output-dir", str(tmp_path)])
     assert code == 2
     assert "--skip-training" in capsys.readouterr().err
+
+
+def test_synthetic_segmentation_demo_scores_with_the_segmentation_preset(tmp_path):
+    from knowledge_retention.distillation.vision.segmentation import (
+        CLASSES,
+        draw_scenes,
+        run_segmentation_demo,
+    )
+
+    images, masks = draw_scenes(8, image_size=32, seed=3)
+    assert images.shape == (8, 32, 32, 3) and masks.shape == (8, 32, 32)
+    assert set(np.unique(masks)) <= set(range(len(CLASSES))) and (masks > 0).any(axis=(1, 2)).all()
+    assert images[masks > 0].mean() > images[masks == 0].mean()  # shapes are painted brighter than the noise
+    np.testing.assert_array_equal(draw_scenes(8, image_size=32, seed=3)[1], masks)  # reproducible
+    results = run_segmentation_demo("smoke", tmp_path, progress=False)
+    assert results["synthetic"] is True and results["setting"]["alpha"] == 0.7
+    assert [(r["seed"], r["variant"]) for r in results["students"]] == [(42, "before"), (42, "after")]
+    for row in results["students"]:
+        assert row["krs"] == pytest.approx(0.7 * row["fss"] + 0.3 * row["aoag"], abs=1e-9)
+        assert row["extraction"]["options"]["task"] == "segmentation"
+    assert (tmp_path / "table.md").read_text().startswith("**Synthetic**")
+    assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results))
+
+
+def test_pooled_gain_bootstrap_equals_the_gram_matrix_reference(again):
+    from knowledge_retention.distillation.sst2_evaluation import pooled_paired_bootstrap
+    from knowledge_retention.distillation.vision.report import pooled_gain_bootstrap
+
+    _, test, evaluated = again
+    labels = np.asarray(test["label"])
+    ours = pooled_gain_bootstrap(evaluated["arrays"], labels, alpha=0.3, n_resamples=60, seed=5)
+    # the SST-2 run's implementation (N x N Gram matrices re-centred per replicate) on the same pairs
+    reference_input = {seed: {f"{name}/{method}-{side}": models[f"{name}-{variant}"]
+                              for name in {k.rpartition("-")[0] for k in models} for method in ("kd", "fitnet")
+                              for side, variant in (("before", "before"), ("after", method))}
+                       for seed, models in evaluated["arrays"].items()}
+    reference = pooled_paired_bootstrap(reference_input, labels, n_resamples=60, seed=5, alpha=0.3)
+    assert sorted(ours["gains"]) == sorted(reference["gains"])
+    for key, entry in ours["gains"].items():
+        for stat in ("accuracy", "krs"):  # same resamples (one stream of draws), same statistic
+            for bound in ("gain", "low", "high"):
+                assert entry[stat][bound] == pytest.approx(reference["gains"][key][stat][bound], abs=1e-9), (key, stat)

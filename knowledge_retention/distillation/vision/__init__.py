@@ -6,5 +6,6 @@ the package's engine at α = 0.3.
 * :mod:`.models` - the scales, the ``transformers`` models built from configs, FitNet's regressor;
 * :mod:`.train` - the training loop and the three methods;
 * :mod:`.run` - the pipeline (:func:`~.run.reproduce_vision`) and the ``reproduce-vision`` command;
-* :mod:`.report` - seed statistics, bootstrap intervals, Pearson r, table and figures.
+* :mod:`.report` - seed statistics, bootstrap intervals, Pearson r, the table; :mod:`.figures` - its two own figures;
+* :mod:`.segmentation` - a **synthetic** segmentation demonstration (drawn scenes, SegFormer, α = 0.7).
 """

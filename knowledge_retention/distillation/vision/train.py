@@ -192,8 +192,10 @@ def train_teacher(scale: VisionScale, data: dict[str, Tensor], processor: Any, r
 
 
 def train_seed(scale: VisionScale, data: dict[str, Tensor], processor: Any, teacher: nn.Module, root: Path, *,
-               seed: int, progress: bool = True) -> list[dict[str, Any]]:
-    """Every student of one seed, each trained from one start with every method of :data:`METHODS`.
+               seed: int, methods: tuple[str, ...] = METHODS, progress: bool = True) -> list[dict[str, Any]]:
+    """Every student of one seed, each trained from one start with every method of ``methods`` (default
+    :data:`METHODS`; a subset lets separate processes share one seed's trainings - each is the same
+    whichever process runs it, and a later call reuses them).
 
     Returns:
         The manifest entries (role ``student``, ``name``, ``variant`` = ``before`` / ``kd`` / ``fitnet``,
@@ -208,7 +210,7 @@ def train_seed(scale: VisionScale, data: dict[str, Tensor], processor: Any, teac
         start = build_model(spec, image_size=scale.image_size, seed=seed)
         init = {k: v.clone() for k, v in start.state_dict().items()}
         digest = hashlib.sha256(b"".join(v.numpy().tobytes() for v in init.values())).hexdigest()[:16]
-        for method in METHODS:
+        for method in methods:
             variant = "before" if method == "hard" else method
             path = root / f"seed-{seed}" / f"{spec.name}-{variant}"
             settings = _student_settings(scale, spec, method, seed)
