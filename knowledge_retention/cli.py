@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     space = sub.add_parser("export-space", help="write a Gradio Space folder (the demo) that runs with its requirements.txt alone",
                            description="Write DIR/app.py and the Space's helpers (from spaces_app/), this package's sources "
                                        "vendored as DIR/knowledge_retention/, the Space card and a pinned requirements.txt "
-                                       "(torch from the CPU index): push DIR as a Gradio Space. Needs a source checkout.")
+                                       "(PyPI alone): push DIR as a Gradio Space. Needs a source checkout.")
     space.add_argument("directory", type=Path, help="the folder to write")
     space.add_argument("--overwrite", action="store_true", help="replace the files of an existing folder")
     return parser

@@ -133,8 +133,9 @@ def load_causal_lm(model: Any, argument: str, *, trust_remote_code: bool = False
         )
     local = os.path.expanduser(path)
     try:
-        loaded, info = AutoModelForCausalLM.from_pretrained(
+        loaded_and_info: Any = AutoModelForCausalLM.from_pretrained(
             local if os.path.isdir(local) else path, trust_remote_code=trust_remote_code, output_loading_info=True)
+        loaded, info = loaded_and_info
     except (OSError, ValueError) as err:
         raise LoadError(f"`{argument}`: the model at {path} could not be loaded as a causal LM: "
                         f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from None
