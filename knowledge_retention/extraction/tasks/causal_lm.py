@@ -47,7 +47,7 @@ from ...score import knowledge_retention_score, resolve_weights
 from ...similarity import CrossLayerCKAAccumulator, LinearCKAAccumulator
 from ...token_agreement import TOKEN_AVERAGES, TokenAgreementAccumulator
 from ..batching import length_grouped_order
-from ..inputs import TextSource, load_tokenizer, model_config, model_max_length
+from ..inputs import TextSource, hub_unreachable, load_tokenizer, model_config, model_max_length
 from ..layers import LayerSpec, layer_names, resolve_layer_pairs
 from ..result import ExtractionResult
 from ..streams import IndexRange, collate_indices, real_rows
@@ -96,12 +96,18 @@ def is_causal_lm(model: Any, *, trust_remote_code: bool = False) -> bool:
         return named and callable(getattr(model, "get_output_embeddings", None))
     if not isinstance(model, (str, os.PathLike)):
         return False
-    try:
-        from transformers import AutoConfig
+    from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(os.fspath(model), trust_remote_code=trust_remote_code)
+    path = os.path.expanduser(os.fspath(model))
+    try:  # a folder, or a Hub name in the local cache
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
     except (OSError, ValueError):
-        return False
+        if os.path.exists(path) or hub_unreachable() is not None:  # no retries against a Hub that cannot answer
+            return False
+        try:
+            config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError):
+            return False
     if getattr(config, "is_encoder_decoder", False):
         return False
     return any(_is_lm_class_name(str(a)) for a in (getattr(config, "architectures", None) or []))
