@@ -600,3 +600,40 @@ def test_the_catalogue_covers_every_entry_point() -> None:
     assert sum(tally.values()) >= 60 and min(tally.values()) >= 10, tally
     for cases in (CLI_CASES, LIBRARY_CASES, CALLBACK_CASES, SPACE_CASES):
         assert len({c.id for c in cases}) == len(cases)  # unique ids: a case is never silently replaced
+
+
+def test_space_never_advises_an_option_it_has_not(space: Any) -> None:
+    """Issue 20: the Space told visitors to pass inputs='probabilities', which it has no control for."""
+    from space_io import parse_arrays
+    from space_results import score_arrays
+
+    rng = np.random.default_rng(0)
+    x, logits = rng.normal(size=(20, 4)), rng.normal(size=(20, 3))
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    arrays = {"teacher_features": x, "student_features": x, "teacher_logits": probabilities, "student_logits": logits}
+    with pytest.raises(InputError, match="`teacher_logits` look like probabilities") as err:
+        score_arrays(parse_arrays(arrays), task="classification", alpha=0.3)
+    assert "inputs=" not in str(err.value) and "upload the raw logits, or the log of these probabilities" in str(err.value)
+    # the advice is right: the log of the probabilities scores as the logits they came from
+    arrays["teacher_logits"] = np.log(probabilities)
+    direct = score_arrays(parse_arrays({**arrays, "teacher_logits": logits}), task="classification", alpha=0.3)
+    assert score_arrays(parse_arrays(arrays), task="classification", alpha=0.3).aoag == pytest.approx(direct.aoag)
+
+
+def test_space_memory_error_does_not_blame_the_data_size() -> None:
+    """Issue 20: a 3 KB damaged file was called 'Out of memory: use fewer examples'."""
+    pytest.importorskip("gradio")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("krs_space_app_contract", TESTS.parent / "spaces_app" / "app.py")
+    assert spec is not None and spec.loader is not None
+    app = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = app
+    spec.loader.exec_module(app)
+
+    def damaged(*args: Any) -> Any:
+        raise MemoryError
+
+    shown = app.guarded(damaged)()[1]
+    status = str(getattr(shown, "value", shown))
+    assert "damaged" in status and "declare arrays far larger than the file" in status
