@@ -183,6 +183,24 @@ def hub_unreachable() -> str | None:
         return f"{endpoint.hostname} is unreachable ({err.__class__.__name__})"
 
 
+def _load_failures() -> tuple[type[BaseException], ...]:
+    failures: list[type[BaseException]] = [OSError, ValueError, RuntimeError, EOFError]
+    try:
+        from safetensors import SafetensorError
+
+        failures.append(SafetensorError)
+    except ImportError:  # pragma: no cover - safetensors comes with transformers
+        pass
+    import pickle
+
+    failures.append(pickle.UnpicklingError)
+    return tuple(failures)
+
+
+#: What ``from_pretrained`` raises for a checkpoint that is damaged or does not match its config (a truncated
+#: ``model.safetensors``: SafetensorError; a truncated ``.bin``: RuntimeError/EOFError/UnpicklingError).
+LOAD_FAILURES = _load_failures()
+
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 
 
@@ -281,7 +299,7 @@ def load_model(
             except ValueError:  # the config's model type has no sequence-classification class
                 pass
         return AutoModel.from_pretrained(source, trust_remote_code=trust_remote_code), path, True
-    except (OSError, ValueError) as err:
+    except LOAD_FAILURES as err:  # damaged or inconsistent weights: the checkpoint's fault, named as such
         raise LoadError(f"`{argument}`: the model at {path} could not be loaded: {_first_line(err)}") from None
 
 

@@ -99,6 +99,9 @@ def m(tmp_path_factory: pytest.TempPathFactory) -> Zoo:
     (root / "bad_config").mkdir()
     (root / "bad_config" / "config.json").write_text("{ this is not json")
     fx.tiny_bert(2, 32, seed=3).save_pretrained(root / "no_tokenizer")
+    _save(fx.tiny_bert(2, 32, seed=3), tok, root / "damaged")
+    weights = (root / "damaged" / "model.safetensors").read_bytes()
+    (root / "damaged" / "model.safetensors").write_bytes(weights[: len(weights) // 2])  # a copy cut short
     (root / "a_file").write_text("x")
     texts = fx.sentences(N_TEXTS, seed=5)
     labels = [i % 2 for i in range(N_TEXTS)]
@@ -228,6 +231,7 @@ CLI_CASES = [
     CliCase("teacher path that is a file", ("--teacher", "@a_file"), EXIT_LOAD, "--teacher"),
     CliCase("teacher with a damaged config", ("--teacher", "@bad_config"), EXIT_LOAD, "--teacher"),
     CliCase("student without a tokenizer", ("--student", "@no_tokenizer"), EXIT_LOAD, "--student"),
+    CliCase("student with truncated weights", ("--student", "@damaged"), EXIT_LOAD, "--student"),
     CliCase("teacher cache that is a file", ("--teacher-cache", "@a_file"), EXIT_USAGE, "--teacher-cache"),
     CliCase("causal-lm with two BERT classifiers", ("--task", "causal-lm"), EXIT_USAGE, "--teacher"),
     CliCase("causal-lm with a BERT student", ("--task", "causal-lm", "--teacher", "@lm_teacher"), EXIT_USAGE,
@@ -371,6 +375,8 @@ LIBRARY_CASES = [
              "`student`: the folder .* is not a model"),
     CallCase("teacher with a damaged config", lambda m: _pair(m, teacher=m.bad_config), LoadError,
              "`teacher`: .*config.json is not"),
+    CallCase("student with truncated weights", lambda m: _pair(m, student=m.damaged), LoadError,
+             "`student`: the model at .* could not be loaded"),
     CallCase("student without a tokenizer", lambda m: _pair(m, student=m.no_tokenizer), LoadError,
              "`student`: .* holds no tokenizer files"),
     CallCase("student object from a folder without a tokenizer", lambda m: _pair(m, student=_obj(m.no_tokenizer)),

@@ -47,7 +47,14 @@ from ...score import knowledge_retention_score, resolve_weights
 from ...similarity import CrossLayerCKAAccumulator, LinearCKAAccumulator
 from ...token_agreement import TOKEN_AVERAGES, TokenAgreementAccumulator
 from ..batching import length_grouped_order
-from ..inputs import TextSource, hub_unreachable, load_tokenizer, model_config, model_max_length
+from ..inputs import (
+    LOAD_FAILURES,
+    TextSource,
+    hub_unreachable,
+    load_tokenizer,
+    model_config,
+    model_max_length,
+)
 from ..layers import LayerSpec, layer_names, resolve_layer_pairs
 from ..result import ExtractionResult
 from ..streams import IndexRange, collate_indices, real_rows
@@ -142,7 +149,7 @@ def load_causal_lm(model: Any, argument: str, *, trust_remote_code: bool = False
         loaded_and_info: Any = AutoModelForCausalLM.from_pretrained(
             local if os.path.isdir(local) else path, trust_remote_code=trust_remote_code, output_loading_info=True)
         loaded, info = loaded_and_info
-    except (OSError, ValueError) as err:
+    except LOAD_FAILURES as err:
         raise LoadError(f"`{argument}`: the model at {path} could not be loaded as a causal LM: "
                         f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from None
     head = loaded.get_output_embeddings()
