@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     space = sub.add_parser("export-space", help="write a Gradio Space folder (the demo) that runs with its requirements.txt alone",
                            description="Write DIR/app.py and the Space's helpers (from spaces_app/), this package's sources "
                                        "vendored as DIR/knowledge_retention/, the Space card and a pinned requirements.txt "
-                                       "(torch from the CPU index): push DIR as a Gradio Space. Needs a source checkout.")
+                                       "(PyPI alone): push DIR as a Gradio Space. Needs a source checkout.")
     space.add_argument("directory", type=Path, help="the folder to write")
     space.add_argument("--overwrite", action="store_true", help="replace the files of an existing folder")
     return parser
@@ -306,12 +306,19 @@ def _load_dataset(spec: str, split: str, config: str | None) -> Any:
             extra = {"delimiter": "\t"} if suffix == ".tsv" else {}
             return datasets.load_dataset(kinds[suffix], data_files={"data": str(path)}, split="data", **extra)
         if path.is_dir():
-            if (path / "dataset_info.json").exists() or (path / "state.json").exists():
+            if (path / "dataset_info.json").exists() or (path / "state.json").exists() or \
+                    (path / "dataset_dict.json").exists():
                 loaded = datasets.load_from_disk(str(path))
+                if isinstance(loaded, datasets.DatasetDict) and split not in loaded:
+                    raise UserError(f"--split {split}: {spec} has the splits {sorted(loaded)}")
                 return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
             from .distillation.data import SPLIT_FILES, load_sst2
 
             if any((path / name).exists() for name in SPLIT_FILES.values()):
+                present = [name for name, file in SPLIT_FILES.items() if (path / file).is_file()]
+                if split not in present:
+                    raise UserError(f"--split {split}: {spec} is a GLUE-style folder with the splits {present} "
+                                    f"({', '.join(SPLIT_FILES[name] for name in present)})")
                 return load_sst2(split, data_dir=path)  # type: ignore[arg-type]
             return datasets.load_dataset(str(path), config, split=split)
         return datasets.load_dataset(spec, config, split=split)
@@ -370,7 +377,8 @@ def _run_report(
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     common = dict(text_column=text_column, label_column=label_column, progress=progress,
                   distributed=distributed, **extraction, **scoring)
-    keep = bootstrap > 0
+    # the arrays serve the bootstrap, and RBF CKA, which needs the N x N Gram matrices and cannot stream
+    keep = bootstrap > 0 or scoring.get("fss_method") == "rbf_cka"
     cross = True if comparing else ["student"]
     # one teacher pass for every student (replayed from --teacher-cache when it matches)
     try:
@@ -784,6 +792,8 @@ def _user_message(err: BaseException, parser: argparse.ArgumentParser, command: 
     """One line: the library's message in the flags the user typed (students by their flags too)."""
     message = " ".join(str(err).split())
     if command in ("evaluate", "default"):
+        # the library's names for what the command line reads from the dataset or sets by other flags
+        message = message.replace("`labels`", "`--label-column` (the labels)").replace("`generate`", "`--generate-tokens`")
         for name, flag in _STUDENT_FLAGS.items():
             for form in (f"`students[{name!r}]`", f"`student_tokenizers[{name!r}]`"):
                 message = message.replace(form, f"`{flag}`")
@@ -795,6 +805,21 @@ COMMANDS = {"default": cmd_default, "evaluate": cmd_evaluate, "arrays": cmd_arra
             "reproduce-vision": cmd_reproduce_vision, "export-hub": cmd_export_hub, "export-space": cmd_export_space}
 
 
+def _join_negative_layers(argv: list[str]) -> list[str]:
+    """``--layers -1:-1`` as ``--layers=-1:-1``: argparse reads a value that starts with '-' (and is not a
+    number) as an option, so the negative indices the help offers would be refused."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--layers" and i + 1 < len(argv) and re.fullmatch(r"-\d+:-?\d+(,-?\d+:-?\d+)*", argv[i + 1]):
+            out.append(f"--layers={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -802,6 +827,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["default", *argv]
+    argv = _join_negative_layers(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["default"])

@@ -444,3 +444,23 @@ def test_evaluate_under_torchrun_shards_and_writes_one_report(saved_pair, tmp_pa
     for key in ("krs", "fss", "aoag"):
         assert dist["headline"][key] == pytest.approx(single["headline"][key], rel=1e-6), key
     assert dist["quality"]["student"]["accuracy"] == single["quality"]["student"]["accuracy"]
+
+
+def test_speed_is_timed_alike_on_a_recording_and_a_replaying_run(saved_pair, tmp_path, capsys):
+    """Issue 20: with --teacher-cache the teacher's extraction time is replayed on the second run while the
+    student is timed again, so the speed sentence changed between identical runs. Both runs now time both
+    models on the same batches (the latency measurement), and say why."""
+    root, _, _ = saved_pair
+    argv = ["evaluate", "--teacher", str(root / "teacher"), "--student", str(root / "student"), "--dataset",
+            str(root / "data.csv"), "--split", "data", "--bootstrap", "0", "--quiet", "--teacher-cache",
+            str(tmp_path / "cache")]
+    reports = []
+    for run in ("record", "replay"):
+        assert main([*argv, "--output-dir", str(tmp_path / run)]) == EXIT_OK
+        reports.append(json.loads((tmp_path / run / "report.json").read_text()))
+    capsys.readouterr()
+    assert [r["options"]["extraction"]["teacher_cache"]["reused"] for r in reports] == [False, True]
+    for report in reports:
+        assert report["efficiency"]["speed_source"] == "measured"
+        assert any("the teacher cache is in use" in note for note in report["notes"]), report["notes"]
+        assert report["tradeoff"]["speedup"] is not None
