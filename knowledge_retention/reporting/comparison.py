@@ -181,7 +181,8 @@ def _difference(a: Any, b: Any, head: Mapping[str, Any], task: str, boot: Mappin
                 label: str) -> dict[str, Any] | None:
     """The paired bootstrap of ``b − a``: the statistics a comparison reads, with McNemar's test."""
     if is_causal_lm(b):
-        notes.append(f"No paired difference {label}: the causal-LM results carry no per-example arrays to resample.")
+        notes.append(f"No paired difference {label}: the paired bootstrap of two causal-LM students is not implemented "
+                     "(the intervals of each pair resample its texts on their own).")
         return None
     paired = paired_difference(a, b, head, task, boot, notes, label=label)
     if paired is None:
