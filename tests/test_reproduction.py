@@ -10,6 +10,7 @@ import pytest
 
 from knowledge_retention import knowledge_retention_score
 from knowledge_retention.plots import plot_alpha_sensitivity_curves
+from knowledge_retention.reporting import SCHEMA_VERSION
 from knowledge_retention.reproduction import PAPER_TABLE9, render_table, reproduce_sst2
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -78,7 +79,7 @@ def test_each_student_has_its_report(run):
     out, results = run
     for row in results["students"]:
         report = json.loads((out / row["report"]).read_text())
-        assert report["schema_version"] == "1.0"
+        assert report["schema_version"] == SCHEMA_VERSION == "2.0"  # one report schema for every task
         assert report["headline"]["krs"] == pytest.approx(row["krs"], abs=1e-9)
         assert report["quality"]["student"]["accuracy"] == pytest.approx(row["accuracy"], abs=1e-9)
         low, high = row["krs_interval"]

@@ -181,7 +181,8 @@ def _difference(a: Any, b: Any, head: Mapping[str, Any], task: str, boot: Mappin
                 label: str) -> dict[str, Any] | None:
     """The paired bootstrap of ``b − a``: the statistics a comparison reads, with McNemar's test."""
     if is_causal_lm(b):
-        notes.append(f"No paired difference {label}: the causal-LM results carry no per-example arrays to resample.")
+        notes.append(f"No paired difference {label}: the paired bootstrap of two causal-LM students is not implemented "
+                     "(the intervals of each pair resample its texts on their own).")
         return None
     paired = paired_difference(a, b, head, task, boot, notes, label=label)
     if paired is None:
@@ -259,8 +260,11 @@ def _absent(rows: Sequence[Mapping[str, Any]], differences: Mapping[str, Any], c
             best: str) -> dict[str, str]:
     absent: dict[str, str] = {}
     if all(v is None for k, v in differences.items() if k != best):
-        absent["differences"] = ("no paired bootstrap: it needs every student's per-example classification logits "
-                                 "(keep_arrays) on the same examples, and bootstrap > 0")
+        absent["differences"] = (
+            "no paired bootstrap: the paired bootstrap of two causal-LM students is not implemented"
+            if any(r["quality_name"] and "perplexity" in r["quality_name"] for r in rows) else
+            "no paired bootstrap: it needs every student's per-example classification logits (keep_arrays) on the "
+            "same examples, and bootstrap > 0")
     if correlation is None:
         have = sum(r["accuracy"] is not None and r["krs"] is not None for r in rows)
         absent["correlation"] = f"Pearson's r needs the accuracy and KRS of at least 3 students; {have} have both"
@@ -332,7 +336,8 @@ def students_table(report: Mapping[str, Any]) -> list[str]:
     lines = table(["model", "parameters", "on disk", "s / batch", "accuracy", "quality retained",
                    f"KRS [{level}%]", "mean KL", "ECE", f"verdict ({report.get('verdict_preset')})", "on the front"], body)
     quality = rows[0]["quality_name"] if rows else "—"
-    return lines + [f"Bold: the best KRS. Quality retained: {quality} (student / teacher). On the front: no other "
+    quality += "" if "(" in quality else " (student / teacher)"
+    return lines + [f"Bold: the best KRS. Quality retained: {quality}. On the front: no other "
                     "student keeps more quality at a smaller size (size) or a higher speed (speed).", ""]
 
 
