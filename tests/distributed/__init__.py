@@ -8,9 +8,10 @@ them through the ``torchrun`` fixture of ``tests/conftest.py`` (torchrun on CPU,
         run = torchrun("my-scenario", tmp_path)        # 2 processes; extra arguments after the folder
         first, second = run.ranks                       # what each process returned, by rank
 
-A scenario is a function of the output folder and the extra arguments, in any module of this package
-(``launch.py`` imports them all, test modules aside); the JSON-safe dict it returns is written to
-``<out_dir>/rank<k>.json`` (``k`` = the global rank)::
+A scenario is a function of the output folder and the extra arguments, registered under a name in a
+module of this package named after it (``my-scenario`` -> ``my_scenario.py``: the launcher imports that
+module first, and every module of the package, test modules aside, only for a name it does not find
+there); the JSON-safe value it returns is written to ``<out_dir>/rank<k>.json`` (``k`` = the global rank)::
 
     from distributed import scenario
 
@@ -25,6 +26,7 @@ so both sides build bit-identical models from :mod:`text_fixtures` / :mod:`lm_fi
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +49,14 @@ def scenario(name: str) -> Callable[[Scenario], Scenario]:
         return function
 
     return register
+
+
+def find(name: str) -> Scenario | None:
+    """The scenario ``name``: from the module named after it (``-`` read as ``_``), else from any module."""
+    module = name.replace("-", "_")
+    if name not in SCENARIOS and module.isidentifier() and importlib.util.find_spec(f"{__name__}.{module}"):
+        importlib.import_module(f"{__name__}.{module}")
+    return SCENARIOS.get(name) or discover().get(name)
 
 
 def discover() -> dict[str, Scenario]:

@@ -21,17 +21,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     cut = argv.index("--") if "--" in argv else len(argv)
     own, extra = argv[:cut], argv[cut + 1:]
-    from distributed import discover
+    from distributed import discover, find
 
-    scenarios = discover()
     parser = argparse.ArgumentParser(prog="distributed.launch", description=__doc__, allow_abbrev=False)
-    parser.add_argument("scenario", choices=sorted(scenarios))
+    parser.add_argument("scenario")
     parser.add_argument("--out-dir", type=Path, required=True)
     args = parser.parse_args(own)
+    function = find(args.scenario)
+    if function is None:
+        parser.error(f"unknown scenario {args.scenario!r}; registered: {sorted(discover())}")
     import torch
 
     torch.set_num_threads(1)  # tiny models; two processes share the cores
-    result = scenarios[args.scenario](args.out_dir, extra)
+    result = function(args.out_dir, extra)
     rank = int(os.environ.get("RANK", "0"))
     (args.out_dir / f"rank{rank}.json").write_text(json.dumps(result), encoding="utf-8")
 
