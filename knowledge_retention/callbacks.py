@@ -26,17 +26,21 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from transformers import TrainerCallback
 
 from ._random import preserved_random_state
+from ._validation import InputError, InputTypeError
 from .extraction import ExtractionResult, TeacherCache, evaluate_students
-from .extraction.inputs import TextSource
+from .extraction.inputs import TextSource, model_config
 from .extraction.options import EvalOptions
+from .extraction.tasks.image import ImageSource, is_image_model
 
-__all__ = ["KRSCallback"]
+__all__ = ["KRSCallback", "check_options"]
 
 _RESERVED = ("accelerator", "distributed", "teacher_cache", "progress", "student_tokenizers", "teacher_tokenizer")
 
@@ -52,6 +56,28 @@ def _find_trainer() -> Any:
             return owner
         frame = frame.f_back
     return None
+
+
+def check_options(options: Mapping[str, Any], teacher: Any = None) -> None:
+    """Validates the options of :func:`~knowledge_retention.extraction.evaluate_students` without running a
+    model, by the engine's own validation: :class:`~knowledge_retention.extraction.EvalOptions` (every
+    value, whether the task uses it or not) and the checks of the task that will score ``teacher``'s
+    students (causal LM or classifier, told from the teacher object or its folder's config).
+
+    Raises:
+        InputError / InputTypeError: naming the option and what was expected.
+    """
+    from .extraction.evaluator import task_for
+    from .extraction.layers import resolve_layer_pairs
+
+    cross = options.get("cross_layer", False)
+    if not isinstance(cross, bool) and (isinstance(cross, str) or not set(cross) <= {"student"}):
+        raise InputError(f"`cross_layer` must be a bool here (the callback scores one student), got {cross!r}.")
+    opts = EvalOptions.build({k: v for k, v in options.items() if k not in ("cross_layer", "student_tokenizers")},
+                             where="KRSCallback")
+    task, opts = task_for(opts, teacher, {})
+    task.check_options(opts)
+    resolve_layer_pairs(opts.layers, 1 << 20, 1 << 20)  # the form; the range needs the models
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -88,17 +114,34 @@ class KRSCallback(TrainerCallback):  # type: ignore[misc]
         allowed = {*EvalOptions.names(), "cross_layer", "student_tokenizers"}
         unknown = sorted(set(options) - allowed)
         if unknown:
-            raise TypeError(f"KRSCallback got unknown option(s) {unknown}; it takes evaluate_pair's options "
+            raise InputTypeError(f"KRSCallback got unknown option(s) {unknown}; it takes evaluate_pair's options "
                             f"{sorted(allowed - set(_RESERVED))}.")
         reserved = sorted(set(options) & set(_RESERVED))
         if reserved:
-            raise TypeError(f"KRSCallback sets {reserved} itself (it scores under the Trainer's accelerator, "
+            raise InputTypeError(f"KRSCallback sets {reserved} itself (it scores under the Trainer's accelerator, "
                             "with the teacher cached in memory); tokenizers go in `tokenizer` / `teacher_tokenizer`.")
-        try:  # the texts are checked now, not at the first evaluation, hours into training
-            TextSource(eval_dataset, text_column=options.get("text_column", "sentence"),
-                       label_column=options.get("label_column"), max_examples=options.get("max_examples"))
+        check_options(options, teacher)  # every option now, not at the first evaluation, hours into training
+        try:
+            if is_image_model(teacher):  # image models read `image_column`
+                source: TextSource | ImageSource = ImageSource(
+                    eval_dataset, image_column=options.get("image_column", "image"),
+                    label_column=options.get("label_column"), max_examples=options.get("max_examples"))
+            else:
+                source = TextSource(eval_dataset, text_column=options.get("text_column", "sentence"),
+                                    label_column=options.get("label_column"), max_examples=options.get("max_examples"))
+            for lo in range(0, len(source), 4096):  # every text (image), once: a None or a number fails here
+                source.batch(range(lo, min(lo + 4096, len(source))))
         except (TypeError, ValueError) as err:
-            raise type(err)(str(err).replace("`dataset`", "`eval_dataset`")) from None
+            kind = InputTypeError if isinstance(err, TypeError) else InputError
+            raise kind(str(err).replace("`dataset`", "`eval_dataset`").replace("`dataset[", "`eval_dataset[")) from None
+        if isinstance(teacher, (str, os.PathLike)):
+            model_config(teacher, "teacher")  # a path that names no model is refused now
+        elif not isinstance(teacher, torch.nn.Module):
+            raise InputTypeError(f"`teacher` must be a torch.nn.Module or a local path / hub name, got "
+                                 f"{type(teacher).__name__}.")
+        for name, value in (("tokenizer", tokenizer), ("teacher_tokenizer", teacher_tokenizer)):
+            if value is not None and not callable(value):
+                raise InputTypeError(f"`{name}` must be a transformers tokenizer, got {type(value).__name__}.")
         self.teacher = teacher
         self.eval_dataset = eval_dataset
         self.tokenizer = tokenizer
@@ -136,7 +179,7 @@ class KRSCallback(TrainerCallback):  # type: ignore[misc]
         """The student ``model`` scored against the teacher now (the teacher's side is computed once)."""
         tokenizer = self.tokenizer if self.tokenizer is not None else processing_class
         if tokenizer is None:
-            raise TypeError("KRSCallback needs the student's tokenizer: pass `tokenizer=` or give the Trainer a "
+            raise InputTypeError("KRSCallback needs the student's tokenizer: pass `tokenizer=` or give the Trainer a "
                             "processing_class.")
         accelerator = None
         if self._trainer is not None and getattr(self._trainer, "accelerator", None) is not None \
@@ -146,7 +189,10 @@ class KRSCallback(TrainerCallback):  # type: ignore[misc]
             result = evaluate_students(
                 self.teacher, {"student": model}, self.eval_dataset,
                 teacher_tokenizer=self.teacher_tokenizer if self.teacher_tokenizer is not None else tokenizer,
-                student_tokenizers=tokenizer, teacher_cache=self._cache, accelerator=accelerator, progress=False,
+                student_tokenizers=tokenizer,
+                # with `generate` the teacher writes the continuations: nothing to replay
+                teacher_cache=None if self.options.get("generate") else self._cache, accelerator=accelerator,
+                progress=False,
                 **self.options,
             )["student"]
         self.last_result = result

@@ -77,7 +77,7 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
     same run; ``reproduce_sst2`` reloads the manifest from disk and ignores both.
     """
     from knowledge_retention.distillation import sst2
-    from knowledge_retention.reproduction import reproduce_sst2
+    from knowledge_retention.distillation.reproduce import reproduce_sst2
 
     out = tmp_path_factory.mktemp("sst2-smoke")
     calls: list[Path] = []

@@ -101,7 +101,9 @@ def test_krs_callback_options_are_checked():
         KRSCallback(None, {"text": ["a", "b", "c"]})
     with pytest.raises(ValueError, match=r"`eval_dataset` is empty"):
         KRSCallback(None, [])
-    KRSCallback(None, {"text": ["a", "b", "c"]}, text_column="text")  # the option is honoured
+    KRSCallback(fx.tiny_bert(1, 16), {"text": ["a", "b", "c"]}, text_column="text")  # the option is honoured
+    with pytest.raises(TypeError, match=r"`teacher` must be a torch.nn.Module or a local path"):
+        KRSCallback(None, {"text": ["a", "b", "c"]}, text_column="text")  # and the teacher is checked too
 
 
 def test_preserved_random_state_restores_every_generator():

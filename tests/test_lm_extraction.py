@@ -19,7 +19,7 @@ from scipy.special import log_softmax
 
 from knowledge_retention import InputError
 from knowledge_retention.extraction import evaluate_pair, evaluate_students
-from knowledge_retention.extraction.tasks import causal_lm
+from knowledge_retention.extraction import token_step as token_step_module
 from knowledge_retention.extraction.tasks.causal_lm import token_step
 from knowledge_retention.similarity import linear_cka
 
@@ -88,7 +88,7 @@ FAMILIES = {
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_every_measure_matches_the_logits(family, monkeypatch):
     # logit blocks of 7 rows: the chunked path over the counted tokens is what is checked
-    monkeypatch.setattr(causal_lm, "LOGIT_BUDGET", 7 * fx.vocab_size())
+    monkeypatch.setattr(token_step_module, "HEAD_BUDGET", 7 * fx.vocab_size())
     build, t_kw, s_kw = FAMILIES[family]
     teacher, student = build(layers=3, seed=1), build(layers=2, seed=2)
     t_tok, s_tok = fx.tokenizer(**t_kw), fx.tokenizer(**s_kw)

@@ -64,12 +64,21 @@ class EvalOptions:
     trust_remote_code: bool = False
     group_by_length: bool = True
     teacher_cache: Any = None
+    #: keyword arguments of the teacher's ``from_pretrained`` when it is a path: ``device_map``,
+    #: ``max_memory``, ``offload_folder`` (accelerate's big-model inference), ``torch_dtype``...
+    teacher_load_kwargs: Mapping[str, Any] | None = None
     # causal-lm
     prompt_column: str | None = None
     generate: Mapping[str, Any] | None = None
     top_k: int = 5
     average: str = "token"
     sequence_pooling: str | None = None
+    # image tasks (extraction/tasks/image.py, detection.py, segmentation.py)
+    image_column: str = "image"
+    flatten_grid: int | None = None
+    return_nodes: Any = None
+    detection_threshold: float = 0.5
+    pixel_kl: bool = False
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -114,6 +123,9 @@ class EvalOptions:
         for name in ("keep_arrays", "distributed", "progress", "trust_remote_code", "group_by_length"):
             if not isinstance(getattr(self, name), bool):
                 raise InputTypeError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
+        if self.teacher_load_kwargs is not None and not isinstance(self.teacher_load_kwargs, Mapping):
+            raise InputTypeError("`teacher_load_kwargs` must be a dict of from_pretrained keyword arguments, got "
+                                 f"{type(self.teacher_load_kwargs).__name__}.")
         if self.accelerator is not None:
             from accelerate import Accelerator
 

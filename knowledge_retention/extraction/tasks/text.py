@@ -31,9 +31,10 @@ from ..layers import layer_names, resolve_layer_pairs
 from ..options import EvalOptions
 from ..pooling import POOLINGS
 from ..result import ExtractionResult
+from ..runtime import model_device
 from ..streams import PooledBatch, Streams, merge, pool_outputs
 from ..teacher_cache import CACHE_VERSION, model_fingerprint, texts_fingerprint, tokenizer_fingerprint
-from .base import Batch, ModelSpec, Plan, Task
+from .base import Batch, ModelSpec, Plan, Task, _load_kwargs
 
 __all__ = ["TextClassificationTask", "cka_or_nan", "cross_matrix"]
 
@@ -102,12 +103,10 @@ class TextClassificationTask(Task):
 
     def load(self, spec: ModelSpec, opts: EvalOptions, device: Any) -> ModelRunner:
         model, path, headless = load_model(spec.model, spec.role, trust_remote_code=opts.trust_remote_code,
-                                           argument=spec.argument)
+                                           argument=spec.argument, load_kwargs=_load_kwargs(spec, opts))
         tokenizer = load_tokenizer(spec.preprocessor, path, spec.role, trust_remote_code=opts.trust_remote_code,
                                    argument=spec.preprocessor_argument)
         device.place(model)
-        from ..engine import model_device
-
         runner = ModelRunner(model, tokenizer, spec.role, opts.max_length, model_device(model),
                              tokenizer_arg=spec.preprocessor_argument)
         runner.path = path  # type: ignore[attr-defined]
