@@ -7,21 +7,15 @@ Teacher cache (memory and disk: the second call never runs the teacher, same num
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+import lm_fixtures as fx
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import lm_fixtures as fx  # noqa: E402
-
-from knowledge_retention import InputError  # noqa: E402
-from knowledge_retention.extraction import TeacherCache, evaluate_pair, evaluate_students  # noqa: E402
-from knowledge_retention.extraction.options import EvalOptions  # noqa: E402
-from knowledge_retention.similarity import linear_cka  # noqa: E402
+from knowledge_retention import InputError
+from knowledge_retention.extraction import TeacherCache, evaluate_pair, evaluate_students
+from knowledge_retention.extraction.options import EvalOptions
+from knowledge_retention.similarity import linear_cka
 
 TEXTS = fx.sentences(13, seed=3)
 TOK = fx.tokenizer(bos=True, pad="<pad>", side="left")

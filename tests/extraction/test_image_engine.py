@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +22,8 @@ from knowledge_retention.extraction.tasks.image_models import import_torchvision
 import_torchvision()  # before transformers' image processors, which import torchvision when it is installed
 transformers = pytest.importorskip("transformers")
 PIL = pytest.importorskip("PIL.Image")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import image_distributed_launch as launch  # noqa: E402
+import image_fixtures as launch  # noqa: E402
 
 
 def naive_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -138,25 +133,12 @@ def test_evaluate_students_runs_each_student_as_evaluate_pair(pair: dict[str, st
     assert both["self"].fss == pytest.approx(1.0) and both["self"].aoag == pytest.approx(1.0)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow
-def test_two_processes_equal_one(tmp_path: Path) -> None:
-    """`accelerate launch` with 2 CPU processes: 11 images in batches of 2 (uneven last round)."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), launch.__file__, "--out-dir", str(tmp_path)]
-    env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "",
-                        "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def test_two_processes_equal_one(tmp_path: Path, torchrun) -> None:
+    """2 CPU processes (the ``image-extraction`` scenario): 11 images in batches of 2 (uneven last round)."""
+    ranks = torchrun("image-extraction", tmp_path).ranks
     single = launch.run_all(None)
-    for rank in (0, 1):
-        dist = json.loads((tmp_path / f"rank{rank}.json").read_text())
+    for dist in ranks:
         for case, want in single.items():
             got = dist[case]
             assert got["num_processes"] == 2 and want["num_processes"] == 1

@@ -1,15 +1,11 @@
-"""Run by ``accelerate launch --multi_gpu --num_processes 2`` (CPU, gloo) from ``test_image_engine.py``.
-
-Each process builds the same tiny models from configs (fixed seeds), evaluates an image classifier
-pair and a segmentation pair over :data:`N` images in batches of 2 (an uneven last round), and writes
-its results to ``<out_dir>/rank<k>.json`` for the test to compare with one process.
+"""Tiny image models built from configs (fixed seeds), random images, and the evaluation both sides of
+``tests/extraction/test_image_engine.py::test_two_processes_equal_one`` run (:func:`run_all`: an image
+classifier pair and a segmentation pair over :data:`N` images in batches of 2, an uneven last round; the
+2-process side is the ``image-extraction`` scenario of ``tests/distributed``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,23 +73,3 @@ def run_all(accelerator: Any) -> dict[str, dict[str, Any]]:
                      "num_processes": result.options["num_processes"],
                      "example_indices": [int(i) for i in result.example_indices]}
     return out
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out-dir", required=True)
-    args = parser.parse_args()
-    from accelerate import Accelerator
-
-    from knowledge_retention.extraction.tasks.image_models import import_torchvision
-
-    import_torchvision()
-    torch.set_num_threads(1)
-    accelerator = Accelerator(cpu=True)
-    results = run_all(accelerator)
-    Path(args.out_dir, f"rank{accelerator.process_index}.json").write_text(json.dumps(results))
-    accelerator.wait_for_everyone()
-
-
-if __name__ == "__main__":
-    main()
