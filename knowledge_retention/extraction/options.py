@@ -1,7 +1,7 @@
 """The options of an evaluation, built and validated once (:class:`EvalOptions`).
 
 :func:`~knowledge_retention.extraction.evaluate_pair`, :func:`~knowledge_retention.extraction.evaluate_students`,
-:class:`~knowledge_retention.callbacks.KRSCallback` and the command line all build one
+:class:`~knowledge_retention.integrations.callbacks.KRSCallback` and the command line all build one
 :class:`EvalOptions` from their keyword arguments; the engine and the tasks read it.  A keyword that is
 not an option is refused by name (with the closest option), and so is an option that the chosen task
 does not use when it is set to anything but its default (the task's ``unused_options`` gives the reason).
