@@ -33,8 +33,8 @@ sys.path.insert(0, str(TESTS / "distributed"))
 sys.path.insert(0, str(TESTS))
 sys.path.insert(0, str(TESTS.parent / "spaces_app"))
 
-import text_fixtures as fx  # noqa: E402
 import lm_fixtures as lmfx  # noqa: E402
+import text_fixtures as fx  # noqa: E402
 
 from knowledge_retention import KRSCallback, evaluate_pair, evaluate_students  # noqa: E402
 from knowledge_retention._validation import InputError, InputTypeError, LoadError  # noqa: E402
