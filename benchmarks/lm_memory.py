@@ -9,7 +9,8 @@ built and warmed up (``base_mb``) and at the end (``peak_mb``):
 * **bounded in V**: V = 131,072 (a Llama-3-sized vocabulary) at T = 512, batch 8, next to the
   ``(B, T, V)`` float32 logits one batch of a bare forward pass materialises, and that pass's own peak;
 * **overhead**: evaluation time over the time of the two bare forward passes (teacher and student,
-  full logits, ``torch.inference_mode``) on the same batches.
+  full logits, ``torch.inference_mode``) on the same batches; times are the process's CPU time (one torch
+  thread: other jobs on the shared machine stretch the wall clock, not the CPU time).
 
 ``python benchmarks/lm_memory.py`` writes ``benchmarks/results/lm_memory.{json,md}``.
 """
@@ -73,10 +74,10 @@ def child(tokens: int, vocab: int, length: int, batch_size: int, mode: str) -> d
         evaluate_pair(teacher, student, warm, teacher_tokenizer=tok, student_tokenizer=tok, progress=False,
                       batch_size=batch_size)
         base = _rss_mb()
-        tick = time.perf_counter()
+        tick = time.process_time()
         result = evaluate_pair(teacher, student, texts, teacher_tokenizer=tok, student_tokenizer=tok, progress=False,
                                batch_size=batch_size, cross_layer=True, layers="all")
-        seconds = time.perf_counter() - tick
+        seconds = time.process_time() - tick
         counted = result.lm["num_tokens"] if result.lm else 0
         extra = {"aoag": result.aoag, "fss": result.fss}
     else:  # two bare forward passes with full logits, same batches (already equal length: no grouping needed)
@@ -88,10 +89,10 @@ def child(tokens: int, vocab: int, length: int, batch_size: int, mode: str) -> d
 
         run(warm)
         base = _rss_mb()
-        tick = time.perf_counter()
+        tick = time.process_time()
         for lo in range(0, n_texts, batch_size):
             run(texts[lo : lo + batch_size])
-        seconds = time.perf_counter() - tick
+        seconds = time.process_time() - tick
         counted = n_texts * (length - 1)
         extra = {}
     return {"mode": mode, "tokens": counted, "texts": n_texts, "vocab": vocab, "length": length,
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "rows": rows, "large_vocab": big,
         "machine": f"{platform.machine()}, torch 1 thread per process; 2 CPU cores shared with other jobs running "
-                   "at the same time (times are ratios within this run)",
+                   "at the same time (times are CPU seconds of each process)",
         "command": "python benchmarks/lm_memory.py" + ("` (the N sweep), then `python benchmarks/lm_memory.py "
                                                       "--rows-from LOG` (the large-vocabulary point)"
                                                       if args.rows_from is not None else ""),

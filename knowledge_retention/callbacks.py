@@ -34,9 +34,11 @@ import torch
 from transformers import TrainerCallback
 
 from ._random import preserved_random_state
-from ._validation import InputError, InputTypeError, check_choice, check_positive
+from ._validation import InputError, InputTypeError
 from .extraction import ExtractionResult, TeacherCache, evaluate_students
 from .extraction.inputs import TextSource, model_config
+from .extraction.options import EvalOptions
+from .extraction.tasks.image import ImageSource, is_image_model
 
 __all__ = ["KRSCallback", "check_options"]
 
@@ -56,67 +58,26 @@ def _find_trainer() -> Any:
     return None
 
 
-def _check_count(value: Any, name: str, *, optional: bool) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InputTypeError(f"`{name}` must be a positive int{' or None' if optional else ''}, got {type(value).__name__}.")
-    if value < 1:
-        raise InputError(f"`{name}` must be >= 1, got {value}.")
-
-
-def check_options(options: Mapping[str, Any]) -> None:
-    """Validates the options of :func:`~knowledge_retention.extraction.evaluate_students` without running a model:
-    every value whether the task uses it or not, with the validators the evaluator itself calls.
+def check_options(options: Mapping[str, Any], teacher: Any = None) -> None:
+    """Validates the options of :func:`~knowledge_retention.extraction.evaluate_students` without running a
+    model, by the engine's own validation: :class:`~knowledge_retention.extraction.EvalOptions` (every
+    value, whether the task uses it or not) and the checks of the task that will score ``teacher``'s
+    students (causal LM or classifier, told from the teacher object or its folder's config).
 
     Raises:
         InputError / InputTypeError: naming the option and what was expected.
     """
+    from .extraction.evaluator import task_for
     from .extraction.layers import resolve_layer_pairs
-    from .extraction.pooling import POOLINGS
-    from .extraction.tasks import causal_lm
-    from .score import DEFAULT_AOAG, TASK_PRESETS, resolve_weights
-    from .similarity import FSS_METHODS
-    from .token_agreement import TOKEN_AVERAGES
 
-    task = options.get("task")
-    if task is not None:
-        check_choice(task, "task", (*TASK_PRESETS, causal_lm.TASK))
-    lm = task == causal_lm.TASK
-    check_choice(options.get("pooling", "cls"), "pooling", POOLINGS)
-    _check_count(options.get("batch_size", 32), "batch_size", optional=False)
-    for name in ("max_length", "max_examples"):
-        _check_count(options.get(name), name, optional=True)
-    resolve_weights(task or "nlp", options.get("alpha"), options.get("beta"))
-    fss = options.get("fss_method", "linear_cka")
-    check_choice(fss, "fss_method", FSS_METHODS)
-    if fss == "rbf_cka" and not options.get("keep_arrays", False):
-        raise InputError("`fss_method='rbf_cka'` needs the full N x N Gram matrices and cannot stream: pass "
-                         "keep_arrays=True (N <= 10,000), or use 'linear_cka' / 'debiased_cka'.")
-    aoag = options.get("aoag_method")
-    aoag_choices = ("kl", "js", "top1") if lm else ("kl", "js", "top1", "mse")
-    check_choice(DEFAULT_AOAG.get(task or "nlp", "kl") if aoag is None else aoag, "aoag_method", aoag_choices)
-    check_positive(options.get("temperature", 1.0), "temperature")
-    if options.get("mixed_precision") is not None:
-        check_choice(options["mixed_precision"], "mixed_precision", ("no", "fp16", "bf16"))
-    for name in ("group_by_length", "keep_arrays", "trust_remote_code"):
-        if name in options and not isinstance(options[name], bool):
-            raise InputTypeError(f"`{name}` must be a bool, got {type(options[name]).__name__}.")
     cross = options.get("cross_layer", False)
     if not isinstance(cross, bool) and (isinstance(cross, str) or not set(cross) <= {"student"}):
         raise InputError(f"`cross_layer` must be a bool here (the callback scores one student), got {cross!r}.")
-    for name in ("text_column", "label_column", "prompt_column"):
-        if options.get(name) is not None and not isinstance(options[name], str):
-            raise InputTypeError(f"`{name}` must be a column name (str), got {type(options[name]).__name__}.")
-    resolve_layer_pairs(options.get("layers", "final"), 1 << 20, 1 << 20)  # the form; the range needs the models
-    if lm:
-        check_choice(options.get("average", "token"), "average", TOKEN_AVERAGES)
-        if options.get("sequence_pooling") is not None:
-            check_choice(options["sequence_pooling"], "sequence_pooling", causal_lm.SEQUENCE_POOLINGS)
-        _check_count(options.get("top_k", 5), "top_k", optional=False)
-        causal_lm._check_generate(options.get("generate"))
-    else:
-        causal_lm.refuse_lm_options(task or "nlp", options)
+    opts = EvalOptions.build({k: v for k, v in options.items() if k not in ("cross_layer", "student_tokenizers")},
+                             where="KRSCallback")
+    task, opts = task_for(opts, teacher, {})
+    task.check_options(opts)
+    resolve_layer_pairs(opts.layers, 1 << 20, 1 << 20)  # the form; the range needs the models
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -150,7 +111,7 @@ class KRSCallback(TrainerCallback):  # type: ignore[misc]
 
     def __init__(self, teacher: Any, eval_dataset: Any, tokenizer: Any = None, *, teacher_tokenizer: Any = None,
                  **options: Any) -> None:
-        allowed = set(inspect.signature(evaluate_students).parameters) - {"teacher", "students", "dataset"}
+        allowed = {*EvalOptions.names(), "cross_layer", "student_tokenizers"}
         unknown = sorted(set(options) - allowed)
         if unknown:
             raise InputTypeError(f"KRSCallback got unknown option(s) {unknown}; it takes evaluate_pair's options "
@@ -159,11 +120,16 @@ class KRSCallback(TrainerCallback):  # type: ignore[misc]
         if reserved:
             raise InputTypeError(f"KRSCallback sets {reserved} itself (it scores under the Trainer's accelerator, "
                             "with the teacher cached in memory); tokenizers go in `tokenizer` / `teacher_tokenizer`.")
-        check_options(options)  # every option now, not at the first evaluation, hours into training
+        check_options(options, teacher)  # every option now, not at the first evaluation, hours into training
         try:
-            source = TextSource(eval_dataset, text_column=options.get("text_column", "sentence"),
-                                label_column=options.get("label_column"), max_examples=options.get("max_examples"))
-            for lo in range(0, len(source), 4096):  # every text, once: a None or a number fails here
+            if is_image_model(teacher):  # image models read `image_column`
+                source: TextSource | ImageSource = ImageSource(
+                    eval_dataset, image_column=options.get("image_column", "image"),
+                    label_column=options.get("label_column"), max_examples=options.get("max_examples"))
+            else:
+                source = TextSource(eval_dataset, text_column=options.get("text_column", "sentence"),
+                                    label_column=options.get("label_column"), max_examples=options.get("max_examples"))
+            for lo in range(0, len(source), 4096):  # every text (image), once: a None or a number fails here
                 source.batch(range(lo, min(lo + 4096, len(source))))
         except (TypeError, ValueError) as err:
             kind = InputTypeError if isinstance(err, TypeError) else InputError
@@ -223,7 +189,10 @@ class KRSCallback(TrainerCallback):  # type: ignore[misc]
             result = evaluate_students(
                 self.teacher, {"student": model}, self.eval_dataset,
                 teacher_tokenizer=self.teacher_tokenizer if self.teacher_tokenizer is not None else tokenizer,
-                student_tokenizers=tokenizer, teacher_cache=self._cache, accelerator=accelerator, progress=False,
+                student_tokenizers=tokenizer,
+                # with `generate` the teacher writes the continuations: nothing to replay
+                teacher_cache=None if self.options.get("generate") else self._cache, accelerator=accelerator,
+                progress=False,
                 **self.options,
             )["student"]
         self.last_result = result

@@ -17,6 +17,7 @@ import numpy as np
 from space_io import ArrayInputs, InputError
 
 from knowledge_retention import TASK_PRESETS, compute_krs, cross_layer_cka, knowledge_retention_score
+from knowledge_retention.methods import ARRAY_AOAG_METHODS
 from knowledge_retention.similarity import FSS_METHODS, layer_similarity
 
 __all__ = [
@@ -40,7 +41,7 @@ logger = logging.getLogger(__name__)
 TASK_CHOICES: tuple[str, ...] = tuple(t for t in TASK_PRESETS if t != "detection")
 FSS_CHOICES: tuple[str, ...] = FSS_METHODS
 #: ``auto`` = the task's default measure (``knowledge_retention.score.DEFAULT_AOAG``).
-AOAG_CHOICES: tuple[str, ...] = ("auto", "kl", "js", "top1", "mse", "mask_iou")
+AOAG_CHOICES: tuple[str, ...] = ("auto", *ARRAY_AOAG_METHODS)
 #: The cross-layer CKA state holds about this many float64 numbers at most (400 MB).
 MAX_HEATMAP_FLOATS = 50_000_000
 #: Below this many examples the page warns that linear CKA is biased upwards.
@@ -225,6 +226,7 @@ def score_arrays(
             fss_method=fss_method,  # type: ignore[arg-type]
             aoag_method=None if aoag_method == "auto" else aoag_method,  # type: ignore[arg-type]
             temperature=float(temperature),
+            ignore_index=inputs.ignore_index,
         )
     except InputError as err:
         raise InputError(for_this_page(str(err))) from None

@@ -5,10 +5,11 @@ The layer above the maths: models run here, every formula comes from
 :mod:`knowledge_retention.score`. Needs the ``extract`` extra (torch, transformers, accelerate,
 datasets, tqdm).
 
-* :func:`evaluate_students` - the evaluator: one teacher pass per batch, folded with each
-  student's pooled features and logits into that student's core accumulators, optionally sharded
-  over ``accelerate`` processes and length-grouped; returns ``{name: ExtractionResult}``.
-  :func:`evaluate_pair` is its one-student call.
+* :func:`evaluate_students` - one teacher pass per batch, folded with each student's pooled
+  features and outputs into that student's core accumulators, optionally sharded over
+  ``accelerate`` processes and length-grouped; returns ``{name: ExtractionResult}``.
+  :func:`evaluate_pair` is its one-student call. Both build an :class:`EvalOptions`, choose a task
+  (:mod:`.tasks`: text classifiers, causal LMs) and run the one loop (:mod:`.engine`).
 * :class:`TeacherCache` - the teacher's pooled outputs recorded once (memory, or safetensors on
   disk with a fingerprint) and replayed by later calls.
 * :func:`uniform_layer_mapping`, :func:`resolve_layer_pairs`, :func:`layer_names` - which hidden
@@ -20,11 +21,13 @@ from __future__ import annotations
 
 from .evaluator import MixedPrecision, evaluate_pair, evaluate_students
 from .layers import LAYER_PRESETS, LayerSpec, layer_names, resolve_layer_pairs, uniform_layer_mapping
+from .options import EvalOptions
 from .pooling import POOLINGS, Pooling, pool_hidden_states
 from .result import ExtractionResult
 from .teacher_cache import TeacherCache
 
 __all__ = [
+    "EvalOptions",
     "LAYER_PRESETS",
     "POOLINGS",
     "ExtractionResult",

@@ -254,7 +254,8 @@ def model_config(model: str | os.PathLike[str], argument: str, *, trust_remote_c
 
 
 def load_model(
-    model: Any, role: str, *, trust_remote_code: bool = False, argument: str | None = None
+    model: Any, role: str, *, trust_remote_code: bool = False, argument: str | None = None,
+    load_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[torch.nn.Module, str | None, bool]:
     """A model object as is, or a local path / hub name loaded with its classification head if it has one.
 
@@ -267,6 +268,8 @@ def load_model(
         role: ``"teacher"`` or ``"student"`` (for error messages).
         trust_remote_code: passed to ``from_pretrained``.
         argument: the argument's name in error messages (default: ``role``).
+        load_kwargs: more keyword arguments of ``from_pretrained`` (``device_map``, ``max_memory``,
+            ``offload_folder``: accelerate's big-model inference for a teacher larger than the device).
 
     Returns:
         ``(model, path, loaded_without_head)``; ``path`` is None for objects without a
@@ -294,11 +297,12 @@ def load_model(
     try:
         if any(str(a).endswith("ForSequenceClassification") for a in architectures):
             try:
-                loaded = AutoModelForSequenceClassification.from_pretrained(source, trust_remote_code=trust_remote_code)
+                loaded = AutoModelForSequenceClassification.from_pretrained(source, trust_remote_code=trust_remote_code,
+                                                                            **(load_kwargs or {}))
                 return loaded, path, False
             except ValueError:  # the config's model type has no sequence-classification class
                 pass
-        return AutoModel.from_pretrained(source, trust_remote_code=trust_remote_code), path, True
+        return AutoModel.from_pretrained(source, trust_remote_code=trust_remote_code, **(load_kwargs or {})), path, True
     except LOAD_FAILURES as err:  # damaged or inconsistent weights: the checkpoint's fault, named as such
         raise LoadError(f"`{argument}`: the model at {path} could not be loaded: {_first_line(err)}") from None
 

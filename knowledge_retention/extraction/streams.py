@@ -9,7 +9,7 @@ under ``accelerate``'s even-batches padding.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,13 +173,10 @@ class Streams:
         }
         self._flushed_logits = 0  # rows of the kept logits already given to the agreement accumulator
 
-    def update(
-        self,
-        teacher: PooledBatch,
-        student: PooledBatch,
-        indices: Sequence[int],
-        labels: list[Any] | None,
-    ) -> None:
+    def skip(self, batch: Any) -> None:
+        """Nothing to add: every example of a classification batch runs."""
+
+    def update(self, teacher: PooledBatch, student: PooledBatch, batch: Any) -> None:
         """Keeps the per-example rows of a pooled batch and stages it for the accumulators (added by
         :meth:`flush` every ``flush_rows`` rows and at the end).
 
@@ -190,9 +187,10 @@ class Streams:
             teacher: the teacher's pooled features (at least ``teacher_layers``) and logits.
             student: the student's pooled features (at least ``student_layers``; its own
                 tokenisation) and logits.
-            indices: the ``B`` dataset indices of the rows.
-            labels: the ``B`` labels, or None.
+            batch: the prepared batch (:class:`~knowledge_retention.extraction.tasks.base.Batch`): its
+                ``B`` dataset ``indices`` and ``labels`` (or None).
         """
+        indices, labels = batch.indices, batch.labels
         for role, pooled_batch in (("teacher", teacher), ("student", student)):
             for layer, staged in self._staged[role].items():
                 pooled = pooled_batch.features[layer]

@@ -22,6 +22,7 @@ batch and in the same order, on later calls whose fingerprint matches: the teach
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -71,12 +72,31 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         config = getattr(model, "config", None)
         if config is not None and hasattr(config, "to_json_string"):
             yield config.to_json_string(use_diff=False).encode()
-        for name, tensor in model.state_dict().items():
+        for name, tensor in _state_items(model):
             flat = tensor.detach().contiguous().cpu()
             yield f"{name}|{flat.dtype}|{tuple(flat.shape)}".encode()
             yield flat.reshape(-1).view(torch.uint8).numpy().tobytes() if flat.numel() else b""
 
     return _sha(chunks())
+
+
+def _state_items(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """The state dict's ``(name, tensor)`` items in its order; the weights of a model dispatched by
+    accelerate with CPU or disk offload (meta tensors) are brought in one module at a time."""
+    state = model.state_dict()
+    if not any(t.is_meta for t in state.values()):
+        yield from state.items()
+        return
+    from accelerate.utils import align_module_device, has_offloaded_params
+
+    del state
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        with align_module_device(module) if has_offloaded_params(module) else contextlib.nullcontext():
+            own = [*module._parameters.items(),
+                   *((k, b) for k, b in module._buffers.items() if k not in module._non_persistent_buffers_set)]
+            for name, tensor in own:
+                if tensor is not None:
+                    yield (f"{prefix}.{name}" if prefix else name), tensor
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -211,11 +231,17 @@ def _read_chunks(folder: Path, names: list[str], layers: list[int]) -> Iterator[
         index = tensors["index"].tolist()
         logits = tensors.get("logits")
         start = 0
-        for size in tensors["batch_sizes"].tolist():
+        sizes = tensors["batch_sizes"].tolist()
+        # rows of features and of logits per batch: one per example (classifiers), one per counted token (causal LMs)
+        row_sizes = tensors["row_sizes"].tolist() if "row_sizes" in tensors else sizes
+        logit_sizes = tensors["logit_sizes"].tolist() if "logit_sizes" in tensors else sizes
+        row = out = 0
+        for size, n_rows, n_logits in zip(sizes, row_sizes, logit_sizes, strict=True):
             stop = start + size
-            features = {layer: tensors[f"layer_{layer}"][start:stop] for layer in layers}
-            yield TeacherBatch(index[start:stop], PooledBatch(features, None if logits is None else logits[start:stop]))
-            start = stop
+            features = {layer: tensors[f"layer_{layer}"][row : row + n_rows] for layer in layers}
+            yield TeacherBatch(index[start:stop],
+                               PooledBatch(features, None if logits is None else logits[out : out + n_logits]))
+            start, row, out = stop, row + n_rows, out + n_logits
 
 
 @dataclass
@@ -255,7 +281,11 @@ class TeacherRecorder:
         tensors = {
             "index": torch.tensor([i for b in self._pending for i in b.indices], dtype=torch.int64),
             "batch_sizes": torch.tensor([len(b.indices) for b in self._pending], dtype=torch.int64),
+            "row_sizes": torch.tensor([_rows(b.pooled) for b in self._pending], dtype=torch.int64),
         }
+        if first.logits is not None:
+            tensors["logit_sizes"] = torch.tensor([int(b.pooled.logits.shape[0])  # type: ignore[union-attr]
+                                                   for b in self._pending], dtype=torch.int64)
         for layer in first.features:
             tensors[f"layer_{layer}"] = torch.cat([b.pooled.features[layer] for b in self._pending]).detach().cpu().contiguous()
         if first.logits is not None:
@@ -275,6 +305,10 @@ class TeacherRecorder:
         self._write()
         info["chunks"] = list(self.chunks)
         return info
+
+
+def _rows(pooled: PooledBatch) -> int:
+    return int(next(iter(pooled.features.values())).shape[0]) if pooled.features else 0
 
 
 def new_meta(key: str, parts: Mapping[str, Any], teacher: Mapping[str, Any], num_processes: int) -> dict[str, Any]:
