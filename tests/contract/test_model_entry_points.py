@@ -29,12 +29,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 TESTS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TESTS / "distributed"))
-sys.path.insert(0, str(TESTS))
-sys.path.insert(0, str(TESTS.parent / "spaces_app"))
+sys.path.insert(0, str(TESTS.parent / "spaces_app"))  # the Space's modules, imported as the Space does
 
-import krs_extraction_fixtures as fx  # noqa: E402
 import lm_fixtures as lmfx  # noqa: E402
+import text_fixtures as fx  # noqa: E402
 
 from knowledge_retention import KRSCallback, evaluate_pair, evaluate_students  # noqa: E402
 from knowledge_retention._validation import InputError, InputTypeError, LoadError  # noqa: E402
