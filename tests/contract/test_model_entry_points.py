@@ -29,9 +29,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 TESTS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TESTS / "distributed"))
-sys.path.insert(0, str(TESTS))
-sys.path.insert(0, str(TESTS.parent / "spaces_app"))
+sys.path.insert(0, str(TESTS.parent / "spaces_app"))  # the Space's modules, imported as the Space does
 
 import lm_fixtures as lmfx  # noqa: E402
 import text_fixtures as fx  # noqa: E402
