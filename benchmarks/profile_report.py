@@ -29,7 +29,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[872, 10_000])
     parser.add_argument("--top", type=int, default=12)
     args = parser.parse_args()
-    from knowledge_retention.report import build_report, write_report
+    from knowledge_retention.reporting import build_report, write_report
 
     sections = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -221,7 +221,7 @@ def _synthetic(n: int, seed: int) -> tuple[dict[str, Any], dict[str, Any], list[
 
 
 def bench_report(args: argparse.Namespace) -> dict[str, Any]:
-    from knowledge_retention.report import build_report, write_report
+    from knowledge_retention.reporting import build_report, write_report
 
     out: dict[str, Any] = {"bootstrap": 1000, "feature_bootstrap": 200, "sizes": {}}
     small, base_small, texts_small = _synthetic(64, 0)

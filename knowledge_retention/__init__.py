@@ -36,7 +36,15 @@ from .agreement import (
     per_example_kl,
     regression_agreement,
 )
-from .score import TASK_PRESETS, alpha_sensitivity, compute_krs, knowledge_retention_score, resolve_weights
+from .methods import AOAG_METHODS, AOAG_METHODS_BY_TASK, FSS_METHODS
+from .score import (
+    TASK_PRESETS,
+    alpha_sensitivity,
+    combine_krs,
+    compute_krs,
+    knowledge_retention_score,
+    resolve_weights,
+)
 from .similarity import (
     CosineAccumulator,
     CrossLayerCKAAccumulator,
@@ -47,6 +55,7 @@ from .similarity import (
     mean_cosine_similarity,
     rbf_cka,
 )
+from .streaming import KRSAccumulator
 from .token_agreement import TokenAgreementAccumulator, token_agreement
 
 __version__ = "0.1.0"
@@ -63,9 +72,9 @@ _LAZY = {
     "TeacherCache": ("knowledge_retention.extraction", "TeacherCache"),
     "ExtractionResult": ("knowledge_retention.extraction", "ExtractionResult"),
     "EvalOptions": ("knowledge_retention.extraction", "EvalOptions"),
-    "KRSCallback": ("knowledge_retention.callbacks", "KRSCallback"),
-    "build_report": ("knowledge_retention.report", "build_report"),
-    "write_report": ("knowledge_retention.report", "write_report"),
+    "KRSCallback": ("knowledge_retention.integrations", "KRSCallback"),
+    "build_report": ("knowledge_retention.reporting", "build_report"),
+    "write_report": ("knowledge_retention.reporting", "write_report"),
     "reproduce_sst2": ("knowledge_retention.reproduction", "reproduce_sst2"),
 }
 
@@ -88,6 +97,9 @@ def load(**kwargs):  # type: ignore[no-untyped-def]
 
 
 __all__ = [
+    "AOAG_METHODS",
+    "AOAG_METHODS_BY_TASK",
+    "FSS_METHODS",
     "BoxIoUAccumulator",
     "ClassificationAgreementAccumulator",
     "CosineAccumulator",
@@ -96,6 +108,7 @@ __all__ = [
     "ExtractionResult",
     "InputError",
     "InputTypeError",
+    "KRSAccumulator",
     "LinearCKAAccumulator",
     "MaskIoUAccumulator",
     "RegressionAgreementAccumulator",
@@ -107,6 +120,7 @@ __all__ = [
     "box_iou_agreement",
     "build_report",
     "classification_agreement",
+    "combine_krs",
     "compute_krs",
     "cross_layer_cka",
     "evaluate_pair",

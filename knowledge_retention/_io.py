@@ -14,12 +14,19 @@ import os
 import zipfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ._validation import InputError
 
-__all__ = ["ARRAY_SUFFIXES", "read_arrays"]
+__all__ = ["ARRAY_SUFFIXES", "DEFAULT_MAX_ARRAY_BYTES", "read_arrays"]
+
+#: The ceiling on the decompressed size of an ``.npz`` that the Space and ``knowledge-retention arrays``
+#: apply by default (4 x the Space's 200 MB upload limit); the CLI lifts it with ``--max-decompressed-mb 0``.
+DEFAULT_MAX_ARRAY_BYTES = 800 * 2**20
+#: Deflate cannot compress better than about 1032:1; a member claiming more is damaged or crafted.
+_MAX_DEFLATE_RATIO = 1100
 
 #: The formats :func:`read_arrays` knows; callers choose which of them they accept.
 ARRAY_SUFFIXES: tuple[str, ...] = (".npz", ".npy", ".safetensors")
@@ -68,6 +75,60 @@ def _checked(array: np.ndarray, key: str, name: str) -> np.ndarray:
     return array
 
 
+def _declared_npy(handle: Any) -> tuple[int, int, str]:
+    """``(declared data bytes, header bytes, shape text)`` from a .npy header, read without loading the data.
+
+    Raises:
+        ValueError: not a .npy header (numpy's own message).
+    """
+    version = np.lib.format.read_magic(handle)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+    else:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+    count = 1
+    for size in shape:
+        count *= int(size)
+    return count * int(dtype.itemsize), int(handle.tell()), f"{tuple(int(d) for d in shape)} {dtype}"
+
+
+def _check_declared_sizes(archive: Any, name: str, max_array_bytes: int | None) -> None:
+    """Compares every member's declared sizes with what the file holds, before anything is allocated.
+
+    A zip entry claims its decompressed size, and a .npy header its shape: a 3 KB file can claim
+    10**6 x 10**6 float64 values (8 TB), which numpy would allocate before reading a byte.
+    """
+    not_npz = f"{name}: not a valid .npz (zip) archive"
+    total = 0
+    for info in archive.zip.infolist():
+        member = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+            raise InputError(f"{not_npz}: member `{member}` claims {info.file_size} bytes but stores {info.compress_size}.")
+        if info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + 1024:
+            raise InputError(
+                f"{not_npz}: member `{member}` claims to decompress to {info.file_size} bytes from {info.compress_size}, "
+                "more than compression allows (damaged or crafted)."
+            )
+        try:
+            with archive.zip.open(info) as handle:
+                declared, header, shape = _declared_npy(handle)
+        except ValueError:
+            continue  # not a .npy member: reported by the reader below with numpy's own words
+        except _DAMAGE as err:
+            raise InputError(f"{not_npz}: member `{member}` is damaged ({err}).") from None
+        if declared > info.file_size - header:
+            raise InputError(
+                f"{not_npz}: member `{member}` declares an array of shape {shape} ({_megabytes(declared)}) but holds "
+                f"only {_megabytes(max(info.file_size - header, 0))} of data (cut short, damaged or crafted)."
+            )
+        total += declared
+    if max_array_bytes is not None and total > max_array_bytes:
+        raise InputError(
+            f"{name} decompresses to {_megabytes(total)}, more than the {_megabytes(max_array_bytes)} "
+            "accepted. Use fewer examples or float16/float32 arrays."
+        )
+
+
 def _read_npz(path: Path, name: str, *, npy_key: str | None, max_array_bytes: int | None) -> dict[str, np.ndarray]:
     not_npz = f"{name}: not a valid .npz (zip) archive"
     what = _what_it_is(path)
@@ -88,6 +149,8 @@ def _read_npz(path: Path, name: str, *, npy_key: str | None, max_array_bytes: in
     except _DAMAGE as err:
         raise InputError(f"{not_npz}: it is damaged ({err}).") from None
     with archive:
+        if archive.zip is not None:
+            _check_declared_sizes(archive, name, max_array_bytes)
         if max_array_bytes is not None and archive.zip is not None:
             declared = int(sum(info.file_size for info in archive.zip.infolist()))
             if declared > max_array_bytes:
@@ -118,6 +181,17 @@ def _read_npy(path: Path, name: str, *, key: str) -> dict[str, np.ndarray]:
     what = _what_it_is(path)
     if what not in (None, "a single .npy array"):
         raise InputError(f"{not_npy}: it is {what}.")
+    try:
+        with path.open("rb") as handle:
+            declared, header, shape = _declared_npy(handle)
+    except ValueError:
+        declared = header = 0  # numpy's own message, below
+        shape = ""
+    if declared > path.stat().st_size - header:
+        raise InputError(
+            f"{not_npy}: its header declares an array of shape {shape} ({_megabytes(declared)}) but the file holds "
+            f"only {_megabytes(max(path.stat().st_size - header, 0))} of data (cut short, damaged or crafted)."
+        )
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as err:

@@ -29,6 +29,11 @@ class InputTypeError(InputError, TypeError):
     """An input of the wrong kind (``None``, a string, a ragged list, a complex array)."""
 
 
+class LoadError(InputError, OSError):
+    """A model, tokenizer or dataset the user named that cannot be loaded: no such folder, a folder that is
+    not a model, a Hub name that cannot be reached. The message names the argument; the CLI exits 3."""
+
+
 def to_numpy(value: ArrayLike, name: str) -> np.ndarray:
     """Converts numpy arrays, torch tensors and (nested) lists to a numpy array.
 
@@ -40,6 +45,11 @@ def to_numpy(value: ArrayLike, name: str) -> np.ndarray:
     if isinstance(value, (str, bytes)):
         raise InputTypeError(f"`{name}` must be an array of numbers, got a {type(value).__name__}.")
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch.Tensor without importing torch
+        if getattr(getattr(value, "device", None), "type", None) == "meta" or getattr(value, "is_meta", False) is True:
+            raise InputTypeError(
+                f"`{name}` is a tensor on the 'meta' device: it has a shape but no values (a model loaded "
+                "with init_empty_weights or device_map='meta'?). Pass tensors that hold data."
+            )
         tensor = value.detach().cpu()
         if str(getattr(tensor, "dtype", "")) in {"torch.bfloat16", "torch.float16"}:
             tensor = tensor.float()
@@ -131,6 +141,15 @@ def check_positive(value: float, name: str) -> float:
     return float(value)
 
 
+def check_integer(value: Any, name: str, *, minimum: int | None = None) -> int:
+    """Returns ``value`` as int if it is an integer (a Python or NumPy int; not a bool, not a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InputTypeError(f"`{name}` must be an integer, got {type(value).__name__} {value!r}.")
+    if minimum is not None and value < minimum:
+        raise InputError(f"`{name}` must be an integer >= {minimum}, got {value}.")
+    return int(value)
+
+
 def check_unit_interval(value: float, name: str) -> float:
     """Returns ``value`` as float if it is a number in [0, 1]."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
@@ -158,7 +177,7 @@ def _is_array_object(value: Any) -> bool:
     return isinstance(value, np.ndarray) or (hasattr(value, "detach") and hasattr(value, "cpu"))
 
 
-def as_layers(value: ArrayLike | Sequence[ArrayLike], name: str) -> list[np.ndarray]:
+def as_layers(value: ArrayLike | Sequence[ArrayLike], name: str, *, allow_empty: bool = False) -> list[np.ndarray]:
     """The package's one layout for features: returns one ``(N, D_l)`` numpy array per layer.
 
     Accepted, at every entry point (the functions, the evaluate module, the CLI, the Space, the report):
@@ -171,6 +190,8 @@ def as_layers(value: ArrayLike | Sequence[ArrayLike], name: str) -> list[np.ndar
     Nothing else is guessed: a plain nested list of numbers is one array and read by its number of
     dimensions as above. The arrays keep their dtype (the maths converts, chunk by chunk, to float64);
     ``(N, L, D)`` gives views, not copies.
+
+    ``allow_empty=True`` accepts N = 0 (an empty batch of a stream, which changes nothing).
 
     Raises:
         InputTypeError: ``None``, strings, ragged or non-numeric input, complex values, a list that
@@ -203,13 +224,15 @@ def as_layers(value: ArrayLike | Sequence[ArrayLike], name: str) -> list[np.ndar
         if array.ndim == 2:
             layers = [array]
         elif array.ndim == 3:
+            if array.shape[1] == 0:
+                raise InputError(f"`{name}` holds no layers: shape {array.shape} (N, L, D) with L = 0; expected {expected}.")
             layers = list(np.moveaxis(array, 1, 0))  # (N, L, D) -> L views of (N, D)
         else:
             raise InputError(f"`{name}` must be {expected}; got shape {array.shape} ({array.ndim}-D).")
     for i, layer in enumerate(layers):
         label = name if len(layers) == 1 else f"{name}[{i}]"
         check_real_dtype(layer, label)
-        if 0 in layer.shape:
+        if 0 in layer.shape[1:] or (layer.shape[0] == 0 and not allow_empty):
             raise InputError(f"`{label}` is empty: shape {layer.shape}; expected {expected} with N, D >= 1.")
     rows = {layer.shape[0] for layer in layers}
     if len(rows) > 1:
@@ -241,22 +264,54 @@ def num_rows(value: ArrayLike, name: str, *, ragged: bool = False) -> int:
     return int(array.shape[0])
 
 
-#: Relative spread (RMS about the mean / RMS about the origin) under which values count as constant:
-#: about 4500 float64 ulps, far above the rounding a constant column leaves once centred, far below any
-#: real variation (a spread of 1 at a mean offset of 1e6 is 1e-6).
-CONSTANT_RELATIVE_SPREAD = 1e-12
+#: Relative spread (RMS about the mean / RMS about the origin) at or under which values count as constant:
+#: 2**-48 (3.6e-15, 16 float64 ulps). A constant column, centred about a float64 mean, leaves a few ulps
+#: of rounding at most; anything above that is a spread float64 resolves (a spread of 1 at a mean offset
+#: of 1e12 is 1e-12 and at 1e14 is 1e-14: scored, not refused; at 1e15 the values take a handful of
+#: float64 steps and are refused, saying so).
+CONSTANT_RELATIVE_SPREAD = 2.0**-48
 
 
 def is_constant(centred_sum_sq: float, origin_sum_sq: float) -> bool:
     """Whether values are constant up to rounding, judged on their centred spread relative to their own size.
 
     ``centred_sum_sq`` is :math:`\\sum_i \\lVert x_i - \\bar x\\rVert^2` (computed about a shift, so that it
-    carries no cancellation), ``origin_sum_sq`` is :math:`\\sum_i \\lVert x_i\\rVert^2`, the data's own scale.
-    Constant when the relative spread is at most :data:`CONSTANT_RELATIVE_SPREAD`: the scale, not the
-    raw magnitude alone, decides (features with a mean offset of 1e6 and a spread of 1 are not constant).
+    carries no cancellation), ``origin_sum_sq`` is :math:`\\sum_i \\lVert x_i\\rVert^2`, the data's own scale
+    (both in the same units; ``inf`` for the latter when the offset is beyond float64 in those units).
+    Constant when the relative spread is at most :data:`CONSTANT_RELATIVE_SPREAD`: the resolution of
+    float64 decides, not the raw magnitude (features with a mean offset of 1e12 and a spread of 1 are
+    not constant; an offset of 1e17 and a spread of 1 is, since float64 cannot tell such values apart).
     """
     scale = max(float(origin_sum_sq), float(np.finfo(np.float64).tiny))
     return bool(centred_sum_sq <= CONSTANT_RELATIVE_SPREAD**2 * scale)
+
+
+def check_not_constant(centred_sum_sq: float, origin_sum_sq: float, name: str) -> None:
+    """Raises :class:`InputError` naming ``name`` when :func:`is_constant` (CKA is undefined then)."""
+    if is_constant(centred_sum_sq, origin_sum_sq):
+        raise InputError(
+            f"`{name}` are constant across examples (zero variance after centring, or a spread below float64's "
+            f"resolution at their offset: under {CONSTANT_RELATIVE_SPREAD:.1e} of their size): CKA is undefined. "
+            "Check that the features differ between examples (e.g. the pooling, the layer, padding)."
+        )
+
+
+def check_cka_examples(n: int, *, debiased: bool = False, what: str = "CKA") -> None:
+    """Raises :class:`InputError` unless ``n`` examples can give a meaningful CKA.
+
+    Three at least (four for the debiased estimator): two centred points are always aligned
+    (:math:`x_1 - \\bar x = -(x_2 - \\bar x)`, likewise for the student), so with N = 2 CKA is 1 for any
+    features, whatever the kernel. Small N above that is allowed; the biased estimator's upward bias
+    there is what the report and the Space warn about.
+    """
+    min_n = 4 if debiased else 3
+    if n >= min_n:
+        return
+    why = ("two centred points are always aligned (x1 - mean = -(x2 - mean) for both models), so CKA "
+           "would be 1 for any features" if n == 2 else "CKA compares examples with each other")
+    raise InputError(
+        f"{what}{' (debiased)' if debiased else ''} needs at least {min_n} examples, got {n}{': ' + why if n < 3 else ''}."
+    )
 
 
 def check_num_examples(counts: Mapping[str, int]) -> int:

@@ -26,31 +26,53 @@ addition, and the one-shot functions are ``Accumulator().update(...).compute()``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 from scipy.special import log_softmax
 
+from ._numerics import LOG2_RANGE, exponent_for, max_abs, prescaled_difference
+from ._state import check_state_mapping, state_float, state_int, state_vector
 from ._validation import (
     ArrayLike,
     InputError,
     InputTypeError,
     as_float_array,
     check_choice,
+    check_integer,
     check_positive,
     check_same_length,
     is_constant,
-    to_numpy,
 )
+from .methods import AOAG_METHODS, CLASSIFICATION_METHODS  # the one list every front end offers
+from .spatial_agreement import (  # re-exported: their former home
+    BoxIoUAccumulator,
+    MaskIoUAccumulator,
+    box_iou,
+    box_iou_agreement,
+    mask_iou_agreement,
+)
+
+__all__ = [
+    "AOAG_METHODS",
+    "BoxIoUAccumulator",
+    "ClassificationAgreementAccumulator",
+    "MaskIoUAccumulator",
+    "RegressionAgreementAccumulator",
+    "box_iou",
+    "box_iou_agreement",
+    "check_agreement_options",
+    "classification_agreement",
+    "mask_iou_agreement",
+    "output_agreement",
+    "per_example_kl",
+    "regression_agreement",
+]
 
 InputKind = Literal["logits", "probabilities"]
 ClassificationMethod = Literal["kl", "js", "top1"]
 AOAgMethod = Literal["kl", "js", "top1", "mse", "mask_iou", "box_iou"]
-AOAG_METHODS: tuple[str, ...] = ("kl", "js", "top1", "mse", "mask_iou", "box_iou")
-CLASSIFICATION_METHODS: tuple[str, ...] = ("kl", "js", "top1")
 
 _PROB_ATOL = 1e-4
 # Machine epsilon of the half formats probabilities are often stored in.
@@ -91,7 +113,7 @@ def looks_like_probabilities(array: np.ndarray) -> bool:
     "Sums to 1" within 1e-4, or within the rounding of the values' own format (float16: 9.8e-4,
     bfloat16: 7.8e-3), so probabilities stored in half precision are still recognised.
     """
-    if not (array.ndim == 2 and array.shape[1] >= 2 and np.all(array >= 0) and np.all(array <= 1)):
+    if not (array.ndim == 2 and array.shape[0] > 0 and array.shape[1] >= 2 and np.all(array >= 0) and np.all(array <= 1)):
         return False
     sums = array.sum(axis=1, dtype=np.float64)
     if np.allclose(sums, 1.0, atol=_PROB_ATOL):
@@ -114,7 +136,7 @@ def log_probabilities(
     """
     check_choice(inputs, "inputs", ("logits", "probabilities"))
     temperature = check_positive(temperature, "temperature")
-    array = as_float_array(outputs, name, ndim=2)
+    array = as_float_array(outputs, name, ndim=2, min_rows=0)
     if array.shape[1] < 2:
         raise InputError(f"`{name}` must have at least 2 classes (columns) for classification, got shape {array.shape}.")
     if inputs == "logits":
@@ -123,7 +145,7 @@ def log_probabilities(
                 f"`{name}` look like probabilities (every row is in [0, 1] and sums to 1), but logits were "
                 "expected. Pass inputs='probabilities' if they are probabilities, or pass the raw logits."
             )
-        return log_softmax(array / temperature, axis=1)
+        return log_softmax(_tempered(array, temperature, name), axis=1)
     tolerance = _row_sum_tolerance(array)
     if np.any(array < 0) or not np.allclose(array.sum(axis=1), 1.0, atol=tolerance):
         raise InputError(
@@ -132,7 +154,33 @@ def log_probabilities(
             "Pass inputs='logits' for raw scores."
         )
     with np.errstate(divide="ignore"):
-        return log_softmax(np.log(array) / temperature, axis=1)
+        return log_softmax(_tempered(np.log(array), temperature, name), axis=1)
+
+
+def _tempered(scores: np.ndarray, temperature: float, name: str) -> np.ndarray:
+    """``scores / temperature``; where that overflows, the same up to a per-row constant (softmax ignores it).
+
+    Each row is taken relative to its largest score first, so logits of 1e300 or a temperature of 1e-10
+    still give their softmax; a temperature so small that the *differences* between scores overflow
+    float64 once divided by it (``temperature=1e-308``) is refused: no float64 softmax exists there.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        tempered = scores / temperature
+    if np.all(np.isfinite(tempered) | np.isneginf(scores)) or scores.size == 0:
+        return tempered
+    with np.errstate(over="ignore", invalid="ignore"):
+        relative = scores - np.max(scores, axis=1, keepdims=True)
+        tempered = relative / temperature
+    finite = np.isfinite(relative)
+    if not np.all(finite | np.isneginf(scores)) or np.any(np.isinf(tempered) & finite):
+        spread = float(np.max(-relative[finite])) if np.any(finite) else float("inf")
+        raise InputError(
+            f"`temperature`={temperature:g} is too small for float64: the differences between the scores of "
+            f"`{name}` (up to {spread:.3g}) divided by it overflow (beyond 1.8e308), so the tempered softmax "
+            "cannot be computed. Use a temperature of at least "
+            f"{spread / 1e307:.3g}, or 1 (the default)."
+        )
+    return tempered
 
 
 def kl_divergence_rows(log_p: np.ndarray, log_q: np.ndarray) -> np.ndarray:
@@ -191,7 +239,12 @@ def per_example_kl(
 
 @dataclass
 class ClassificationAgreementAccumulator:
-    """Additive state for classification agreement: n and the sums of exp(-KL), KL, JS and top-1 matches."""
+    """Additive state for classification agreement: n and the sums of exp(-KL), KL, JS and top-1 matches.
+
+    ``update`` / ``compute`` / ``reset`` / ``state_dict`` / ``from_state_dict``; merges with ``+``
+    (states of the same ``temperature`` and ``inputs``). ``temperature`` and ``inputs`` are checked
+    when the accumulator is built.
+    """
 
     temperature: float = 1.0
     inputs: InputKind = "logits"
@@ -202,11 +255,17 @@ class ClassificationAgreementAccumulator:
     top1_matches: int = 0
     num_classes: int | None = None
 
+    def __post_init__(self) -> None:
+        self.temperature = check_positive(self.temperature, "temperature")
+        check_choice(self.inputs, "inputs", ("logits", "probabilities"))
+
     def update(self, teacher_logits: ArrayLike, student_logits: ArrayLike) -> ClassificationAgreementAccumulator:
-        """Adds a batch of ``(B, C)`` teacher and student logits (or probabilities, see ``inputs``)."""
+        """Adds a batch of ``(B, C)`` teacher and student logits (or probabilities, see ``inputs``); B = 0: no-op."""
         log_t, log_s = _classification_pair(teacher_logits, student_logits, self.temperature, self.inputs)
         if self.num_classes is not None and log_t.shape[1] != self.num_classes:
             raise InputError(f"Number of classes changed between batches: {self.num_classes} then {log_t.shape[1]}.")
+        if log_t.shape[0] == 0:
+            return self
         self.num_classes = log_t.shape[1]
         kl = kl_divergence_rows(log_t, log_s)
         self.n += log_t.shape[0]
@@ -217,6 +276,8 @@ class ClassificationAgreementAccumulator:
         return self
 
     def __iadd__(self, other: ClassificationAgreementAccumulator) -> ClassificationAgreementAccumulator:
+        if not isinstance(other, ClassificationAgreementAccumulator):
+            raise InputTypeError(f"Only a ClassificationAgreementAccumulator can be added to one, got {type(other).__name__}.")
         if (self.temperature, self.inputs) != (other.temperature, other.inputs):
             raise InputError("Cannot merge agreement states computed with different temperature/inputs.")
         if self.num_classes is not None and other.num_classes is not None and self.num_classes != other.num_classes:
@@ -227,6 +288,16 @@ class ClassificationAgreementAccumulator:
         self.sum_kl += other.sum_kl
         self.sum_js += other.sum_js
         self.top1_matches += other.top1_matches
+        return self
+
+    def __add__(self, other: ClassificationAgreementAccumulator) -> ClassificationAgreementAccumulator:
+        merged = ClassificationAgreementAccumulator(temperature=self.temperature, inputs=self.inputs)
+        return merged.__iadd__(self).__iadd__(other)
+
+    def reset(self) -> ClassificationAgreementAccumulator:
+        """Forgets every batch (``temperature`` and ``inputs`` are kept)."""
+        self.n, self.sum_exp_neg_kl, self.sum_kl, self.sum_js, self.top1_matches = 0, 0.0, 0.0, 0.0, 0
+        self.num_classes = None
         return self
 
     def compute(self, method: ClassificationMethod = "kl") -> float:
@@ -246,6 +317,31 @@ class ClassificationAgreementAccumulator:
         if self.n == 0:
             raise InputError("Mean KL needs at least 1 example, got 0.")
         return self.sum_kl / self.n
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sums and the options as a flat dict."""
+        return {"temperature": self.temperature, "inputs": self.inputs, "n": self.n,
+                "sum_exp_neg_kl": self.sum_exp_neg_kl, "sum_kl": self.sum_kl, "sum_js": self.sum_js,
+                "top1_matches": self.top1_matches, "num_classes": self.num_classes}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> ClassificationAgreementAccumulator:
+        """Inverse of :meth:`state_dict`; a damaged state is refused naming the entry."""
+        check_state_mapping(state, "ClassificationAgreementAccumulator")
+        inputs = state.get("inputs", "logits")
+        if inputs not in ("logits", "probabilities"):
+            raise InputError(f"`state['inputs']` must be 'logits' or 'probabilities', got {inputs!r}.")
+        acc = cls(temperature=state_float(state, "temperature", default=1.0), inputs=inputs)
+        acc.n = state_int(state, "n", minimum=0)
+        acc.top1_matches = state_int(state, "top1_matches", minimum=0)
+        for key in ("sum_exp_neg_kl", "sum_kl", "sum_js"):
+            setattr(acc, key, state_float(state, key))
+        if not (0 <= acc.sum_exp_neg_kl <= acc.n * (1 + 1e-9) and 0 <= acc.sum_js <= acc.n * (1 + 1e-9)
+                and acc.sum_kl >= 0 and acc.top1_matches <= acc.n):
+            raise InputError(f"`state` sums do not fit its count (n = {acc.n}): the state is damaged.")
+        if state.get("num_classes") is not None:
+            acc.num_classes = state_int(state, "num_classes", minimum=2)
+        return acc
 
 
 def classification_agreement(
@@ -283,7 +379,7 @@ def classification_agreement(
 
 
 def _as_regression(value: ArrayLike, name: str) -> np.ndarray:
-    array = as_float_array(value, name, ndim=(1, 2))
+    array = as_float_array(value, name, ndim=(1, 2), min_rows=0)
     return array[:, None] if array.ndim == 1 else array
 
 
@@ -295,7 +391,10 @@ class RegressionAgreementAccumulator:
     :math:`\\sum_i (t_i - c)`, ``sum_t2`` = :math:`\\sum_i (t_i - c)^2`): the variance then needs no
     :math:`E[t^2] - E[t]^2` of raw values, which at a mean offset of 1e8 cancels to noise. States with
     different shifts merge after one is re-expressed about the other's
-    (:math:`\\sum (u + \\delta)^2 = \\sum u^2 + 2\\delta \\sum u + n\\delta^2`).
+    (:math:`\\sum (u + \\delta)^2 = \\sum u^2 + 2\\delta \\sum u + n\\delta^2`). Every sum is of values
+    times :math:`2^{\\mathrm{scale}}` (exact; 0 unless the outputs are extreme, 1e-160 or 1e160), so the
+    squares neither underflow nor overflow: AOAg with the default ``max_mse`` is scale invariant and
+    stays so. ``update`` / ``compute`` / ``reset`` / ``state_dict`` / ``from_state_dict``; ``+``.
     """
 
     n: int = 0
@@ -303,9 +402,10 @@ class RegressionAgreementAccumulator:
     sum_t: np.ndarray | None = None
     sum_t2: np.ndarray | None = None
     shift_t: np.ndarray | None = None  # None: sums about the origin
+    scale: int = 0
 
     def update(self, teacher_outputs: ArrayLike, student_outputs: ArrayLike) -> RegressionAgreementAccumulator:
-        """Adds a batch of ``(B,)`` or ``(B, K)`` teacher and student outputs."""
+        """Adds a batch of ``(B,)`` or ``(B, K)`` teacher and student outputs; B = 0 changes nothing."""
         t = _as_regression(teacher_outputs, "teacher_outputs")
         s = _as_regression(student_outputs, "student_outputs")
         check_same_length(t, s, "teacher_outputs", "student_outputs")
@@ -316,39 +416,69 @@ class RegressionAgreementAccumulator:
             )
         if self.sum_t is not None and self.sum_t.shape[0] != t.shape[1]:
             raise InputError(f"Number of outputs changed between batches: {self.sum_t.shape[0]} then {t.shape[1]}.")
-        batch_shift = t.mean(axis=0) if self.n == 0 else self.shift_t
-        centred = t if batch_shift is None else t - batch_shift
+        if t.shape[0] == 0:
+            return self
         with np.errstate(over="ignore", invalid="ignore"):
+            batch_shift = t.mean(axis=0) if self.n == 0 else self.shift_t
+        if batch_shift is not None and not np.all(np.isfinite(batch_shift)):  # rows near 1.8e308
+            k = exponent_for(max_abs(t))
+            batch_shift = np.ldexp(np.ldexp(t, k).mean(axis=0), -k)
+        centred = t if batch_shift is None else t - batch_shift
+        with np.errstate(over="ignore", invalid="ignore", under="ignore"):
             batch = RegressionAgreementAccumulator(
                 n=t.shape[0], sum_sq_diff=float(np.sum((t - s) ** 2)), sum_t=centred.sum(0),
                 sum_t2=(centred * centred).sum(0), shift_t=batch_shift,
             )
-        if not (np.isfinite(batch.sum_sq_diff) and np.all(np.isfinite(batch.sum_t2))):  # type: ignore[arg-type]
-            raise InputError(
-                "`teacher_outputs`/`student_outputs` overflow float64 when squared (values near 1e154); rescale them."
-            )
+        top = max(batch.sum_sq_diff, float(np.max(batch.sum_t2)))  # type: ignore[arg-type]
+        if not (np.isfinite(top) and 2.0**-LOG2_RANGE <= top <= 2.0**LOG2_RANGE):
+            batch = _scaled_regression_batch(t, s, batch_shift)
         self += batch
         return self
 
     def _reshifted(self, shift: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """``(sum_t, sum_t2)`` about ``shift`` instead of this state's own shift."""
+        """``(sum_t, sum_t2)`` about ``shift`` instead of this state's own shift (in the state's units)."""
         assert self.sum_t is not None and self.sum_t2 is not None
         zero = np.zeros_like(self.sum_t)
-        delta = (self.shift_t if self.shift_t is not None else zero) - (shift if shift is not None else zero)
-        if not np.any(delta):
-            return self.sum_t, self.sum_t2
-        return self.sum_t + self.n * delta, self.sum_t2 + 2 * delta * self.sum_t + self.n * delta * delta
+        with np.errstate(over="ignore", invalid="ignore"):
+            delta = np.ldexp((self.shift_t if self.shift_t is not None else zero) - (shift if shift is not None else zero),
+                             self.scale)
+            if not np.any(delta):
+                return self.sum_t, self.sum_t2
+            return self.sum_t + self.n * delta, self.sum_t2 + 2 * delta * self.sum_t + self.n * delta * delta
+
+    def _rescale_to(self, scale: int) -> None:
+        d = scale - self.scale
+        if d:
+            self.sum_sq_diff = float(np.ldexp(self.sum_sq_diff, 2 * d))
+            self.sum_t, self.sum_t2 = np.ldexp(self.sum_t, d), np.ldexp(self.sum_t2, 2 * d)  # type: ignore[arg-type]
+            self.scale = scale
+
+    def _has_values(self) -> bool:
+        return self.n > 0 and (self.sum_sq_diff > 0 or bool(np.any(self.sum_t2)))
 
     def __iadd__(self, other: RegressionAgreementAccumulator) -> RegressionAgreementAccumulator:
+        if not isinstance(other, RegressionAgreementAccumulator):
+            raise InputTypeError(f"Only a RegressionAgreementAccumulator can be added to one, got {type(other).__name__}.")
         if other.n == 0:
             return self
         if self.n == 0:
-            self.n, self.sum_sq_diff = other.n, other.sum_sq_diff
+            self.n, self.sum_sq_diff, self.scale = other.n, other.sum_sq_diff, other.scale
             self.sum_t, self.sum_t2 = other.sum_t.copy(), other.sum_t2.copy()  # type: ignore[union-attr]
             self.shift_t = None if other.shift_t is None else np.array(other.shift_t, dtype=np.float64)
             return self
         if other.sum_t is None or self.sum_t is None or other.sum_t.shape != self.sum_t.shape:
             raise InputError("Cannot merge regression agreement states over different numbers of outputs.")
+        scale = other.scale if not self._has_values() else self.scale if not other._has_values() else min(self.scale, other.scale)
+        if self.shift_t is not None and other.shift_t is not None:
+            with np.errstate(over="ignore", invalid="ignore"):
+                distance = max_abs(self.shift_t - other.shift_t)
+            if distance > 0 and np.isfinite(distance):
+                scale = min(scale, exponent_for(distance))
+        self._rescale_to(scale)
+        if other.scale != scale:
+            other = RegressionAgreementAccumulator(n=other.n, sum_sq_diff=other.sum_sq_diff, sum_t=other.sum_t,
+                                                   sum_t2=other.sum_t2, shift_t=other.shift_t, scale=other.scale)
+            other._rescale_to(scale)
         sum_t, sum_t2 = other._reshifted(self.shift_t)
         self.n += other.n
         self.sum_sq_diff += other.sum_sq_diff
@@ -356,35 +486,94 @@ class RegressionAgreementAccumulator:
         self.sum_t2 = self.sum_t2 + sum_t2  # type: ignore[operator]
         return self
 
+    def __add__(self, other: RegressionAgreementAccumulator) -> RegressionAgreementAccumulator:
+        return RegressionAgreementAccumulator().__iadd__(self).__iadd__(other)
+
+    def reset(self) -> RegressionAgreementAccumulator:
+        """Forgets every batch."""
+        self.__init__()  # type: ignore[misc]
+        return self
+
     @property
     def mse(self) -> float:
-        """Mean squared difference between teacher and student outputs (over examples and outputs)."""
+        """Mean squared difference between teacher and student outputs (over examples and outputs).
+
+        In the outputs' own units: ``inf`` when that exceeds float64 (outputs of 1e160), though the
+        agreement itself is still computed (from the rescaled sums).
+        """
         if self.n == 0 or self.sum_t is None:
             raise InputError("Regression agreement needs at least 1 example, got 0.")
-        return self.sum_sq_diff / (self.n * self.sum_t.shape[0])
+        with np.errstate(over="ignore", under="ignore"):
+            return float(np.ldexp(self.sum_sq_diff / (self.n * self.sum_t.shape[0]), -2 * self.scale))
 
-    def teacher_variance(self) -> float:
-        """Population variance of the teacher's outputs, averaged over outputs (the default MSE_max)."""
+    def _scaled_variance(self) -> float:
         assert self.sum_t is not None and self.sum_t2 is not None
         mean = self.sum_t / self.n  # about the shift: small, so nothing cancels
         return float(np.mean(np.maximum(self.sum_t2 / self.n - mean * mean, 0.0)))
 
+    def teacher_variance(self) -> float:
+        """Population variance of the teacher's outputs, averaged over outputs (the default MSE_max)."""
+        with np.errstate(over="ignore", under="ignore"):
+            return float(np.ldexp(self._scaled_variance(), -2 * self.scale))
+
     def compute(self, *, max_mse: float | None = None) -> float:
         """AOAg = clip(1 - MSE / max_mse, 0, 1); ``max_mse`` defaults to the teacher's output variance."""
-        mse = self.mse
+        if self.n == 0 or self.sum_t is None:
+            raise InputError("Regression agreement needs at least 1 example, got 0.")
+        scaled_mse = self.sum_sq_diff / (self.n * self.sum_t.shape[0])
         if max_mse is None:
             if self.n < 2:
                 raise InputError("The default max_mse (teacher output variance) needs at least 2 examples; pass max_mse.")
-            max_mse = self.teacher_variance()
+            variance = self._scaled_variance()
             _, origin_sq = self._reshifted(None)  # the outputs' own size, about the origin
-            if max_mse <= 0 or is_constant(max_mse * self.n * len(origin_sq), float(np.sum(origin_sq))):
+            if variance <= 0 or is_constant(variance * self.n * len(origin_sq), float(np.sum(origin_sq))):
                 raise InputError(
                     "The teacher's outputs are constant, so the default max_mse (their variance) is 0. "
                     "Pass max_mse explicitly (e.g. the worst MSE seen in training)."
                 )
+            ratio = scaled_mse / variance
         else:
             max_mse = check_positive(max_mse, "max_mse")
-        return float(np.clip(1.0 - mse / max_mse, 0.0, 1.0))
+            (m_mse, e_mse), (m_max, e_max) = np.frexp(scaled_mse), np.frexp(max_mse)
+            with np.errstate(over="ignore", under="ignore"):
+                ratio = float(np.ldexp(m_mse / m_max, int(e_mse) - int(e_max) - 2 * self.scale))
+        return float(np.clip(1.0 - ratio, 0.0, 1.0))
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sums as a flat dict."""
+        state: dict[str, Any] = {"n": self.n, "sum_sq_diff": self.sum_sq_diff, "scale": self.scale}
+        for key in ("sum_t", "sum_t2", "shift_t"):
+            if getattr(self, key) is not None:
+                state[key] = getattr(self, key)
+        return state
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> RegressionAgreementAccumulator:
+        """Inverse of :meth:`state_dict`; a damaged state is refused naming the entry."""
+        check_state_mapping(state, "RegressionAgreementAccumulator")
+        acc = cls(n=state_int(state, "n", minimum=0), scale=state_int(state, "scale", default=0))
+        if acc.n == 0:
+            return acc
+        acc.sum_sq_diff = state_float(state, "sum_sq_diff")
+        acc.sum_t = state_vector(state, "sum_t")
+        acc.sum_t2 = state_vector(state, "sum_t2", acc.sum_t.shape[0])
+        if "shift_t" in state:
+            acc.shift_t = state_vector(state, "shift_t", acc.sum_t.shape[0])
+        if acc.sum_sq_diff < 0 or np.any(acc.sum_t2 < 0):
+            raise InputError("`state['sum_sq_diff']`/`state['sum_t2']` are sums of squares and cannot be negative.")
+        return acc
+
+
+def _scaled_regression_batch(t: np.ndarray, s: np.ndarray, shift: np.ndarray | None) -> RegressionAgreementAccumulator:
+    """The sums of one batch of extreme (or constant) outputs, from values scaled to unit size by a power of two."""
+    centred, k_c = prescaled_difference(t, shift)
+    diff, k_d = prescaled_difference(t, s)
+    exponents = [k + exponent_for(max_abs(v)) for v, k in ((centred, k_c), (diff, k_d)) if max_abs(v) > 0]
+    scale = min(exponents) if exponents else 0
+    np.ldexp(centred, scale - k_c, out=centred)
+    np.ldexp(diff, scale - k_d, out=diff)
+    return RegressionAgreementAccumulator(n=t.shape[0], sum_sq_diff=float(np.sum(diff * diff)), sum_t=centred.sum(0),
+                                          sum_t2=(centred * centred).sum(0), shift_t=shift, scale=scale)
 
 
 def regression_agreement(
@@ -411,185 +600,31 @@ def regression_agreement(
     return RegressionAgreementAccumulator().update(teacher_outputs, student_outputs).compute(max_mse=max_mse)
 
 
-# --- Segmentation: mask IoU ---------------------------------------------------------------------------
 
 
-def _as_label_map(value: ArrayLike, name: str) -> np.ndarray:
-    array = to_numpy(value, name)
-    if array.dtype.kind == "f":
-        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
-            raise InputTypeError(f"`{name}` must be integer class labels (a label map), got non-integer floats.")
-        array = array.astype(np.int64)
-    if array.dtype.kind not in "biu":
-        raise InputTypeError(f"`{name}` must be integer class labels, got dtype {array.dtype}.")
-    if array.ndim < 2:
-        raise InputError(f"`{name}` must be label maps of shape (N, H, W) (or (N, P)), got shape {array.shape}.")
-    return array.astype(np.int64)
-
-
-@dataclass
-class MaskIoUAccumulator:
-    """Additive state for mask IoU: the teacher-vs-student confusion matrix over pixels."""
-
-    num_classes: int | None = None
-    ignore_index: int | None = None
-    confusion: np.ndarray | None = None
-
-    def update(self, teacher_masks: ArrayLike, student_masks: ArrayLike) -> MaskIoUAccumulator:
-        """Adds a batch of label maps ``(B, H, W)`` (any trailing shape) of the same shape."""
-        t = _as_label_map(teacher_masks, "teacher_masks")
-        s = _as_label_map(student_masks, "student_masks")
-        if t.shape != s.shape:
-            raise InputError(f"`teacher_masks` and `student_masks` must have the same shape, got {t.shape} and {s.shape}.")
-        t, s = t.ravel(), s.ravel()
-        if self.ignore_index is not None:
-            keep = (t != self.ignore_index) & (s != self.ignore_index)
-            t, s = t[keep], s[keep]
-        if t.size and (t.min() < 0 or s.min() < 0):
-            raise InputError("Mask labels must be >= 0 (set ignore_index for a void label such as -1 or 255).")
-        top = int(max(t.max(initial=-1), s.max(initial=-1))) + 1
-        if self.num_classes is not None and top > self.num_classes:
-            raise InputError(f"Mask labels go up to {top - 1}, but num_classes={self.num_classes}.")
-        size = self.num_classes or max(top, 0 if self.confusion is None else self.confusion.shape[0])
-        batch = np.bincount(t * size + s, minlength=size * size).reshape(size, size)
-        self._add(batch)
-        return self
-
-    def _add(self, batch: np.ndarray) -> None:
-        if self.confusion is None:
-            self.confusion = batch.astype(np.int64)
-            return
-        size = max(self.confusion.shape[0], batch.shape[0])
-        grown = np.zeros((size, size), dtype=np.int64)
-        grown[: self.confusion.shape[0], : self.confusion.shape[0]] += self.confusion
-        grown[: batch.shape[0], : batch.shape[0]] += batch
-        self.confusion = grown
-
-    def __iadd__(self, other: MaskIoUAccumulator) -> MaskIoUAccumulator:
-        if other.confusion is not None:
-            self._add(other.confusion)
-        return self
-
-    def per_class_iou(self) -> np.ndarray:
-        """IoU per class (NaN for classes absent from both the teacher's and the student's maps)."""
-        if self.confusion is None or self.confusion.sum() == 0:
-            raise InputError("Mask IoU needs at least one labelled pixel, got none.")
-        inter = np.diag(self.confusion).astype(np.float64)
-        union = self.confusion.sum(0) + self.confusion.sum(1) - inter
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(union > 0, inter / union, np.nan)
-
-    def compute(self) -> float:
-        """Mean IoU over the classes present in either model's maps; in [0, 1], higher is better."""
-        return float(np.nanmean(self.per_class_iou()))
-
-
-def mask_iou_agreement(
-    teacher_masks: ArrayLike, student_masks: ArrayLike, *, num_classes: int | None = None, ignore_index: int | None = None
-) -> float:
-    """AOAg for segmentation: mean IoU between the teacher's and the student's label maps.
-
-    Example:
-        >>> mask_iou_agreement([[[0, 1], [1, 1]]], [[[0, 1], [0, 1]]])
-        0.58333...
-    """
-    acc = MaskIoUAccumulator(num_classes=num_classes, ignore_index=ignore_index)
-    return acc.update(teacher_masks, student_masks).compute()
-
-
-# --- Detection: matched box IoU -----------------------------------------------------------------------
-
-
-def _as_boxes(value: ArrayLike, name: str) -> np.ndarray:
-    array = to_numpy(value, name)
-    if array.size == 0:
-        return np.zeros((0, 4))
-    boxes = as_float_array(array, name, ndim=2)
-    if boxes.shape[1] != 4:
-        raise InputError(f"`{name}` must have shape (M, 4) as x1, y1, x2, y2, got {boxes.shape}.")
-    if np.any(boxes[:, 2] < boxes[:, 0]) or np.any(boxes[:, 3] < boxes[:, 1]):
-        raise InputError(f"`{name}` must be x1, y1, x2, y2 with x2 >= x1 and y2 >= y1 (got x,y,w,h or swapped corners?).")
-    return boxes
-
-
-def box_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of ``(M, 4)`` and ``(K, 4)`` boxes in x1, y1, x2, y2: an ``(M, K)`` matrix."""
-    lt = np.maximum(boxes_a[:, None, :2], boxes_b[None, :, :2])
-    rb = np.minimum(boxes_a[:, None, 2:], boxes_b[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    area_a = (boxes_a[:, 2] - boxes_a[:, 0]) * (boxes_a[:, 3] - boxes_a[:, 1])
-    area_b = (boxes_b[:, 2] - boxes_b[:, 0]) * (boxes_b[:, 3] - boxes_b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / union, 0.0)
-
-
-@dataclass
-class BoxIoUAccumulator:
-    """Additive state for matched-box agreement: number of images and the sum of per-image scores."""
-
-    n: int = 0
-    total: float = 0.0
-
-    def update(
-        self,
-        teacher_boxes: Sequence[ArrayLike],
-        student_boxes: Sequence[ArrayLike],
-        teacher_labels: Sequence[ArrayLike] | None = None,
-        student_labels: Sequence[ArrayLike] | None = None,
-    ) -> BoxIoUAccumulator:
-        """Adds images: lists (one entry per image) of ``(M_i, 4)`` boxes, optional class labels ``(M_i,)``."""
-        if len(teacher_boxes) != len(student_boxes):
-            raise InputError(
-                f"`teacher_boxes` and `student_boxes` must list the same images: {len(teacher_boxes)} vs {len(student_boxes)}."
-            )
-        if (teacher_labels is None) != (student_labels is None):
-            raise InputError("Pass both `teacher_labels` and `student_labels`, or neither.")
-        for i, (tb, sb) in enumerate(zip(teacher_boxes, student_boxes, strict=True)):
-            t = _as_boxes(tb, f"teacher_boxes[{i}]")
-            s = _as_boxes(sb, f"student_boxes[{i}]")
-            if len(t) == 0 and len(s) == 0:
-                score = 1.0
-            else:
-                iou = box_iou(t, s)
-                if teacher_labels is not None and student_labels is not None:
-                    tl = to_numpy(teacher_labels[i], f"teacher_labels[{i}]").reshape(-1)
-                    sl = to_numpy(student_labels[i], f"student_labels[{i}]").reshape(-1)
-                    if len(tl) != len(t) or len(sl) != len(s):
-                        raise InputError(f"Image {i}: one label per box expected ({len(t)}/{len(s)} boxes, {len(tl)}/{len(sl)} labels).")
-                    iou = np.where(tl[:, None] == sl[None, :], iou, 0.0)
-                rows, cols = linear_sum_assignment(iou, maximize=True) if iou.size else ([], [])
-                score = float(np.sum(iou[rows, cols])) / max(len(t), len(s))
-            self.n += 1
-            self.total += score
-        return self
-
-    def __iadd__(self, other: BoxIoUAccumulator) -> BoxIoUAccumulator:
-        self.n += other.n
-        self.total += other.total
-        return self
-
-    def compute(self) -> float:
-        if self.n == 0:
-            raise InputError("Box agreement needs at least 1 image, got 0.")
-        return self.total / self.n
-
-
-def box_iou_agreement(
-    teacher_boxes: Sequence[ArrayLike],
-    student_boxes: Sequence[ArrayLike],
+def check_agreement_options(
     *,
-    teacher_labels: Sequence[ArrayLike] | None = None,
-    student_labels: Sequence[ArrayLike] | None = None,
-) -> float:
-    """AOAg for detection: mean over images of the Hungarian-matched box IoU, normalised by max(M, K).
+    temperature: float = 1.0,
+    inputs: str = "logits",
+    max_mse: float | None = None,
+    num_classes: int | None = None,
+    ignore_index: int | None = None,
+) -> None:
+    """Validates every AOAg option, whichever measure will use it (the package's rule: see ``compute_krs``).
 
-    Example:
-        >>> box_iou_agreement([[[0, 0, 2, 2]]], [[[0, 0, 2, 1]]])
-        0.5
+    Raises:
+        InputError: ``temperature`` not a finite number > 0, ``inputs`` not ``logits``/``probabilities``,
+            ``max_mse`` not None or > 0, ``num_classes`` not None or an integer >= 1, ``ignore_index`` not
+            None or an integer.
     """
-    return BoxIoUAccumulator().update(teacher_boxes, student_boxes, teacher_labels, student_labels).compute()
+    check_positive(temperature, "temperature")
+    check_choice(inputs, "inputs", ("logits", "probabilities"))
+    if max_mse is not None:
+        check_positive(max_mse, "max_mse")
+    if num_classes is not None:
+        check_integer(num_classes, "num_classes", minimum=1)
+    if ignore_index is not None:
+        check_integer(ignore_index, "ignore_index")
 
 
 def output_agreement(
@@ -603,8 +638,14 @@ def output_agreement(
     num_classes: int | None = None,
     ignore_index: int | None = None,
 ) -> float:
-    """AOAg by method name: dispatches to the classification, regression, mask or box measure."""
+    """AOAg by method name: dispatches to the classification, regression, mask or box measure.
+
+    Every option is validated whatever the method (:func:`check_agreement_options`); those the method
+    does not use are then ignored.
+    """
     check_choice(method, "aoag_method", AOAG_METHODS)
+    check_agreement_options(temperature=temperature, inputs=inputs, max_mse=max_mse, num_classes=num_classes,
+                            ignore_index=ignore_index)
     if method in CLASSIFICATION_METHODS:
         return classification_agreement(
             teacher_outputs, student_outputs, method=method, temperature=temperature, inputs=inputs  # type: ignore[arg-type]

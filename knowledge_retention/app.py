@@ -47,8 +47,21 @@ INPUT_NAMES: tuple[str, ...] = ("teacher_features", "student_features", "teacher
 TASKS: tuple[str, ...] = ("classification", "nlp", "regression", "segmentation")
 #: Presets a table of one JSON list per cell cannot hold.
 TASKS_NOT_OFFERED: dict[str, str] = {"detection": "ragged boxes", "causal-lm": "per-token outputs"}
-FSS_CHOICES: tuple[str, ...] = ("linear_cka", "debiased_cka", "rbf_cka", "cosine")
-AOAG_CHOICES: tuple[str, ...] = ("auto", "kl", "js", "top1", "mse", "mask_iou")
+
+
+def _methods() -> Any:
+    """The package's one list of methods, ``methods.py`` beside this file (also in the exported Hub folder)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_krs_methods", HERE / "methods.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+FSS_CHOICES: tuple[str, ...] = _methods().FSS_METHODS
+AOAG_CHOICES: tuple[str, ...] = ("auto", *_methods().ARRAY_AOAG_METHODS)
 #: A 4-example table (teacher width 3, student width 2, 2 classes) that fills the widget.
 EXAMPLE_ROWS: list[list[str]] = [
     ["[1.0, 0.2, -0.5]", "[0.9, 0.1]", "[2.0, -1.0]", "[1.5, -0.8]"],

@@ -9,6 +9,8 @@ Subcommands:
 * ``evaluate``        — teacher vs student (optional baseline student) on a dataset: report.
 * ``arrays``          — KRS from saved arrays (``.npz``/``.safetensors``), no models needed.
 * ``reproduce-sst2``  — train, distil, evaluate and tabulate the SST-2 experiments at a scale.
+* ``reproduce-vision`` — the paper's image-classification experiment on the UCI digits (ResNet teacher,
+  ResNet/ViT students before and after vanilla KD / FitNet) at a scale.
 * ``export-hub``      — a self-contained evaluate metric folder (no need for this package), for the Hub.
 
 Exit codes: 0 success; 2 bad arguments or input (argparse's errors and the package's own
@@ -33,19 +35,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LOAD = 0, 1, 2, 3
+from ._io import DEFAULT_MAX_ARRAY_BYTES
+from ._validation import InputError, LoadError
+from .methods import ARRAY_AOAG_METHODS, FSS_METHODS, aoag_methods_for  # the package's one list of methods
 
-FSS_CHOICES = ("linear_cka", "debiased_cka", "rbf_cka", "cosine")
-AOAG_CHOICES = ("kl", "js", "top1", "mse")
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_LOAD = 0, 1, 2, 3
+#: `arrays --max-decompressed-mb`: the Space's default ceiling (4 x its 200 MB upload limit).
+_DEFAULT_MAX_DECOMPRESSED_MB = DEFAULT_MAX_ARRAY_BYTES / 2**20
+
+FSS_CHOICES = FSS_METHODS
 TASK_CHOICES = ("classification", "nlp", "regression", "causal-lm")
+AOAG_CHOICES = aoag_methods_for(TASK_CHOICES)
+#: `arrays` scores saved arrays: every task whose outputs are rectangular arrays (not detection's boxes).
+ARRAY_TASK_CHOICES = ("classification", "nlp", "regression", "segmentation", "causal-lm")
+VERDICT_PRESETS = ("default", "article", "safety-critical", "cost-sensitive")  # diagnostics.verdict.PRESETS
+DEFAULT_BOOTSTRAP = 1000
 
 
 class UserError(Exception):
     """A mistake in the arguments or the input: printed as one message, exit code 2."""
 
 
-class LoadError(Exception):
-    """A model or dataset that could not be loaded: printed as one message, exit code 3."""
 
 
 # --- argument parsing ---------------------------------------------------------------------------------
@@ -105,8 +115,13 @@ def _add_report_options(parser: argparse.ArgumentParser, default_dir: str) -> No
     group = parser.add_argument_group("report")
     group.add_argument("--output-dir", type=Path, default=Path(default_dir),
                        help="where report.json, report.md and the figures are written (default: %(default)s)")
-    group.add_argument("--bootstrap", type=int, default=1000, metavar="N",
-                       help="bootstrap replicates for confidence intervals (0 turns them off; default %(default)s)")
+    group.add_argument("--bootstrap", type=int, metavar="N",
+                       help=f"bootstrap replicates for confidence intervals (0 turns them off; default {DEFAULT_BOOTSTRAP})")
+    group.add_argument("--verdict", choices=VERDICT_PRESETS, default="default", metavar="PRESET",
+                       help="the verdict's rule: default (this package's bars, worst of retention, KL and KRS), "
+                            "article (the distillation-evaluation article's rule: retention > 0.95 and KL < 0.1 "
+                            "excellent, > 0.92 and < 0.3 good, > 0.90 acceptable), safety-critical (98%% retention "
+                            "at least), cost-sensitive (90%%); the report shows what the others say too")
     group.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     group.add_argument("--top-k", type=int, default=10, help="examples listed where the student departs most (default 10)")
     group.add_argument("--no-latency", action="store_true", help="skip the latency/throughput measurement")
@@ -118,8 +133,10 @@ def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--layers", type=_layers_arg, default="final",
                        help="layer pairs for FSS: final (default, the paper's choice), uniform (PKD/TinyBERT mapping), "
                             "all, or explicit hidden-state pairs teacher:student like 0:0,6:3,12:6 (0 = embeddings)")
-    group.add_argument("--pooling", choices=("cls", "mean", "last"), default="cls",
-                       help="one vector per example: cls = first token (default), mean over real tokens, last real token (decoders)")
+    group.add_argument("--pooling", choices=("cls", "mean", "last", "flatten", "positions"),
+                       help="one vector per example: cls = first token (default), mean over real tokens, last real token "
+                            "(decoders); image models: mean (their default: every position / patch, CLS left out), "
+                            "cls, flatten (C*H*W), positions (a row per position); not for --task causal-lm")
     group.add_argument("--batch-size", type=_positive_int, default=32, help="examples per batch (default 32)")
     group.add_argument("--max-examples", type=_positive_int, help="use only the first N examples")
     group.add_argument("--max-length", type=_positive_int, help="truncate inputs to this many tokens (default: model limit)")
@@ -156,13 +173,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="score a student against its teacher on a dataset and write the report",
                         description="Score a student against its teacher on a dataset and write the report.")
     ev.add_argument("--teacher", required=True, help="local model folder or hub name (AutoModelForSequenceClassification)")
-    ev.add_argument("--student", required=True, help="local model folder or hub name")
-    ev.add_argument("--baseline-student", help="the same student fine-tuned on labels only: was distillation worth it?")
+    ev.add_argument("--student", required=True, action="append", metavar="[NAME=]MODEL",
+                    help="local model folder or hub name; repeat it to compare several students against the teacher "
+                         "in one report (NAME=MODEL names a student; default: the folder's name)")
+    ev.add_argument("--baseline-student", help="the same student fine-tuned on labels only: was distillation worth it? "
+                                               "(with several --student: the three-way check of the comparison)")
     ev.add_argument("--dataset", required=True,
                     help="a local .csv/.tsv/.json/.jsonl/.parquet file, a folder (GLUE-style TSVs or a saved dataset), or a hub name")
     ev.add_argument("--dataset-config", help="hub dataset configuration (e.g. sst2 for glue)")
     ev.add_argument("--split", default="validation", help="split to evaluate (default: validation)")
     ev.add_argument("--text-column", default="sentence", help="column of input texts (default: sentence)")
+    ev.add_argument("--image-column",
+                    help="column of input images: the models are image models (classifiers, detectors, segmenters); "
+                         "a folder of images as --dataset is read with the imagefolder builder")
+    ev.add_argument("--flatten-grid", type=_positive_int, metavar="K",
+                    help="--pooling flatten: average-pool each feature map to K x K first")
     ev.add_argument("--label-column", help="column of gold labels (optional: without it, only teacher-relative figures)")
     ev.add_argument("--prompt-column", help="--task causal-lm: column of prompts put before each text (not counted)")
     ev.add_argument("--generate-tokens", type=_positive_int, metavar="N",
@@ -176,8 +201,21 @@ def build_parser() -> argparse.ArgumentParser:
                                      "teacher_outputs/student_outputs (or teacher_logits/student_logits).")
     arr.add_argument("path", type=Path, help=".npz or .safetensors file (pickles are never loaded)")
     _add_scoring_options(arr, default_task="classification")
+    for action in arr._actions:  # saved arrays can also be label maps (segmentation)
+        if action.dest == "task":
+            action.choices = ARRAY_TASK_CHOICES
+            action.help = (action.help or "").replace("regression (0.5, 0.5),", "regression (0.5, 0.5), segmentation (0.7, 0.3),")
+        elif action.dest == "aoag_method":
+            action.choices = ARRAY_AOAG_METHODS
+            action.help = (action.help or "") + ", mask_iou (segmentation)"
     arr.add_argument("--inputs", choices=("logits", "probabilities"), default="logits",
                      help="whether the outputs are logits (default) or probabilities")
+    arr.add_argument("--max-mse", type=float, help="regression: the MSE that maps to 0 agreement (default: teacher output variance)")
+    arr.add_argument("--ignore-index", type=int, metavar="LABEL",
+                     help="segmentation: a void label (e.g. 255) whose pixels are left out of the IoU")
+    arr.add_argument("--max-decompressed-mb", type=float, default=_DEFAULT_MAX_DECOMPRESSED_MB, metavar="MB",
+                     help="refuse an .npz whose arrays take more than MB once decompressed, before reading them "
+                          "(default %(default)g, the Space's ceiling; 0 lifts the limit)")
     arr.add_argument("--json", action="store_true", help="print the result as JSON")
 
     rep = sub.add_parser("reproduce-sst2", help="train, distil and evaluate the SST-2 experiments (Table 9 of the paper)",
@@ -209,6 +247,20 @@ def build_parser() -> argparse.ArgumentParser:
                           "mean and standard deviation over seeds")
     rep.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    vis = sub.add_parser("reproduce-vision", help="the paper's image-classification experiment on the UCI digits",
+                         description="Write the scikit-learn digits as an image folder, train a ResNet teacher and ResNet/ViT "
+                                     "students (before = labels only, after = vanilla KD or FitNet) for several seeds, score "
+                                     "every student with the engine at alpha = 0.3 and write results.json, table.md, figures.")
+    vis.add_argument("--scale", choices=("smoke", "cpu"), default="smoke",
+                     help="smoke: tiny models, a few dozen images, seconds (CI); cpu: all 1,797 digits, tens of minutes")
+    vis.add_argument("--output-dir", type=Path, help="default: results/vision/digits (cpu) or results/vision/digits_smoke")
+    vis.add_argument("--work-dir", type=Path, help="models and manifest (default: <output-dir>/checkpoints, git-ignored)")
+    vis.add_argument("--data-dir", type=Path, help="the digits image folder (default: <work-dir>/imagefolder)")
+    vis.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="student seeds (default: the scale's)")
+    vis.add_argument("--jobs", type=int, default=1, help="seeds trained in parallel processes (default: 1)")
+    vis.add_argument("--skip-training", action="store_true", help="evaluate the models already in --work-dir")
+    vis.add_argument("--quiet", action="store_true", help="no progress lines")
+
     hub = sub.add_parser("export-hub", help="write a self-contained evaluate metric folder, ready to push to the Hub",
                          description="Write DIR/<name of DIR>.py (the metric script), the maths it needs as flat sibling "
                                      "files, the metric card, the widget app.py and requirements.txt: evaluate.load(DIR) "
@@ -219,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     space = sub.add_parser("export-space", help="write a Gradio Space folder (the demo) that runs with its requirements.txt alone",
                            description="Write DIR/app.py and the Space's helpers (from spaces_app/), this package's sources "
                                        "vendored as DIR/knowledge_retention/, the Space card and a pinned requirements.txt "
-                                       "(torch from the CPU index): push DIR as a Gradio Space. Needs a source checkout.")
+                                       "(PyPI alone): push DIR as a Gradio Space. Needs a source checkout.")
     space.add_argument("directory", type=Path, help="the folder to write")
     space.add_argument("--overwrite", action="store_true", help="replace the files of an existing folder")
     return parser
@@ -250,15 +302,23 @@ def _load_dataset(spec: str, split: str, config: str | None) -> Any:
             kinds = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
             if suffix not in kinds:
                 raise UserError(f"--dataset: unsupported file type {suffix!r}; expected one of {sorted(kinds)}")
+            _check_table_file(path, spec)
             extra = {"delimiter": "\t"} if suffix == ".tsv" else {}
             return datasets.load_dataset(kinds[suffix], data_files={"data": str(path)}, split="data", **extra)
         if path.is_dir():
-            if (path / "dataset_info.json").exists() or (path / "state.json").exists():
+            if (path / "dataset_info.json").exists() or (path / "state.json").exists() or \
+                    (path / "dataset_dict.json").exists():
                 loaded = datasets.load_from_disk(str(path))
+                if isinstance(loaded, datasets.DatasetDict) and split not in loaded:
+                    raise UserError(f"--split {split}: {spec} has the splits {sorted(loaded)}")
                 return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
             from .distillation.data import SPLIT_FILES, load_sst2
 
             if any((path / name).exists() for name in SPLIT_FILES.values()):
+                present = [name for name, file in SPLIT_FILES.items() if (path / file).is_file()]
+                if split not in present:
+                    raise UserError(f"--split {split}: {spec} is a GLUE-style folder with the splits {present} "
+                                    f"({', '.join(SPLIT_FILES[name] for name in present)})")
                 return load_sst2(split, data_dir=path)  # type: ignore[arg-type]
             return datasets.load_dataset(str(path), config, split=split)
         return datasets.load_dataset(spec, config, split=split)
@@ -266,6 +326,25 @@ def _load_dataset(spec: str, split: str, config: str | None) -> Any:
         raise
     except (FileNotFoundError, ValueError, ConnectionError, OSError) as err:
         raise LoadError(f"--dataset {spec!r} (split {split!r}) could not be loaded: {err}") from None
+    except Exception as err:  # datasets' own DatasetGenerationError: the file's content, not a bug here
+        if type(err).__module__.startswith("datasets"):
+            cause = err.__cause__ or err.__context__ or err
+            raise LoadError(f"--dataset {spec!r} could not be read: {str(cause).strip().splitlines()[0]}") from None
+        raise
+
+
+def _check_table_file(path: Path, spec: str) -> None:
+    """An empty file, or a CSV/TSV with a header and no rows, is refused by name before ``datasets`` reads it."""
+    if path.stat().st_size == 0 or not path.read_bytes()[:65536].strip():
+        raise UserError(f"--dataset {spec}: the file is empty; it needs a header and one row per example")
+    if path.suffix.lower() in (".csv", ".tsv"):
+        with path.open("rb") as handle:
+            rows = 0
+            for line in handle:
+                rows += bool(line.strip())
+                if rows > 1:
+                    return
+        raise UserError(f"--dataset {spec}: the file has a header and no rows; it needs one row per example")
 
 
 def _run_report(
@@ -280,21 +359,37 @@ def _run_report(
     extraction: dict[str, Any] | None = None,
     scoring: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """Evaluates the students (one teacher pass), builds one report (a comparison when ``student`` is
+    ``{name: model}`` with several entries) and writes it: the one path of every task."""
     from .extraction import evaluate_students
-    from .report import build_report, write_report
+    from .reporting import build_report, write_report
 
-    extraction = extraction or {}
+    extraction = dict(extraction or {})
     scoring = scoring or {"task": "nlp"}
     progress = not getattr(args, "quiet", False)
+    students = dict(student) if isinstance(student, dict) else {"student": student}
+    comparing = len(students) > 1
+    if baseline is not None:
+        students["baseline"] = baseline
+    bootstrap = DEFAULT_BOOTSTRAP if args.bootstrap is None else args.bootstrap
     # under `accelerate launch` / torchrun the examples are sharded over the processes; every process
     # gets the full result and only the main one writes the report
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     common = dict(text_column=text_column, label_column=label_column, progress=progress,
-                  keep_arrays=args.bootstrap > 0, distributed=distributed, **extraction, **scoring)
-    # one teacher pass for the student and the baseline (replayed from --teacher-cache when it matches)
-    students = {"student": student} if baseline is None else {"student": student, "baseline": baseline}
-    results = evaluate_students(teacher, students, dataset, cross_layer=["student"], **common)
-    result, baseline_result = results["student"], results.get("baseline")
+                  distributed=distributed, **extraction, **scoring)
+    # the arrays serve the bootstrap, and RBF CKA, which needs the N x N Gram matrices and cannot stream
+    keep = bootstrap > 0 or scoring.get("fss_method") == "rbf_cka"
+    cross = True if comparing else ["student"]
+    # one teacher pass for every student (replayed from --teacher-cache when it matches)
+    try:
+        results = evaluate_students(teacher, students, dataset, cross_layer=cross, keep_arrays=keep, **common)
+    except InputError as err:
+        if not keep or "keep_arrays" not in str(err):
+            raise
+        if args.bootstrap is not None:  # asked for intervals the task cannot give: say so, naming the flag
+            raise InputError(f"--bootstrap {args.bootstrap}: intervals need per-example arrays, which "
+                             f"--task {scoring.get('task')} does not keep ({err}); pass --bootstrap 0") from None
+        results = evaluate_students(teacher, students, dataset, cross_layer=cross, keep_arrays=False, **common)
     if distributed:
         from accelerate import PartialState
 
@@ -302,23 +397,17 @@ def _run_report(
             return {}
     started = time.perf_counter()
     if progress:  # the report takes tens of seconds: say what is happening
-        print(f"knowledge retention: building the report ({args.bootstrap} bootstrap replicates for the intervals, "
-              "calibration, latency, the paired baseline comparison) ...", file=sys.stderr, flush=True)
-    report = build_report(
-        result,
-        baseline=baseline_result,
-        teacher=teacher,
-        student=student,
-        baseline_student=baseline,
-        dataset=dataset,
-        text_column=text_column,
-        bootstrap=args.bootstrap,
-        seed=args.seed,
-        top_k=args.top_k,
-        measure_speed=not args.no_latency,
-        batch_size=extraction.get("batch_size", 32),
-        options=_json_options(args),
-    )
+        print(f"knowledge retention: building the report ({bootstrap} bootstrap replicates for the intervals, "
+              "calibration, latency, the paired comparisons) ...", file=sys.stderr, flush=True)
+    common_report = dict(teacher=teacher, dataset=dataset, text_column=text_column, bootstrap=bootstrap, seed=args.seed,
+                         top_k=args.top_k, measure_speed=not args.no_latency, thresholds=args.verdict,
+                         batch_size=extraction.get("batch_size", 32), options=_json_options(args))
+    if comparing:
+        report = build_report(results, student=students, baseline="baseline" if baseline is not None else None,
+                              **common_report)
+    else:
+        report = build_report(results["student"], baseline=results.get("baseline"), student=students["student"],
+                              baseline_student=baseline, **common_report)
     if progress:
         print(f"knowledge retention: report built in {time.perf_counter() - started:.0f} s; writing "
               f"{args.output_dir}/report.json, report.md and the figures ...", file=sys.stderr, flush=True)
@@ -335,17 +424,51 @@ def _json_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_summary(report: dict[str, Any], paths: dict[str, Any]) -> None:
-    headline = report.get("headline", {})
-    verdict = report.get("verdict", {})
     print()
-    print(f"KRS {headline.get('krs', float('nan')):.3f}  (FSS {headline.get('fss', float('nan')):.3f}, "
-          f"AOAg {headline.get('aoag', float('nan')):.3f}; alpha={headline.get('alpha')}, beta={headline.get('beta')})")
-    if verdict:
-        print(f"Verdict: {verdict.get('level', '?').upper()} — {verdict.get('reason', '')}")
-    if report.get("tradeoff_sentence"):
-        print(report["tradeoff_sentence"])
+    if report.get("kind") == "comparison":
+        for row in report["students"]:
+            krs = "—" if row["krs"] is None else f"{row['krs']:.3f}"
+            accuracy = "" if row["accuracy"] is None else f"  accuracy {row['accuracy']:.3f}"
+            front = ", ".join(k for k, on in row["on_front"].items() if on)
+            print(f"{row['name']:>16}: KRS {krs}{accuracy}  verdict {row['verdict'] or 'none'}"
+                  + (f"  (on the {front} front)" if front else ""))
+        print(f"Best KRS: {report['best']}")
+        if report.get("three_way"):
+            print(report["three_way"]["sentence"])
+    else:
+        headline = report.get("headline", {})
+        nan = float("nan")
+        print(_headline_line(headline, report))
+        tokens = report.get("tokens")
+        if tokens:
+            print(f"top-1 {tokens.get('top1_agreement', nan):.3f}  top-k {tokens.get('topk_overlap', nan):.3f}  "
+                  f"perplexity teacher {tokens.get('teacher_perplexity', nan):.2f} / student "
+                  f"{tokens.get('student_perplexity', nan):.2f}")
+        verdict = report.get("verdict")
+        if verdict:
+            print(f"Verdict ({verdict.get('preset')} preset): {(verdict.get('level') or 'none').upper()} — "
+                  f"{verdict.get('reason', '')}")
+            others = verdict.get("other_presets") or {}
+            print("Other presets: " + ", ".join(f"{k} {(v.get('level') or 'none')}" for k, v in others.items()))
+        if report.get("tradeoff_sentence"):
+            print(report["tradeoff_sentence"])
     if paths:
         print("Report: " + ", ".join(str(p) for p in paths.values() if p))
+
+
+def _headline_line(headline: dict[str, Any], report: dict[str, Any]) -> str:
+    """``KRS x (FSS y, AOAg z; ...)``, or FSS alone when a model has no output layer to compare."""
+
+    def number(key: str) -> str:
+        value = headline.get(key)
+        return "n/a" if value is None else f"{value:.3f}"
+
+    if headline.get("krs") is None:
+        notes = [str(n) for n in report.get("notes", []) if "FSS only" in str(n)]
+        why = notes[0] if notes else "AOAg and KRS were not computed: a model gives no outputs to compare."
+        return f"FSS {number('fss')} only. {why}"
+    return (f"KRS {number('krs')}  (FSS {number('fss')}, AOAg {number('aoag')}; alpha={headline.get('alpha')}, "
+            f"beta={headline.get('beta')})")
 
 
 _SST2_FILES = "GLUE's SST-2 TSV files: dev.tsv, and train.tsv for the first run (which trains the default pair)"
@@ -436,49 +559,127 @@ def cmd_default(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    dataset = _load_dataset(args.dataset, args.split, args.dataset_config)
-    if args.task == "causal-lm":  # token-level report of two causal LMs (knowledge_retention/lm_report.py)
-        from .lm_report import run_cli
+def _students_arg(values: Sequence[str]) -> dict[str, str]:
+    """``--student [NAME=]MODEL`` (repeated) as ``{name: model}``; a name defaults to the folder's name."""
+    students: dict[str, str] = {}
+    for value in values:
+        name, sep, model = value.partition("=")
+        if not sep or not name or "/" in name or os.sep in name:
+            name, model = Path(value.rstrip("/")).name or value, value
+        if name in students or name == "baseline":
+            raise UserError(f"--student {value}: the name {name!r} is taken; name each student with NAME=MODEL")
+        students[name] = model
+    return students
 
-        run_cli(args, dataset)
-        return EXIT_OK
+
+#: Flags of `evaluate` that a task does not use, refused when given (the engine refuses the others it cannot use).
+_NOT_FOR_TASK = {"causal-lm": {"pooling": "every counted token is a row of the CKA (no pooling)"}}
+
+
+def _refuse_flags(args: argparse.Namespace) -> None:
+    for name, why in _NOT_FOR_TASK.get(args.task, {}).items():
+        value = getattr(args, name, None)
+        if value is not None:
+            raise InputError(f"--{name.replace('_', '-')} {value}: not used by --task {args.task} ({why}); leave it unset")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    _refuse_flags(args)
+    _students_arg(args.student)  # names checked before the data loads
+    if args.image_column is not None:
+        dataset = _load_images(args)
+    else:
+        dataset = _load_dataset(args.dataset, args.split, args.dataset_config)
+    evaluate_dataset(args, dataset)
+    return EXIT_OK
+
+
+def evaluate_dataset(args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
+    """``evaluate`` on a loaded dataset: every task's one path (the report dict; ``{}`` off the main process)."""
+    _refuse_flags(args)
+    students = _students_arg(args.student)
     extraction = {
-        "layers": args.layers, "pooling": args.pooling, "batch_size": args.batch_size,
+        "layers": args.layers, "pooling": args.pooling or "cls", "batch_size": args.batch_size,
         "max_examples": args.max_examples, "max_length": args.max_length,
         "mixed_precision": None if args.mixed_precision == "no" else args.mixed_precision,
         "trust_remote_code": args.trust_remote_code, "teacher_cache": args.teacher_cache,
     }
-    scoring = {"task": args.task, "alpha": args.alpha, "beta": args.beta, "fss_method": args.fss_method,
+    if args.image_column is not None:  # image models: their own preprocessing, mean pooling unless asked
+        for flag, given in (("--max-length", args.max_length is not None),
+                            ("--text-column", args.text_column != "sentence"),
+                            ("--prompt-column", args.prompt_column is not None),
+                            ("--generate-tokens", args.generate_tokens is not None)):
+            if given:
+                raise UserError(f"{flag} does not apply to image models (--image-column); leave it out")
+        extraction.update(image_column=args.image_column, flatten_grid=args.flatten_grid)
+        extraction.pop("max_length")
+        if args.pooling is None:
+            extraction.pop("pooling")
+    if args.task == "causal-lm":  # the causal-LM options; the engine refuses them for other tasks, naming them
+        extraction.pop("pooling")
+        extraction["prompt_column"] = args.prompt_column
+        extraction["generate"] = None if not args.generate_tokens else {"max_new_tokens": args.generate_tokens}
+    elif args.prompt_column is not None or args.generate_tokens is not None:
+        flag = "--prompt-column" if args.prompt_column is not None else "--generate-tokens"
+        raise InputError(f"{flag}: applies to --task causal-lm only; got --task {args.task}")
+    task = None if args.image_column is not None and args.task == "nlp" else args.task  # images: their own preset
+    scoring = {"task": task, "alpha": args.alpha, "beta": args.beta, "fss_method": args.fss_method,
                "aoag_method": args.aoag_method, "temperature": args.temperature}
-    _run_report(args.teacher, args.student, dataset, args=args, baseline=args.baseline_student,
-                text_column=args.text_column, label_column=args.label_column,
-                extraction=extraction, scoring=scoring)
-    return EXIT_OK
+    return _run_report(args.teacher, students if len(students) > 1 else next(iter(students.values())), dataset,
+                       args=args, baseline=args.baseline_student, text_column=args.text_column,
+                       label_column=args.label_column, extraction=extraction, scoring=scoring)
 
 
-def load_arrays(path: Path) -> dict[str, Any]:
+def _load_images(args: argparse.Namespace) -> Any:
+    """``--dataset`` for ``--image-column``: an image folder (class subfolders, read by ``datasets``' imagefolder)
+    or a dataset with an image column."""
+    path = Path(args.dataset).expanduser()
+    if path.is_dir() and not ((path / "dataset_info.json").exists() or (path / "state.json").exists()):
+        import datasets
+
+        try:
+            splits = datasets.load_dataset("imagefolder", data_dir=str(path))
+        except (FileNotFoundError, ValueError, OSError) as err:
+            raise LoadError(f"--dataset {args.dataset!r} could not be read as an image folder: {err}") from None
+        # a folder without split subfolders is one "train" split
+        dataset = splits[args.split] if args.split in splits else splits[next(iter(splits))] if len(splits) == 1 else None
+        if dataset is None:
+            raise UserError(f"--split {args.split}: the image folder has the splits {sorted(splits)}")
+        return dataset
+    return _load_dataset(args.dataset, args.split, args.dataset_config)
+
+
+def load_arrays(path: Path, *, max_array_bytes: int | None = None) -> dict[str, Any]:
     """Reads ``.npz`` (no pickles) or ``.safetensors`` into a dict of numpy arrays (see :mod:`._io`)."""
     from ._io import read_arrays
 
-    return read_arrays(path)
+    return read_arrays(path, max_array_bytes=max_array_bytes)
 
 
 def cmd_arrays(args: argparse.Namespace) -> int:
-    from .score import compute_krs
+    from .score import check_krs_options, compute_krs
 
-    data = load_arrays(args.path)
+    options = {"task": args.task, "alpha": args.alpha, "beta": args.beta, "fss_method": args.fss_method,
+               "aoag_method": args.aoag_method, "temperature": args.temperature, "inputs": args.inputs,
+               "max_mse": args.max_mse, "ignore_index": args.ignore_index}
+    check_krs_options(**options)  # every flag checked before the file is read
+    if args.max_decompressed_mb < 0:
+        raise UserError(f"--max-decompressed-mb: expected a size in MB >= 0 (0 lifts the limit), got {args.max_decompressed_mb:g}")
+    limit = int(args.max_decompressed_mb * 2**20) or None
+    data = load_arrays(args.path, max_array_bytes=limit)
 
     def pick(*names: str) -> Any:
-        for name in names:
-            if name in data:
-                return data[name]
+        present = [name for name in names if name in data]
+        if len(present) > 1:  # as the Space: two names for one array is ambiguous, never silently one of them
+            raise UserError(f"{args.path}: both {present[0]!r} and {present[1]!r} were given; they name the same "
+                            "array, keep one")
+        if present:
+            return data[present[0]]
         raise UserError(f"{args.path}: missing array {names[0]!r} (found: {sorted(data)})")
 
     t_feat, s_feat = pick("teacher_features"), pick("student_features")  # (N, D) or (N, L, D), as everywhere
     out = compute_krs(t_feat, s_feat, pick("teacher_outputs", "teacher_logits"), pick("student_outputs", "student_logits"),
-                      task=args.task, alpha=args.alpha, beta=args.beta, fss_method=args.fss_method,
-                      aoag_method=args.aoag_method, temperature=args.temperature, inputs=args.inputs)
+                      **options)
     if args.json:
         print(json.dumps(out))
     else:
@@ -496,8 +697,22 @@ def cmd_export_hub(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _space_export() -> Any:
+    """``spaces_app/space_export.py`` of the source checkout this package sits in (it is not installed)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "spaces_app" / "space_export.py"
+    spec = importlib.util.spec_from_file_location("space_export", path) if path.is_file() else None
+    if spec is None or spec.loader is None:
+        raise InputError("export-space needs a source checkout of the repository (spaces_app/ beside the "
+                         f"package, looked for {path}); the installed package does not carry the Space's sources")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def cmd_export_space(args: argparse.Namespace) -> int:
-    from .space_export import export_space
+    export_space = _space_export().export_space
 
     files = export_space(args.directory, overwrite=args.overwrite)
     print(f"Wrote {len(files)} files to {args.directory} (app.py, requirements.txt, README.md, the package vendored).")
@@ -526,6 +741,21 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                              teacher_from=args.reuse_teacher, general_from=args.reuse_general,
                              krs_every=args.krs_every)
     print(render_table(results))
+    print("Written: " + ", ".join(str(Path(output_dir) / f) for f in results["files"].values()))
+    return EXIT_OK
+
+
+def cmd_reproduce_vision(args: argparse.Namespace) -> int:
+    from .distillation.vision.run import reproduce_vision
+
+    if args.jobs < 1:
+        raise UserError(f"--jobs: expected an integer >= 1, got {args.jobs}")
+    output_dir = args.output_dir or Path("results") / "vision" / ("digits" if args.scale == "cpu" else f"digits_{args.scale}")
+    command = "knowledge-retention reproduce-vision " + " ".join(sys.argv[2:])
+    results = reproduce_vision(args.scale, output_dir, work_dir=args.work_dir, data_dir=args.data_dir,
+                               skip_training=args.skip_training, seeds=args.seeds, jobs=args.jobs,
+                               progress=not args.quiet, command=command.strip())
+    print((Path(output_dir) / results["files"]["table"]).read_text(encoding="utf-8"))
     print("Written: " + ", ".join(str(Path(output_dir) / f) for f in results["files"].values()))
     return EXIT_OK
 
@@ -568,8 +798,40 @@ def as_flags(message: str, flags: dict[str, str]) -> str:
     return re.sub(rf"`({names})`", lambda m: f"`{flags[m.group(1)]}`", message)
 
 
+#: How the evaluator names the CLI's two students (``evaluate_students``' keys) on the command line.
+_STUDENT_FLAGS = {"student": "--student", "baseline": "--baseline-student"}
+
+
+def _user_message(err: BaseException, parser: argparse.ArgumentParser, command: str) -> str:
+    """One line: the library's message in the flags the user typed (students by their flags too)."""
+    message = " ".join(str(err).split())
+    if command in ("evaluate", "default"):
+        # the library's names for what the command line reads from the dataset or sets by other flags
+        message = message.replace("`labels`", "`--label-column` (the labels)").replace("`generate`", "`--generate-tokens`")
+        for name, flag in _STUDENT_FLAGS.items():
+            for form in (f"`students[{name!r}]`", f"`student_tokenizers[{name!r}]`"):
+                message = message.replace(form, f"`{flag}`")
+            message = message.replace(f"student {name!r}", f"student ({flag})")
+    return as_flags(message, _flags_of(parser, command))
+
+
 COMMANDS = {"default": cmd_default, "evaluate": cmd_evaluate, "arrays": cmd_arrays, "reproduce-sst2": cmd_reproduce,
-            "export-hub": cmd_export_hub, "export-space": cmd_export_space}
+            "reproduce-vision": cmd_reproduce_vision, "export-hub": cmd_export_hub, "export-space": cmd_export_space}
+
+
+def _join_negative_layers(argv: list[str]) -> list[str]:
+    """``--layers -1:-1`` as ``--layers=-1:-1``: argparse reads a value that starts with '-' (and is not a
+    number) as an option, so the negative indices the help offers would be refused."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--layers" and i + 1 < len(argv) and re.fullmatch(r"-\d+:-?\d+(,-?\d+:-?\d+)*", argv[i + 1]):
+            out.append(f"--layers={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -579,25 +841,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["default", *argv]
+    argv = _join_negative_layers(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["default"])
     if getattr(args, "quiet", False):
         _silence_progress_bars()
-    from ._validation import InputError
+    import warnings
 
+    # a warning (FSS only: a model without a classification head, ...) reads as one line, not as source code
+    previous = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"knowledge-retention: warning: {message}\n"
+    try:
+        return _run_command(parser, args)
+    finally:
+        warnings.formatwarning = previous
+
+
+def _run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Runs the subcommand; the package's own errors become one line and exit 2 or 3, anything else exit 1."""
     try:
         return COMMANDS[args.command](args)
+    except (LoadError, OSError) as err:  # a model or dataset that cannot be loaded (before InputError: a LoadError is both)
+        if os.environ.get("KNOWLEDGE_RETENTION_DEBUG"):
+            raise
+        print(f"knowledge-retention: error: {_user_message(err, parser, args.command)}", file=sys.stderr)
+        return EXIT_LOAD
     except (UserError, InputError) as err:  # the user's mistake: exactly the package's own input errors
         if os.environ.get("KNOWLEDGE_RETENTION_DEBUG"):
             raise
-        print(f"knowledge-retention: error: {as_flags(str(err), _flags_of(parser, args.command))}", file=sys.stderr)
+        print(f"knowledge-retention: error: {_user_message(err, parser, args.command)}", file=sys.stderr)
         return EXIT_USAGE
-    except (LoadError, OSError) as err:
-        if os.environ.get("KNOWLEDGE_RETENTION_DEBUG"):
-            raise
-        print(f"knowledge-retention: error: {as_flags(str(err), _flags_of(parser, args.command))}", file=sys.stderr)
-        return EXIT_LOAD
     except KeyboardInterrupt:
         print("knowledge-retention: interrupted", file=sys.stderr)
         return 130

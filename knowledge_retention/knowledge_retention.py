@@ -17,8 +17,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 import knowledge_retention
-from knowledge_retention._validation import InputError, check_num_examples, check_real_dtype, to_numpy
-from knowledge_retention.score import compute_krs
+from knowledge_retention._validation import (
+    InputError,
+    as_layers,
+    check_num_examples,
+    check_real_dtype,
+    to_numpy,
+)
+from knowledge_retention.score import check_krs_options, compute_krs
 
 _CITATION = """\
 @article{alba2025krs,
@@ -68,7 +74,10 @@ Args:
     temperature: softmax temperature for the classification measures (default 1).
     inputs: "logits" (default) or "probabilities"; logits that look like probabilities are refused.
     max_mse: regression only: the MSE that maps to 0 agreement (default: teacher output variance).
+    ignore_index: segmentation only: a void label (e.g. 255) whose pixels are left out of the IoU.
     scale: 1 (default, KRS in 0-1) or 100 (the paper's vision tables).
+    Every option is checked whatever the task (an invalid one is refused by name, an unknown keyword
+    too); a valid option the task does not use is ignored, as in `compute_krs`.
 Returns:
     krs: Knowledge Retention Score in [0, scale]; higher is better.
     fss: Feature Similarity Score in [0, 1].
@@ -94,6 +103,28 @@ _EXAMPLE_NDIM = {"teacher_features": (1, 2), "student_features": (1, 2),
 
 
 _LIST = getattr(datasets, "List", datasets.Sequence)  # datasets >= 4 names it List
+#: The options ``compute`` takes (those of ``compute_krs``); any other keyword is refused by name.
+_OPTION_NAMES = ("task", "alpha", "beta", "fss_method", "aoag_method", "temperature", "inputs", "max_mse",
+                 "ignore_index", "scale")
+
+
+def _is_layer_list(value: Any) -> bool:
+    """A list of numpy arrays or tensors: one ``(N, D)`` array per layer, the package's layout (as_layers)."""
+    return isinstance(value, (list, tuple)) and any(
+        isinstance(v, np.ndarray) or (hasattr(v, "detach") and hasattr(v, "cpu")) for v in value
+    )
+
+
+def _layers_as_stack(value: Any, name: str) -> np.ndarray:
+    """A list of L per-layer ``(N, D)`` arrays as the ``(N, L, D)`` stack the module stores (one (L, D) per example)."""
+    layers = as_layers(value, name)
+    widths = sorted({layer.shape[1] for layer in layers})
+    if len(widths) > 1:
+        raise InputError(
+            f"`{name}`: the evaluate module stores one (L, D) array per example, so every layer must have the same "
+            f"width; got widths {widths}. Pass the layers to knowledge_retention.compute_krs, which takes them as they are."
+        )
+    return np.stack(layers, axis=1)
 
 
 def _feature_for(example_shape: tuple[int, ...]) -> Any:
@@ -138,12 +169,16 @@ def _batch_arrays(inputs: dict[str, Any], *, one_example: bool) -> dict[str, np.
 
     Raises:
         InputTypeError: a missing or ``None`` input, strings, ragged lists, complex or non-numeric values.
-        InputError: a scalar where a batch is expected, an empty batch, a wrong number of dimensions,
+        InputError: a scalar where a batch is expected, one input empty while others are not (all four
+            empty is an empty batch: ``add_batch`` then changes nothing), a wrong number of dimensions,
             inputs that disagree on the number of examples.
     """
     arrays: dict[str, np.ndarray] = {}
     for name in _INPUT_NAMES:
-        array = to_numpy(inputs.get(name), name)
+        value = inputs.get(name)
+        if not one_example and name.endswith("_features") and _is_layer_list(value):
+            value = _layers_as_stack(value, name)  # a list of arrays is layers, never examples (as compute_krs reads it)
+        array = to_numpy(value, name)
         check_real_dtype(array, name)
         allowed = _EXAMPLE_NDIM[name]
         if one_example:
@@ -161,9 +196,12 @@ def _batch_arrays(inputs: dict[str, Any], *, one_example: bool) -> dict[str, np.
                 f"`{name}` must be a batch of shape (N, ...) with {' or '.join(str(d) for d in allowed)} "
                 f"dimension(s) per example; got shape {array.shape}."
             )
-        if array.shape[0] == 0 or 0 in array.shape[1:]:
+        if 0 in array.shape[1:] or (one_example and array.shape[0] == 0):
             raise InputError(f"`{name}` is empty: shape {array.shape}; every input needs at least one example.")
         arrays[name] = array
+    empty = [name for name in _INPUT_NAMES if arrays[name].shape[0] == 0]
+    if empty and len(empty) < len(_INPUT_NAMES):  # an empty batch is all four empty; one alone is a mistake
+        raise InputError(f"`{empty[0]}` is empty: shape {arrays[empty[0]].shape}; every input needs at least one example.")
     check_num_examples({name: arrays[name].shape[0] for name in _INPUT_NAMES})
     return arrays
 
@@ -171,6 +209,8 @@ def _batch_arrays(inputs: dict[str, Any], *, one_example: bool) -> dict[str, np.
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class KnowledgeRetention(evaluate.Metric):
     """Knowledge Retention Score of a student against its teacher."""
+
+    _example_shapes: dict[str, tuple[int, ...]]  # per input, the fixed shape of one example (first batch)
 
     def _info(self) -> evaluate.MetricInfo:
         nested = datasets.Sequence(datasets.Sequence(datasets.Value("float64")))
@@ -199,7 +239,9 @@ class KnowledgeRetention(evaluate.Metric):
         ``compute`` ~15x slower than the maths at N = 10,000 x 768.
         """
         self._refuse_predictions_references(predictions, references, kwargs)
-        self._write(_batch_arrays(kwargs, one_example=False))
+        arrays = _batch_arrays(kwargs, one_example=False)
+        if arrays["teacher_outputs"].shape[0]:  # an empty batch (no rows at all) changes nothing
+            self._write(arrays)
 
     def add(self, *, prediction=None, reference=None, **kwargs):  # type: ignore[override]
         """Adds one example; accepts what :meth:`add_batch` accepts (bf16, ``requires_grad`` tensors)."""
@@ -207,18 +249,50 @@ class KnowledgeRetention(evaluate.Metric):
         self._write(_batch_arrays(kwargs, one_example=True))
 
     def compute(self, *, predictions=None, references=None, **kwargs):  # type: ignore[override]
-        """Scores the examples added so far plus those passed here (see the module's inputs description)."""
+        """Scores the examples added so far plus those passed here (see the module's inputs description).
+
+        Options are checked before anything is read (an unknown keyword or an invalid value is refused
+        by name and the examples stay); a refusal of the data itself (constant features, ...) also
+        leaves the examples added, so that ``compute`` can be called again with other options.
+        """
         self._refuse_predictions_references(predictions, references, {})
+        options = {k: v for k, v in kwargs.items() if k not in _INPUT_NAMES}
+        unknown = sorted(set(options) - set(_OPTION_NAMES))
+        if unknown:
+            raise InputError(
+                f"Unknown option(s) {', '.join(f'`{u}`' for u in unknown)}; this metric's options are "
+                f"{', '.join(f'`{o}`' for o in _OPTION_NAMES)} (and the inputs {', '.join(f'`{n}`' for n in _INPUT_NAMES)})."
+            )
+        check_krs_options(**options)
         given = [name for name in _INPUT_NAMES if kwargs.get(name) is not None]
         if given:
             self.add_batch(**{name: kwargs.get(name) for name in _INPUT_NAMES})
-        elif self.writer is None:
+        if self.writer is None:
             raise InputError(
                 "No examples to score: pass " + ", ".join(f"`{n}`" for n in _INPUT_NAMES)
                 + " to compute(), or add them first with add() / add_batch()."
             )
-        options = {k: v for k, v in kwargs.items() if k not in _INPUT_NAMES}
-        return super().compute(**options)
+        try:
+            return super().compute(**options)
+        except InputError:
+            self._restore_examples()
+            raise
+
+    def _restore_examples(self) -> None:
+        """After a refused ``_compute``: the examples read back into a fresh writer (one process only)."""
+        data = getattr(self, "data", None)
+        if data is None or self.num_process > 1 or self.process_id != 0:
+            return
+        table = data.data.table
+        if self.buf_writer is None:  # the cache files of this run: released and removed, as after a result
+            for filelock, file_path in reversed(list(zip(self.filelocks, self.file_paths, strict=True))):
+                evaluate.utils.file_utils.Path(file_path).unlink()  # (the Hub folder imports no os)
+                filelock.release()
+        self.data = None
+        shapes: dict[str, tuple[int, ...]] = getattr(self, "_example_shapes")  # noqa: B009 - set by _write
+        self.selected_feature_format = datasets.Features({n: _feature_for(shapes[n]) for n in _INPUT_NAMES})
+        self._init_writer()
+        self.writer.write_table(table)
 
     def _refuse_predictions_references(self, predictions: Any, references: Any, kwargs: dict[str, Any]) -> None:
         unknown = sorted(set(kwargs) - set(_INPUT_NAMES))
@@ -258,6 +332,7 @@ class KnowledgeRetention(evaluate.Metric):
         temperature: float = 1.0,
         inputs: str = "logits",
         max_mse: float | None = None,
+        ignore_index: int | None = None,
         scale: float = 1.0,
     ) -> dict[str, Any]:
         # (N, D) or (N, L, D): the package's one layout, read by compute_krs itself
@@ -274,6 +349,7 @@ class KnowledgeRetention(evaluate.Metric):
             temperature=temperature,
             inputs=inputs,  # type: ignore[arg-type]
             max_mse=max_mse,
+            ignore_index=ignore_index,
             scale=scale,
         )
 

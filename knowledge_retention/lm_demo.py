@@ -198,7 +198,7 @@ def evaluate_demo(out_dir: Path = DEFAULT_OUT, *, batch_size: int = 64, generate
     greedy teacher continuations of their first words; writes ``results/lm/demo.json``, ``demo.md`` and the
     teacher-forced LM report of each student (``report_before/``, ``report_after/``)."""
     from .extraction import evaluate_pair
-    from .lm_report import build_lm_report, write_lm_report
+    from .reporting import build_report, write_report
 
     ckpt = out_dir / "checkpoints"
     dev = _sentences("validation")[:max_dev]
@@ -212,8 +212,8 @@ def evaluate_demo(out_dir: Path = DEFAULT_OUT, *, batch_size: int = 64, generate
                             layers="uniform", batch_size=batch_size, progress=False,
                             generate={"max_new_tokens": generate_tokens})
         out[name] = _relative({"teacher_forced": forced.to_dict(), "generated": gen.to_dict()}, out_dir)
-        report = build_lm_report(forced, options={"command": "python -m knowledge_retention.lm_demo evaluate"})
-        write_lm_report(_relative(report, out_dir), out_dir / f"report_{name}")
+        report = build_report(forced, options={"command": "python -m knowledge_retention.lm_demo evaluate"})
+        write_report(_relative(report, out_dir), out_dir / f"report_{name}")
     (out_dir / "demo.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     (out_dir / "demo.md").write_text(demo_table(out), encoding="utf-8")
     return out

@@ -1,6 +1,6 @@
 """Figures of the report, drawn with matplotlib's object API on the Agg canvas (no display, no pyplot state).
 
-Each function takes plain numbers (what :func:`knowledge_retention.report.build_report` stores),
+Each function takes plain numbers (what :func:`knowledge_retention.reporting.build_report` stores),
 writes one PNG and returns its path:
 
 * :func:`plot_cross_layer_cka` - heatmap of linear CKA between every teacher and student layer,
@@ -10,7 +10,9 @@ writes one PNG and returns its path:
 * :func:`plot_reliability_diagrams` - teacher and student side by side: accuracy vs confidence per
   bin, the gap to the diagonal, and the bin counts;
 * :func:`plot_baseline_comparison` - distilled minus baseline student per metric, with the paired
-  intervals, around 0.
+  intervals, around 0;
+* :func:`plot_tradeoff_front` - several students: quality retained against size and against speed,
+  the Pareto front marked; :func:`plot_accuracy_vs_krs` - accuracy against KRS across students.
 
 matplotlib is imported inside each function: importing this module costs nothing.
 """
@@ -433,4 +435,108 @@ def plot_baseline_comparison(
     ax.set_title(title)
     ax.grid(True, axis="x", alpha=0.3)
     fig.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def _front_panel(ax: Any, rows: Sequence[Mapping[str, Any]], key: str, axis: str, xlabel: str, higher: bool) -> None:
+    """One panel of the trade-off figure: quality retained against ``key``, the front joined by a line."""
+    points = [(r[key], r["quality_retained"], r["name"], bool((r.get("on_front") or {}).get(axis)))
+              for r in rows if r.get(key) is not None and r.get("quality_retained") is not None]
+    if not points:
+        ax.text(0.5, 0.5, f"no {axis} figures", ha="center", va="center", transform=ax.transAxes, color="0.4")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        return
+    front = sorted((p for p in points if p[3]), key=lambda p: p[0])
+    if front:
+        ax.plot([p[0] for p in front], [p[1] for p in front], color=_STUDENT_COLOUR, linewidth=1.5, zorder=1,
+                label="Pareto front")
+    for x, y, name, on in points:
+        ax.plot([x], [y], "o", markersize=8, zorder=2, color=_STUDENT_COLOUR if on else "white",
+                markeredgecolor=_STUDENT_COLOUR if on else _BASELINE_COLOUR, markeredgewidth=1.5)
+        ax.annotate(name, (x, y), xytext=(6, 4), textcoords="offset points", fontsize=8)
+    ax.plot([], [], "o", color="white", markeredgecolor=_BASELINE_COLOUR, label="dominated")
+    xs = [p[0] for p in points]
+    pad = max(0.05 * (max(xs) - min(xs)), 0.02 * max(abs(v) for v in xs), 1e-3)
+    ax.set_xlim(min(xs) - pad, max(xs) + 4 * pad)
+    ys = [p[1] for p in points]
+    ypad = max(0.1 * (max(ys) - min(ys)), 0.01)
+    ax.set_ylim(min(ys) - ypad, max(ys) + ypad)
+    ax.set_xlabel(xlabel + (" (higher is better)" if higher else " (lower is better)"))
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize=8, framealpha=0.9)
+
+
+def plot_tradeoff_front(
+    rows: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "Quality retained against size and speed: the students on the front",
+) -> Path:
+    """Quality retained against size (left) and against speed (right), one point per student, the
+    Pareto front of each panel joined and filled (the quality-retained lesson's trade-off).
+
+    Args:
+        rows: the comparison report's ``students`` rows: ``name``, ``quality_retained``, ``size_ratio``
+            (student / teacher), ``speedup`` (teacher / student seconds), ``on_front`` (``{"size", "speed"}``),
+            ``quality_name``.
+        path: output PNG path.
+        title: figure title.
+
+    Returns:
+        The path of the PNG written.
+    """
+    if not rows:
+        raise ValueError("`rows` must hold at least one student, got none.")
+    fig = _figure(11.0, 4.6)
+    left, right = fig.subplots(1, 2, sharey=True)
+    _front_panel(left, rows, "size_ratio", "size", "size (student / teacher)", higher=False)
+    _front_panel(right, rows, "speedup", "speed", "speed-up (teacher time / student time)", higher=True)
+    quality = rows[0].get("quality_name") or "quality"
+    left.set_ylabel(f"{quality} retained (student / teacher)", fontsize=9)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_accuracy_vs_krs(
+    rows: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    pearson_r: float | None = None,
+    title: str = "Accuracy against KRS across students",
+) -> Path:
+    """Each student's accuracy against its KRS (with its interval when known), and Pearson's r in the title.
+
+    Args:
+        rows: the comparison report's ``students`` rows: ``name``, ``krs``, ``krs_low``, ``krs_high``, ``accuracy``.
+        path: output PNG path.
+        pearson_r: Pearson's r of accuracy against KRS across the students (None: not shown).
+        title: figure title.
+
+    Returns:
+        The path of the PNG written.
+    """
+    points = [r for r in rows if r.get("krs") is not None and r.get("accuracy") is not None]
+    if not points:
+        raise ValueError("`rows` holds no student with both accuracy and KRS.")
+    fig = _figure(6.4, 4.4)
+    ax = fig.add_subplot()
+    for r in points:
+        if r.get("krs_low") is not None and r.get("krs_high") is not None:
+            ax.errorbar([r["krs"]], [r["accuracy"]], xerr=[[r["krs"] - r["krs_low"]], [r["krs_high"] - r["krs"]]],
+                        fmt="none", ecolor=_BASELINE_COLOUR, capsize=3, linewidth=1.2)
+        ax.plot([r["krs"]], [r["accuracy"]], "o", color=_STUDENT_COLOUR, markersize=8)
+        ax.annotate(r["name"], (r["krs"], r["accuracy"]), xytext=(6, 4), textcoords="offset points", fontsize=8)
+    krs = [r["krs"] for r in points] + [r["krs_low"] for r in points if r.get("krs_low") is not None] + \
+        [r["krs_high"] for r in points if r.get("krs_high") is not None]
+    acc = [r["accuracy"] for r in points]
+    pad = max(0.05 * (max(krs) - min(krs)), 0.005)
+    ax.set_xlim(min(krs) - pad, max(krs) + 4 * pad)
+    apad = max(0.1 * (max(acc) - min(acc)), 0.005)
+    ax.set_ylim(min(acc) - apad, max(acc) + apad)
+    ax.set_xlabel("KRS (bars: its interval)")
+    ax.set_ylabel("accuracy on the gold labels")
+    suffix = "" if pearson_r is None else f" — Pearson's r = {pearson_r:.3f} (n = {len(points)})"
+    ax.set_title(title + suffix, fontsize=10)
+    ax.grid(True, alpha=0.3)
     return _save(fig, path)

@@ -14,8 +14,12 @@ causal-lm        0.5    0.5    **our choice**: the paper has no LM preset; as ``
 ===============  =====  =====  ==========================================================
 
 α and β must lie in [0, 1] and sum to 1, so KRS is in [0, 1] like its components.  The paper's
-vision tables print KRS on 0-100; :func:`knowledge_retention_score` returns 0-1 and
-``scale=100`` gives the other form.
+vision tables print KRS on 0-100; :func:`combine_krs` returns 0-1 and ``scale=100`` gives the other form.
+
+Two functions, two names: :func:`combine_krs` combines two numbers (FSS and AOAg) into KRS;
+:func:`compute_krs` computes all three from the features and outputs. (``knowledge_retention_score``
+is the former name of :func:`combine_krs`.) :class:`~knowledge_retention.streaming.KRSAccumulator`
+is :func:`compute_krs` batch by batch.
 """
 
 from __future__ import annotations
@@ -35,7 +39,14 @@ from ._validation import (
     check_unit_interval,
     num_rows,
 )
-from .agreement import AOAG_METHODS, AOAgMethod, InputKind, output_agreement
+from .agreement import AOAG_METHODS, AOAgMethod, InputKind, check_agreement_options, output_agreement
+from .methods import (
+    AOAG_METHODS_BY_TASK,
+    ARRAY_AOAG_METHODS,
+    FSS_METHODS,
+    STREAMING_FSS_METHODS,
+    aoag_methods_for,
+)
 from .similarity import FSSMethod, feature_similarity_score
 
 Task = Literal["classification", "detection", "segmentation", "nlp", "regression", "causal-lm"]
@@ -59,7 +70,33 @@ DEFAULT_AOAG: dict[str, str] = {
     "causal-lm": "kl",  # over counted tokens: rows of (n_tokens, V) logits
 }
 
+__all__ = [
+    "AOAG_METHODS",
+    "AOAG_METHODS_BY_TASK",
+    "ARRAY_AOAG_METHODS",
+    "DEFAULT_AOAG",
+    "FSS_METHODS",
+    "STREAMING_FSS_METHODS",
+    "TASK_PRESETS",
+    "alpha_sensitivity",
+    "aoag_methods_for",
+    "check_krs_options",
+    "combine_krs",
+    "compute_krs",
+    "knowledge_retention_score",
+    "resolve_weights",
+]
+
 _SUM_TOL = 1e-9
+
+
+def _sum_tolerance(*values: float | None) -> float:
+    """How far α + β may be from 1: 1e-9, or a few units of the coarsest float format given (float32: 2.4e-7)."""
+    tolerance = _SUM_TOL
+    for value in values:
+        if isinstance(value, np.floating):
+            tolerance = max(tolerance, 2 * float(np.finfo(value.dtype).eps))
+    return tolerance
 
 
 def resolve_weights(
@@ -70,7 +107,8 @@ def resolve_weights(
     Explicit values win over the preset; one of α/β alone implies the other (1 - it).
 
     Raises:
-        InputError: unknown task; α or β outside [0, 1]; α + β != 1; nothing given at all.
+        InputError: unknown task; α or β outside [0, 1]; α + β != 1 (to 1e-9, or to the precision of
+            float32/float16 weights, which are then renormalised to sum to 1); nothing given at all.
 
     Example:
         >>> resolve_weights("classification")
@@ -80,6 +118,7 @@ def resolve_weights(
     """
     if task is not None:
         check_choice(task, "task", tuple(TASK_PRESETS))
+    tolerance = _sum_tolerance(alpha, beta)
     if alpha is None and beta is None:
         if task is None:
             raise InputError(f"Give a `task` preset (one of {sorted(TASK_PRESETS)}) or `alpha`/`beta`.")
@@ -92,12 +131,14 @@ def resolve_weights(
         alpha = 1.0 - beta  # type: ignore[operator]
     if beta is None:
         beta = 1.0 - alpha
-    if abs(alpha + beta - 1.0) > _SUM_TOL:
+    if abs(alpha + beta - 1.0) > tolerance:
         raise InputError(f"`alpha` + `beta` must equal 1, got {alpha} + {beta} = {alpha + beta}.")
+    if abs(alpha + beta - 1.0) > _SUM_TOL:  # float32 (or half) weights: their sum is 1 to their own precision
+        alpha, beta = alpha / (alpha + beta), beta / (alpha + beta)
     return float(alpha), float(beta)
 
 
-def knowledge_retention_score(
+def combine_krs(
     fss: float,
     aoag: float,
     *,
@@ -120,9 +161,9 @@ def knowledge_retention_score(
         KRS in [0, scale]; higher is better.
 
     Example:
-        >>> knowledge_retention_score(0.8, 0.6, task="nlp")
+        >>> combine_krs(0.8, 0.6, task="nlp")
         0.7
-        >>> knowledge_retention_score(0.8, 0.6, alpha=0.3, scale=100)
+        >>> combine_krs(0.8, 0.6, alpha=0.3, scale=100)
         66.0
     """
     fss = check_unit_interval(fss, "fss")
@@ -130,6 +171,10 @@ def knowledge_retention_score(
     scale = check_positive(scale, "scale")
     a, b = resolve_weights(task, alpha, beta)
     return round(scale * (a * fss + b * aoag), 12)
+
+
+#: The former name of :func:`combine_krs` (kept: it combines two numbers; :func:`compute_krs` takes the data).
+knowledge_retention_score = combine_krs
 
 
 def alpha_sensitivity(fss: float, aoag: float, *, step: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
@@ -153,6 +198,39 @@ def alpha_sensitivity(fss: float, aoag: float, *, step: float = 0.01) -> tuple[n
     return alphas, alphas * fss + (1.0 - alphas) * aoag
 
 
+def check_krs_options(
+    *,
+    task: str = "classification",
+    alpha: float | None = None,
+    beta: float | None = None,
+    fss_method: str = "linear_cka",
+    aoag_method: str | None = None,
+    temperature: float = 1.0,
+    inputs: str = "logits",
+    max_mse: float | None = None,
+    ignore_index: int | None = None,
+    scale: float = 1.0,
+) -> tuple[float, float, str]:
+    """Validates every option of :func:`compute_krs`, whether the task uses it or not.
+
+    Returns:
+        ``(alpha, beta, aoag_method)``: the weights and the measure that will be used.
+
+    Raises:
+        InputError: an unknown ``task``, ``fss_method`` or ``aoag_method``; weights outside [0, 1] or
+            not summing to 1; ``temperature``/``max_mse``/``scale`` not finite and > 0; ``inputs`` not
+            ``logits``/``probabilities``; ``ignore_index`` not an integer.
+    """
+    check_choice(task, "task", tuple(TASK_PRESETS))
+    check_choice(fss_method, "fss_method", FSS_METHODS)
+    method = aoag_method if aoag_method is not None else DEFAULT_AOAG[task]
+    check_choice(method, "aoag_method", AOAG_METHODS)
+    check_agreement_options(temperature=temperature, inputs=inputs, max_mse=max_mse, ignore_index=ignore_index)
+    check_positive(scale, "scale")
+    a, b = resolve_weights(task, alpha, beta)
+    return a, b, method
+
+
 def compute_krs(
     teacher_features: ArrayLike | Sequence[ArrayLike],
     student_features: ArrayLike | Sequence[ArrayLike],
@@ -167,9 +245,16 @@ def compute_krs(
     temperature: float = 1.0,
     inputs: InputKind = "logits",
     max_mse: float | None = None,
+    ignore_index: int | None = None,
     scale: float = 1.0,
 ) -> dict[str, Any]:
     """FSS, AOAg and KRS from arrays in one call: the function every front end uses.
+
+    **Options a task does not use** (the package's one rule, at every entry point): every option is
+    validated whatever the task, and refused by name when invalid (``max_mse=-5`` with ``nlp``,
+    ``temperature=-1`` with ``regression``, ``inputs='bogus'`` with ``segmentation``); a valid option
+    the task's measure does not use is then ignored (``temperature`` with ``regression``, ``max_mse``
+    with ``nlp``, ``ignore_index`` with anything but ``mask_iou``).
 
     Args:
         teacher_features: ``(N, D_t)`` pooled teacher features, an ``(N, L, D_t)`` stack of L
@@ -188,6 +273,7 @@ def compute_krs(
         temperature: softmax temperature for the classification measures.
         inputs: ``logits`` or ``probabilities`` (classification).
         max_mse: regression MSE that maps to zero agreement (default: teacher output variance).
+        ignore_index: segmentation: a void label (e.g. 255) whose pixels are left out of the IoU.
         scale: 1 (KRS in 0-1) or 100 (the paper's tables).
 
     Returns:
@@ -207,10 +293,10 @@ def compute_krs(
         >>> out["krs"], out["fss"], out["aoag"]
         (1.0, 1.0, 1.0)
     """
-    check_choice(task, "task", tuple(TASK_PRESETS))
-    method = aoag_method if aoag_method is not None else DEFAULT_AOAG[task]
-    check_choice(method, "aoag_method", AOAG_METHODS)
-    a, b = resolve_weights(task, alpha, beta)
+    a, b, method = check_krs_options(
+        task=task, alpha=alpha, beta=beta, fss_method=fss_method, aoag_method=aoag_method, temperature=temperature,
+        inputs=inputs, max_mse=max_mse, ignore_index=ignore_index, scale=scale,
+    )
     teachers = as_layers(teacher_features, "teacher_features")
     students = as_layers(student_features, "student_features")
     ragged = method == "box_iou"  # detection: one (M_i, 4) array of boxes per image
@@ -222,10 +308,11 @@ def compute_krs(
     })
     fss = feature_similarity_score(teachers, students, method=fss_method)
     aoag = output_agreement(
-        teacher_outputs, student_outputs, method=method, temperature=temperature, inputs=inputs, max_mse=max_mse  # type: ignore[arg-type]
+        teacher_outputs, student_outputs, method=method, temperature=temperature, inputs=inputs, max_mse=max_mse,  # type: ignore[arg-type]
+        ignore_index=ignore_index,
     )
     return {
-        "krs": knowledge_retention_score(fss, aoag, alpha=a, beta=b, scale=scale),
+        "krs": combine_krs(fss, aoag, alpha=a, beta=b, scale=scale),
         "fss": fss,
         "aoag": aoag,
         "alpha": a,

@@ -107,6 +107,9 @@ CSS = """
 .krs-alpha-figure svg { display: block; max-width: 100%; }
 #models-teacher input, #models-student input { text-overflow: ellipsis; }
 ul.options li { white-space: normal !important; }
+.krs-students { overflow-x: auto; }
+.krs-students table { font-size: 0.85em; width: 100%; }
+.krs-students th, .krs-students td { padding: 4px 6px !important; }
 """
 
 _TASK_LABELS = [(f"{task} (α = {preset_alpha(task):.1f}, β = {1 - preset_alpha(task):.1f})", task)
@@ -183,8 +186,12 @@ def _alpha_html(shown: Shown, alpha: float) -> Any:
     return gr.HTML(value=shown.curve.html(float(alpha)), visible=True)
 
 
-def guarded(function: F) -> F:
-    """Turns any exception of a callback into a status message: the page never shows a stack trace."""
+def guarded(function: F, *, empty: Callable[[str], tuple[Any, ...]] | None = None) -> F:
+    """Turns any exception of a callback into a status message: the page never shows a stack trace.
+
+    ``empty`` builds the callback's outputs for a failed run (default: the score tabs' :func:`_empty_outputs`).
+    """
+    cleared = empty or _empty_outputs
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -192,12 +199,15 @@ def guarded(function: F) -> F:
             return function(*args, **kwargs)
         except (InputError, ValueError, TypeError) as err:  # the package words these for a person
             logger.info("input rejected: %s", err)
-            return _empty_outputs(_error_status(str(err)))
-        except MemoryError:
-            return _empty_outputs(_error_status("Out of memory: use fewer examples or narrower features."))
+            return cleared(_error_status(str(err)))
+        except MemoryError:  # a damaged file's header can declare arrays far larger than the file itself
+            return cleared(_error_status(
+                "The arrays do not fit in this Space's memory. A damaged or hand-edited file can declare arrays far "
+                "larger than the file itself: check that it opens with numpy.load. Otherwise use fewer examples or "
+                "narrower features."))
         except Exception:  # noqa: BLE001 - last resort: the visitor sees a sentence, the log the trace
             logger.exception("unexpected error in %s", function.__name__)
-            return _empty_outputs(_error_status(UNEXPECTED))
+            return cleared(_error_status(UNEXPECTED))
 
     return wrapper  # type: ignore[return-value]
 
@@ -305,6 +315,53 @@ def run_models(
     student_name = space_compare.display_name(str(student), choices)
     return _result_outputs(result, alpha, _ok_status(f"Compared the teacher {teacher_name} with the student "
                                                      f"{student_name} on {origin}."))
+
+
+def _empty_students(status: str) -> tuple[Any, ...]:
+    """Outputs of a failed several-students run: the status shown, the table and figures cleared."""
+    return (
+        gr.Markdown(status, elem_classes=["krs-status", "krs-error"]),
+        gr.Markdown("", visible=False),
+        gr.Image(value=None, visible=False),
+        gr.Image(value=None, visible=False),
+    )
+
+
+def run_students(
+    teacher: str | None,
+    students: Sequence[str] | None,
+    text_source: str,
+    sample_size: float,
+    sentences: str,
+    task: str,
+    alpha: float,
+    layers: str,
+    verdict: str,
+    progress: gr.Progress = gr.Progress(),  # noqa: B008 - gradio's documented idiom
+) -> tuple[Any, ...]:
+    """Callback of "Compare students": several students against the teacher, the report's table and front."""
+    texts, labels, origin = space_compare.texts_for(text_source, sentences, int(sample_size))
+    out = space_compare.compare_students(
+        _model_path(teacher), [_model_path(s) or "" for s in students or []], texts, labels, task=task,
+        alpha=float(alpha), layers=layers, verdict=verdict, choices=MODEL_CHOICES,
+        progress=lambda fraction, message: progress(fraction, desc=message),
+    )
+    figures = out["figures"]
+    best = out["report"]["best"]
+    front = ", ".join(out["report"]["pareto"].get("size") or []) or "—"
+    three = (out["report"].get("three_way") or {}).get("sentence")
+    status = _ok_status(f"Compared {len(out['report']['students'])} students with the teacher "
+                        f"{space_compare.display_name(str(_model_path(teacher)), MODEL_CHOICES)} on {origin}. "
+                        f"Best KRS: {best}; on the size front: {front}." + (f" {three}" if three else ""))
+    return (
+        gr.Markdown(status, elem_classes=["krs-status", "krs-ok"]),
+        gr.Markdown(out["table"], visible=True),
+        gr.Image(value=figures.get("tradeoff_front"), visible="tradeoff_front" in figures),
+        gr.Image(value=figures.get("accuracy_vs_krs"), visible="accuracy_vs_krs" in figures),
+    )
+
+
+run_students = guarded(run_students, empty=_empty_students)
 
 
 def _model_path(choice: str | None) -> str | None:
@@ -421,6 +478,30 @@ def build_demo() -> gr.Blocks:
                 lambda source: (gr.Slider(visible=source != space_compare.SOURCE_TYPED),
                                 gr.Textbox(visible=source == space_compare.SOURCE_TYPED)),
                 inputs=text_source, outputs=[sample_size, sentences], show_progress="hidden",
+            )
+            with gr.Accordion("Several students against the teacher", open=False, elem_id="models-students-box"):
+                gr.Markdown(space_compare.STUDENTS_HELP)
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=2, min_width=360):
+                        many = gr.Dropdown(labels, value=[], multiselect=True, max_choices=space_compare.MAX_STUDENTS,
+                                           label="Students", elem_id="models-students")
+                        verdict = gr.Dropdown(list(space_compare.VERDICT_PRESETS), value="default",
+                                              label="Verdict rule (preset)", elem_id="models-verdict")
+                        students_button = gr.Button("Compare students", variant="primary",
+                                                    elem_id="models-students-run")
+                    with gr.Column(scale=3, min_width=420):
+                        s_status = gr.Markdown("Pick two or more students, then press **Compare students**.",
+                                               elem_id="models-students-status", elem_classes=["krs-status"])
+                s_table = gr.Markdown("", visible=False, elem_id="models-students-table", elem_classes=["krs-students"])
+                s_front = gr.Image(visible=False, show_label=False, elem_id="models-students-front", type="filepath",
+                                   height=460)
+                s_scatter = gr.Image(visible=False, show_label=False, elem_id="models-students-scatter", type="filepath",
+                                     height=440)
+            students_button.click(
+                run_students,
+                inputs=[teacher, many, text_source, sample_size, sentences, m_task, m_alpha, layers, verdict],
+                outputs=[s_status, s_table, s_front, s_scatter], concurrency_limit=1, show_progress_on=[s_status],
+                api_name="compare_students",
             )
             compare_button.click(
                 run_models,

@@ -36,14 +36,20 @@ import numpy as np
 from space_io import InputError
 from space_results import AOAG_CHOICES, FSS_CHOICES, TASK_CHOICES, ScoreResult, quality_for
 
+from knowledge_retention.methods import STREAMING_FSS_METHODS
+
 __all__ = [
     "BUILTIN_SENTENCES",
     "LAYER_CHOICES",
     "MAX_SAMPLE",
     "MAX_SENTENCES",
     "TAB_HELP",
+    "MAX_STUDENTS",
+    "STUDENTS_HELP",
+    "VERDICT_PRESETS",
     "availability_message",
     "compare_models",
+    "compare_students",
     "default_student",
     "default_teacher",
     "extraction_status",
@@ -558,7 +564,7 @@ def compare_models(
 
 
 #: The FSS measures the causal-lm task offers.
-LM_FSS_CHOICES: tuple[str, ...] = ("linear_cka", "debiased_cka")
+LM_FSS_CHOICES: tuple[str, ...] = STREAMING_FSS_METHODS
 
 
 def _lm_pair(teacher: str, student: str, task: str) -> tuple[bool, str | None]:
@@ -583,3 +589,101 @@ def _lm_pair(teacher: str, student: str, task: str) -> tuple[bool, str | None]:
                              "or the nlp preset.")
         return True, None  # hub names (KRS_ALLOW_CUSTOM_MODELS): the library loads them as causal LMs
     return False, None
+
+
+STUDENTS_HELP = """\
+Score **several students** against the teacher above on the same texts (the teacher runs once): the table
+of the report (parameters, size on disk, time per batch, accuracy and accuracy retained, KRS with its 95 %
+interval, mean KL, ECE, the verdict under the rule you pick), the students on the **trade-off front**
+(no other keeps more accuracy at a smaller size or a higher speed) and accuracy against KRS across them.
+A student whose name says *baseline* (plain fine-tuning of the same architecture) gets the three-way
+check: does distillation earn its complexity, with the paired interval.
+"""
+
+#: The verdict presets the several-students comparison offers (``knowledge_retention.diagnostics.PRESETS``).
+VERDICT_PRESETS: tuple[str, ...] = ("default", "article", "safety-critical", "cost-sensitive")
+#: At most this many students are compared at once (the CPU Space runs each of them on the texts).
+MAX_STUDENTS = 6
+#: Bootstrap replicates of the comparison's intervals and paired differences on the Space (the report's 1,000
+#: would take minutes on a CPU Space).
+SPACE_BOOTSTRAP = 200
+
+
+def compare_students(
+    teacher: str | None,
+    students: Sequence[str],
+    texts: list[str],
+    labels: list[int] | None,
+    *,
+    task: str = "nlp",
+    alpha: float = 0.5,
+    layers: str = "final",
+    verdict: str = "default",
+    choices: Sequence[tuple[str, str]] | None = None,
+    out_dir: Path | None = None,
+    progress: Callable[[float, str], Any] | None = None,
+) -> dict[str, Any]:
+    """Several students against one teacher: ``evaluate_students`` (the teacher runs once), then the
+    report's comparison (``knowledge_retention.reporting.build_report`` given ``{name: result}``).
+
+    Returns:
+        ``{"report": the comparison report, "table": its students table (Markdown), "figures":
+        {"tradeoff_front", "accuracy_vs_krs": PNG path}}`` - the same table and figures as the report's.
+
+    Raises:
+        InputError: no teacher, fewer than two or more than :data:`MAX_STUDENTS` students, an unlisted
+            model, a causal-LM model among them, an unknown preset, extraction unavailable.
+    """
+    if not teacher:
+        raise InputError("Choose a teacher from the list.")
+    chosen = list(dict.fromkeys(s for s in students if s))
+    if not 2 <= len(chosen) <= MAX_STUDENTS:
+        raise InputError(f"Pick between 2 and {MAX_STUDENTS} students to compare, got {len(chosen)}.")
+    if verdict not in VERDICT_PRESETS:
+        raise InputError(f"Verdict rule must be one of {', '.join(VERDICT_PRESETS)}, got {verdict}.")
+    if task not in ("nlp", "classification"):
+        raise InputError(f"Several students are compared as text classifiers: use the nlp or classification preset, "
+                         f"not {task}.")
+    if layers not in LAYER_CHOICES:
+        raise InputError(f"Unknown layer choice {layers}.")
+    listed = model_choices(include_default_pair=True) if choices is None else list(choices)
+    for role, model in (("teacher", teacher), *(("student", s) for s in chosen)):
+        _check_model(model, role, listed)
+        if is_causal_lm_folder(model):
+            raise InputError("Several students are compared as text classifiers; causal LMs are compared one pair at "
+                             "a time (the Student box above).")
+    if extraction_status()[0] is None:
+        raise InputError(extraction_status()[1])
+    from knowledge_retention.extraction import evaluate_students
+    from knowledge_retention.reporting import build_report
+    from knowledge_retention.reporting.comparison import students_table, write_comparison_figures
+
+    names: dict[str, str] = {}
+    for model in chosen:
+        name = display_name(model, listed)
+        names[name if name not in names else f"{name} ({len(names) + 1})"] = model
+    dataset: dict[str, list[Any]] = {"text": list(texts), **({"label": list(labels)} if labels is not None else {})}
+    if progress is not None:
+        progress(0.05, f"running the teacher once and {len(names)} students on the texts")
+    try:
+        results = evaluate_students(teacher, names, dataset, text_column="text",
+                                    label_column="label" if labels is not None else None, layers=layers, task=task,
+                                    alpha=float(alpha), keep_arrays=True, cross_layer=False, progress=False)
+    except OSError:
+        raise InputError("Could not load one of the models: a model needs config.json, its weights and a tokenizer, "
+                         "and this machine cannot download models.") from None
+    if progress is not None:
+        progress(0.7, "building the comparison (intervals, paired differences, the trade-off front)")
+    baselines = [name for name in names if "baseline" in name.lower()]
+    report = build_report(results, teacher=teacher, student=names, thresholds=verdict, bootstrap=SPACE_BOOTSTRAP,
+                          feature_bootstrap=50, text_column="text", dataset=dataset,
+                          baseline=baselines[0] if len(baselines) == 1 else None)
+    folder = Path(out_dir) if out_dir is not None else Path(_temporary_dir())
+    figures = {name: str(path) for name, path in write_comparison_figures(report, folder).items()}
+    return {"report": report, "table": "\n".join(students_table(report)), "figures": figures}
+
+
+def _temporary_dir() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="krs_students_")

@@ -18,6 +18,9 @@ key                         shape                                        require
                             ``(N,)``/``(N, K)`` targets)
 ``layer_map``               ``(L_s,)`` integers: the teacher layer       no
                             paired with each student layer
+``ignore_index``            one integer (``np.savez(..., ignore_index=    no
+                            255)``): segmentation's void label, whose
+                            pixels are left out of the IoU
 ==========================  ===========================================  =========
 
 Layers of different widths can be given as numbered keys instead: ``teacher_features_0``,
@@ -57,10 +60,10 @@ __all__ = [
 #: Largest accepted upload, per request (all files together). Override with ``KRS_MAX_UPLOAD_MB``.
 MAX_UPLOAD_BYTES = int(float(os.environ.get("KRS_MAX_UPLOAD_MB", "200")) * 1024**2)
 #: Largest total size of the arrays once decompressed (a small ``.npz`` can inflate a lot).
-MAX_ARRAY_BYTES = 4 * MAX_UPLOAD_BYTES
+MAX_ARRAY_BYTES = 4 * MAX_UPLOAD_BYTES  # the CLI's `arrays` default too (knowledge_retention._io.DEFAULT_MAX_ARRAY_BYTES)
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".npz", ".npy", ".safetensors")
 REQUIRED_KEYS: tuple[str, ...] = ("teacher_features", "student_features", "teacher_logits", "student_logits")
-OPTIONAL_KEYS: tuple[str, ...] = ("labels", "layer_map")
+OPTIONAL_KEYS: tuple[str, ...] = ("labels", "layer_map", "ignore_index")
 #: Alternative names accepted for the output arrays.
 ALIASES: dict[str, str] = {"teacher_outputs": "teacher_logits", "student_outputs": "student_logits"}
 _LAYER_KEY = re.compile(r"^(teacher|student)_features[._/-]?(\d+)$")
@@ -149,6 +152,7 @@ class ArrayInputs:
         labels: ``(N,)`` class ids (or regression targets), or None.
         layer_map: for each student layer, the index of its teacher layer, or None (pair by position).
         ignored_keys: keys in the upload that the app does not use.
+        ignore_index: segmentation's void label (pixels left out of the IoU), or None.
     """
 
     teacher_layers: list[np.ndarray]
@@ -158,6 +162,7 @@ class ArrayInputs:
     labels: np.ndarray | None = None
     layer_map: list[int] | None = None
     ignored_keys: tuple[str, ...] = field(default_factory=tuple)
+    ignore_index: int | None = None
 
     @property
     def num_examples(self) -> int:
@@ -184,6 +189,8 @@ class ArrayInputs:
             parts.append("labels present")
         if self.layer_map is not None:
             parts.append(f"layer_map {self.layer_map}")
+        if self.ignore_index is not None:
+            parts.append(f"ignore_index {self.ignore_index}")
         return "; ".join(parts)
 
 
@@ -272,7 +279,8 @@ def parse_arrays(arrays: Mapping[str, np.ndarray]) -> ArrayInputs:
         found = ", ".join(f"`{k}` {tuple(v.shape)}" for k, v in arrays.items()) or "nothing"
         raise InputError(
             f"Missing required array(s): {', '.join(f'`{m}`' for m in missing)}. Found: {found}. "
-            f"Expected keys: {', '.join(f'`{k}`' for k in REQUIRED_KEYS)} (optional: `labels`, `layer_map`)."
+            f"Expected keys: {', '.join(f'`{k}`' for k in REQUIRED_KEYS)} (optional: `labels`, `layer_map`, "
+            "`ignore_index`)."
         )
     assert teacher_out is not None and student_out is not None and t_out_key and s_out_key
 
@@ -323,7 +331,14 @@ def parse_arrays(arrays: Mapping[str, np.ndarray]) -> ArrayInputs:
             f"`layer_map` array of {len(student_layers)} teacher-layer indices (one per student layer)."
         )
 
-    used = set(t_keys) | set(s_keys) | {t_out_key, s_out_key, "labels", "layer_map"}
+    ignore_index = None
+    if "ignore_index" in arrays:
+        raw = _numeric(arrays["ignore_index"], "ignore_index")
+        if raw.size != 1 or raw.dtype.kind not in "iu":
+            raise InputError(f"`ignore_index` must be one integer label (e.g. 255); got dtype {raw.dtype}, shape {raw.shape}.")
+        ignore_index = int(raw.reshape(-1)[0])
+
+    used = set(t_keys) | set(s_keys) | {t_out_key, s_out_key, "labels", "layer_map", "ignore_index"}
     ignored = tuple(sorted(k for k in arrays if k not in used))
     return ArrayInputs(
         teacher_layers=teacher_layers,
@@ -333,6 +348,7 @@ def parse_arrays(arrays: Mapping[str, np.ndarray]) -> ArrayInputs:
         labels=labels,
         layer_map=layer_map,
         ignored_keys=ignored,
+        ignore_index=ignore_index,
     )
 
 

@@ -9,6 +9,7 @@ This module only calls them and formats the results.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 from space_io import ArrayInputs, InputError
 
 from knowledge_retention import TASK_PRESETS, compute_krs, cross_layer_cka, knowledge_retention_score
+from knowledge_retention.methods import ARRAY_AOAG_METHODS
 from knowledge_retention.similarity import FSS_METHODS, layer_similarity
 
 __all__ = [
@@ -39,7 +41,7 @@ logger = logging.getLogger(__name__)
 TASK_CHOICES: tuple[str, ...] = tuple(t for t in TASK_PRESETS if t != "detection")
 FSS_CHOICES: tuple[str, ...] = FSS_METHODS
 #: ``auto`` = the task's default measure (``knowledge_retention.score.DEFAULT_AOAG``).
-AOAG_CHOICES: tuple[str, ...] = ("auto", "kl", "js", "top1", "mse", "mask_iou")
+AOAG_CHOICES: tuple[str, ...] = ("auto", *ARRAY_AOAG_METHODS)
 #: The cross-layer CKA state holds about this many float64 numbers at most (400 MB).
 MAX_HEATMAP_FLOATS = 50_000_000
 #: Below this many examples the page warns that linear CKA is biased upwards.
@@ -161,6 +163,24 @@ def quality_for(
     return None, f"`labels` ignored: task quality is shown for classification, nlp and regression, not {task}."
 
 
+def for_this_page(message: str) -> str:
+    """A library message worded for this page: the Space scores logits and has no ``inputs`` option, so a
+    sentence telling the visitor to pass ``inputs=...`` becomes what they can do here: upload logits.
+
+    Example:
+        >>> for_this_page("`teacher_logits` look like probabilities. Pass inputs='probabilities' if they are.")
+        '`teacher_logits` look like probabilities. This page scores logits: upload the raw logits, or the log of these probabilities (np.log(p): a softmax gives p back).'
+    """
+    sentences = re.split(r"(?<=[.;])\s+", message.strip())
+    kept = [s for s in sentences if "inputs=" not in s]
+    if len(kept) == len(sentences):
+        return message
+    if kept and kept[-1].endswith(";"):
+        kept[-1] = kept[-1][:-1] + "."
+    return " ".join([*kept, "This page scores logits: upload the raw logits, or the log of these probabilities "
+                             "(np.log(p): a softmax gives p back)."])
+
+
 def score_arrays(
     inputs: ArrayInputs,
     *,
@@ -195,17 +215,21 @@ def score_arrays(
     if temperature is None or not np.isfinite(temperature) or temperature <= 0:
         raise InputError(f"The temperature must be a number > 0, got {temperature}.")
     teacher_paired = inputs.paired_teacher_layers()
-    core = compute_krs(
-        teacher_paired,
-        inputs.student_layers,
-        inputs.teacher_outputs,
-        inputs.student_outputs,
-        task=task,  # type: ignore[arg-type]
-        alpha=float(alpha),
-        fss_method=fss_method,  # type: ignore[arg-type]
-        aoag_method=None if aoag_method == "auto" else aoag_method,  # type: ignore[arg-type]
-        temperature=float(temperature),
-    )
+    try:
+        core = compute_krs(
+            teacher_paired,
+            inputs.student_layers,
+            inputs.teacher_outputs,
+            inputs.student_outputs,
+            task=task,  # type: ignore[arg-type]
+            alpha=float(alpha),
+            fss_method=fss_method,  # type: ignore[arg-type]
+            aoag_method=None if aoag_method == "auto" else aoag_method,  # type: ignore[arg-type]
+            temperature=float(temperature),
+            ignore_index=inputs.ignore_index,
+        )
+    except InputError as err:
+        raise InputError(for_this_page(str(err))) from None
     notes: list[str] = []
     cka, cka_note = _heatmap(inputs.teacher_layers, inputs.student_layers, fss_method)
     quality, quality_note = quality_for(task, inputs.labels, inputs.teacher_outputs, inputs.student_outputs)

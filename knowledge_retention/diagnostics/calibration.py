@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import ArrayLike
+from .._validation import ArrayLike, InputError
 from ..agreement import InputKind
 from ._inputs import as_labels, check_int, check_lengths, probabilities
 
@@ -78,7 +78,7 @@ def ece_from_reliability(diagram: dict[str, Any]) -> float:
     """ECE from the output of :func:`reliability_diagram`: the count-weighted mean |accuracy - confidence|."""
     count = np.asarray(diagram["count"], dtype=np.float64)
     if count.sum() <= 0:
-        raise ValueError("The reliability diagram holds no examples (all counts are 0).")
+        raise InputError("The reliability diagram holds no examples (all counts are 0).")
     keep = count > 0
     gaps = np.abs(np.asarray(diagram["accuracy"], dtype=np.float64) - np.asarray(diagram["confidence"], dtype=np.float64))
     return float(np.sum(count[keep] * gaps[keep]) / count.sum())

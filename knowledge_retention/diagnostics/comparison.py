@@ -14,18 +14,18 @@ from typing import Any
 import numpy as np
 from scipy.stats import binomtest
 
-from .._validation import ArrayLike, to_numpy
+from .._validation import ArrayLike, InputError, InputTypeError, to_numpy
 from ._inputs import check_lengths
 
 
 def _as_correct(value: ArrayLike, name: str) -> np.ndarray:
     array = to_numpy(value, name)
     if array.ndim != 1:
-        raise ValueError(f"`{name}` must be a 1-D array of per-example correctness (N,), got shape {array.shape}.")
+        raise InputError(f"`{name}` must be a 1-D array of per-example correctness (N,), got shape {array.shape}.")
     if array.dtype.kind == "b":
         return array
     if array.dtype.kind not in "iuf" or not np.all(np.isin(array, (0, 1))):
-        raise ValueError(f"`{name}` must hold booleans or 0/1 (was each example predicted correctly?).")
+        raise InputError(f"`{name}` must hold booleans or 0/1 (was each example predicted correctly?).")
     return array.astype(bool)
 
 
@@ -58,9 +58,9 @@ def mcnemar_test(correct_a: ArrayLike, correct_b: ArrayLike) -> dict[str, Any]:
 
 def _number(value: float, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`{name}` must be a number, got {type(value).__name__}.")
+        raise InputTypeError(f"`{name}` must be a number, got {type(value).__name__}.")
     if not np.isfinite(value):
-        raise ValueError(f"`{name}` must be finite, got {value}.")
+        raise InputError(f"`{name}` must be finite, got {value}.")
     return float(value)
 
 
@@ -102,7 +102,7 @@ def distillation_vs_baseline(
         "distillation_better_on_both": None,
     }
     if (distilled_quality is None) != (baseline_quality is None):
-        raise ValueError("Give both `distilled_quality` and `baseline_quality`, or neither.")
+        raise InputError("Give both `distilled_quality` and `baseline_quality`, or neither.")
     if distilled_quality is not None and baseline_quality is not None:
         d_q = _number(distilled_quality, "distilled_quality")
         b_q = _number(baseline_quality, "baseline_quality")

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import InputError, InputTypeError
 from ._inputs import check_int
 
 ModelLike = Any  # torch.nn.Module, or str / os.PathLike to a checkpoint file or directory
@@ -35,7 +36,7 @@ def _weight_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise ValueError(f"`model` path does not exist: {path}")
+        raise InputError(f"`model` path does not exist: {path}")
     files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix == ".safetensors")
     if not files:
         files = sorted(
@@ -44,7 +45,7 @@ def _weight_files(path: Path) -> list[Path]:
         )
     if not files:
         found = sorted(p.name for p in path.iterdir())[:20]
-        raise ValueError(
+        raise InputError(
             f"No weight files (*.safetensors, *.bin, *.pt, *.pth) in {path}; it holds {found}."
         )
     return files
@@ -65,7 +66,7 @@ def _torch_file_parameters(path: Path) -> int:
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__}).")
+        raise InputError(f"{path} does not hold a state dict (got {type(state).__name__}).")
     return int(sum(v.numel() for v in state.values() if hasattr(v, "numel")))
 
 
@@ -92,9 +93,9 @@ def parameter_count(model: ModelLike, *, trainable_only: bool = False) -> int:
     if _is_module(model):
         return int(sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only))
     if not isinstance(model, (str, os.PathLike)):
-        raise TypeError(f"`model` must be a torch.nn.Module or a path, got {type(model).__name__}.")
+        raise InputTypeError(f"`model` must be a torch.nn.Module or a path, got {type(model).__name__}.")
     if trainable_only:
-        raise ValueError("`trainable_only` needs a torch.nn.Module; a checkpoint does not record requires_grad.")
+        raise InputError("`trainable_only` needs a torch.nn.Module; a checkpoint does not record requires_grad.")
     total = 0
     for file in _weight_files(Path(model)):
         total += _safetensors_parameters(file) if file.suffix == ".safetensors" else _torch_file_parameters(file)
@@ -118,7 +119,7 @@ def model_disk_size(model: ModelLike) -> int:
         torch.save(model.state_dict(), buffer)
         return buffer.getbuffer().nbytes
     if not isinstance(model, (str, os.PathLike)):
-        raise TypeError(f"`model` must be a torch.nn.Module or a path, got {type(model).__name__}.")
+        raise InputTypeError(f"`model` must be a torch.nn.Module or a path, got {type(model).__name__}.")
     return int(sum(f.stat().st_size for f in _weight_files(Path(model))))
 
 
@@ -163,10 +164,10 @@ def measure_latency(
         (5, 2)
     """
     if not callable(fn):
-        raise TypeError(f"`fn` must be callable, got {type(fn).__name__}.")
+        raise InputTypeError(f"`fn` must be callable, got {type(fn).__name__}.")
     batches = list(batches)
     if not batches:
-        raise ValueError("`batches` must hold at least one batch, got none.")
+        raise InputError("`batches` must hold at least one batch, got none.")
     warmup = check_int(warmup, "warmup", minimum=0)
     repeats = check_int(repeats, "repeats", minimum=1)
     size = batch_size or _batch_len
@@ -200,10 +201,52 @@ def _positive(value: float | None, name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"`{name}` must be a number, got {type(value).__name__}.")
+        raise InputTypeError(f"`{name}` must be a number, got {type(value).__name__}.")
     if not np.isfinite(value) or value <= 0:
-        raise ValueError(f"`{name}` must be a finite number > 0, got {value}.")
+        raise InputError(f"`{name}` must be a finite number > 0, got {value}.")
     return float(value)
+
+
+def extraction_speeds(
+    timings: dict[str, Any], num_examples: int, batch_size: int, *, teacher_cache: dict[str, Any] | None = None
+) -> tuple[dict[str, dict[str, Any]] | None, str | None]:
+    """Each model's speed from an extraction's own timed forward passes, when the two can be compared.
+
+    The two times must come from the same run: with a teacher cache the teacher's time is the one
+    recorded when its outputs were cached (replayed later, while the student is timed again), so
+    the ratio would change between identical runs. Then no speed is taken from the timings and
+    the reason says so: the caller times both models on the same batches instead.
+
+    Args:
+        timings: the extraction's ``timings`` (``teacher_forward_s``, ``student_forward_s``, ``forward_batches``).
+        num_examples: examples the forward passes ran over.
+        batch_size: examples per batch (for the batch count when ``forward_batches`` is missing).
+        teacher_cache: the extraction's ``options["teacher_cache"]`` (None without a cache).
+
+    Returns:
+        ``({"teacher": speed, "student": speed}, None)`` with ``seconds_per_batch``,
+        ``examples_per_second`` and ``timed_batches`` each; or ``(None, reason)``.
+
+    Example:
+        >>> speeds, _ = extraction_speeds({"teacher_forward_s": 2.0, "student_forward_s": 1.0}, 64, 32)
+        >>> speeds["teacher"]["seconds_per_batch"] / speeds["student"]["seconds_per_batch"]
+        2.0
+        >>> extraction_speeds({"teacher_forward_s": 2.0, "student_forward_s": 1.0}, 64, 32,
+        ...                   teacher_cache={"reused": True})[0] is None
+        True
+    """
+    if teacher_cache:
+        return None, ("the teacher cache is in use, so the extraction's teacher time is replayed on later runs "
+                      "while the student is timed again: both models are timed on the same batches instead")
+    speeds: dict[str, dict[str, Any]] = {}
+    for role in ("teacher", "student"):
+        seconds = timings.get(f"{role}_forward_s")
+        if not seconds or not num_examples:
+            return None, f"the extraction has no timed forward pass of the {role}"
+        n_batches = int(timings.get("forward_batches") or 0) or max(1, -(-num_examples // batch_size))
+        speeds[role] = {"seconds_per_batch": float(seconds) / n_batches,
+                        "examples_per_second": num_examples / float(seconds), "timed_batches": n_batches}
+    return speeds, None
 
 
 def tradeoff_sentence(

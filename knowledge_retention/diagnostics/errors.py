@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import ArrayLike, to_numpy
+from .._validation import ArrayLike, InputTypeError, to_numpy
 from ..agreement import InputKind, per_example_kl
 from ._inputs import as_labels, as_predictions, check_int, check_lengths, probabilities
 
@@ -101,7 +101,7 @@ def top_disagreements(
         sizes.append(("labels", len(y)))
     if texts is not None:
         if isinstance(texts, (str, bytes)):
-            raise TypeError("`texts` must be a sequence of strings (one per example), got a single string.")
+            raise InputTypeError("`texts` must be a sequence of strings (one per example), got a single string.")
         sizes.append(("texts", len(texts)))
     check_lengths(sizes)
     order = np.argsort(-kl, kind="stable")[:k]

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .._validation import ArrayLike, as_float_array, check_same_length
+from .._validation import ArrayLike, InputError, InputTypeError, as_float_array, check_same_length
 from ._inputs import as_labels, as_predictions, check_lengths
 
 # --- classification --------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ def _regression_pair(y_true: ArrayLike, y_pred: ArrayLike) -> tuple[np.ndarray, 
     truth = truth[:, None] if truth.ndim == 1 else truth  # (N,) and (N, 1) are the same single output
     pred = pred[:, None] if pred.ndim == 1 else pred
     if truth.shape != pred.shape:
-        raise ValueError(f"`y_true` and `y_pred` must have the same shape, got {shapes[0]} and {shapes[1]}.")
+        raise InputError(f"`y_true` and `y_pred` must have the same shape, got {shapes[0]} and {shapes[1]}.")
     return truth, pred
 
 
@@ -152,7 +152,7 @@ def r2_score(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     """
     truth, pred = _regression_pair(y_true, y_pred)
     if truth.shape[0] < 2:
-        raise ValueError(f"`y_true` needs at least 2 examples for R², got {truth.shape[0]}.")
+        raise InputError(f"`y_true` needs at least 2 examples for R², got {truth.shape[0]}.")
     ss_res = np.sum((truth - pred) ** 2, axis=0)
     ss_tot = np.sum((truth - truth.mean(axis=0)) ** 2, axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -196,22 +196,22 @@ def quality_retained(student_score: float, teacher_score: float, *, greater_is_b
     """
     for name, value in (("student_score", student_score), ("teacher_score", teacher_score)):
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise TypeError(f"`{name}` must be a number, got {type(value).__name__}.")
+            raise InputTypeError(f"`{name}` must be a number, got {type(value).__name__}.")
         if not np.isfinite(value):
-            raise ValueError(f"`{name}` must be finite, got {value}.")
+            raise InputError(f"`{name}` must be finite, got {value}.")
     student, teacher = float(student_score), float(teacher_score)
     if greater_is_better:
         if teacher <= 0:
-            raise ValueError(
+            raise InputError(
                 f"`teacher_score` must be > 0 to compute the share of it the student retains, got {teacher}."
             )
         return student / teacher
     if teacher < 0 or student < 0:
-        raise ValueError(f"Errors must be >= 0, got teacher_score={teacher} and student_score={student}.")
+        raise InputError(f"Errors must be >= 0, got teacher_score={teacher} and student_score={student}.")
     if teacher == 0:
-        raise ValueError("`teacher_score` is 0 (a perfect teacher): the retained share of an error is undefined.")
+        raise InputError("`teacher_score` is 0 (a perfect teacher): the retained share of an error is undefined.")
     if student == 0:
-        raise ValueError("`student_score` is 0 (a perfect student): teacher / student is infinite.")
+        raise InputError("`student_score` is 0 (a perfect student): teacher / student is infinite.")
     return teacher / student
 
 

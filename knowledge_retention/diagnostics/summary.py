@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .._validation import ArrayLike, check_choice, to_numpy
+from .._validation import ArrayLike, InputError, check_choice, to_numpy
 from ..agreement import InputKind, RegressionAgreementAccumulator
 from ..score import TASK_PRESETS
 from .calibration import DEFAULT_N_BINS, calibration_summary
@@ -83,7 +83,7 @@ def diagnose(
             out["quality"] = out["calibration"] = breakdown = None
         out["errors"] = {"breakdown": breakdown, "top_disagreements": top}
     else:
-        raise ValueError(f"`task` {task!r} has no output diagnostics here; use classification, nlp or regression.")
+        raise InputError(f"`task` {task!r} has no output diagnostics here; use classification, nlp or regression.")
     if labels is None:
         notes.append("No gold labels: teacher-relative figures only (no task quality, calibration or error breakdown).")
     if task in CLASSIFICATION_TASKS and out["agreement"].get("confidence_spearman") is None:

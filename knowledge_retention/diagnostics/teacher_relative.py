@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats
 
-from .._validation import ArrayLike, check_choice
+from .._validation import ArrayLike, InputError, check_choice
 from ..agreement import (
     ClassificationAgreementAccumulator,
     InputKind,
@@ -81,7 +81,7 @@ def model_confidences(
     p_t = probabilities(teacher_logits, "teacher_logits", temperature=temperature, inputs=inputs)
     p_s = probabilities(student_logits, "student_logits", temperature=temperature, inputs=inputs)
     if p_t.shape != p_s.shape:
-        raise ValueError(
+        raise InputError(
             f"`teacher_logits` and `student_logits` must have the same shape (N, C), got {p_t.shape} and {p_s.shape}."
         )
     if of == "max":
@@ -129,10 +129,10 @@ def confidence_correlation(
     check_choice(method, "method", ("spearman", "kendall"))
     c_t, c_s = model_confidences(teacher_logits, student_logits, of=of, temperature=temperature, inputs=inputs)
     if c_t.shape[0] < 2:
-        raise ValueError(f"A correlation needs at least 2 examples, got {c_t.shape[0]}.")
+        raise InputError(f"A correlation needs at least 2 examples, got {c_t.shape[0]}.")
     for name, c in (("teacher", c_t), ("student", c_s)):
         if np.all(c == c[0]):
-            raise ValueError(f"The {name}'s confidence is the same on every example: the rank correlation is undefined.")
+            raise InputError(f"The {name}'s confidence is the same on every example: the rank correlation is undefined.")
     result = stats.spearmanr(c_t, c_s) if method == "spearman" else stats.kendalltau(c_t, c_s)
     return float(result.statistic)
 

@@ -9,8 +9,10 @@ trains them (a few minutes on 2 CPU cores, with progress); later calls return at
 
 Cache location: ``<root>/default_pair/<version-hash>/`` where ``<root>`` is ``cache_dir``, else
 ``$KNOWLEDGE_RETENTION_CACHE``, else ``~/.cache/knowledge_retention``. The hash covers the recipe,
-so a changed recipe trains a new pair. The pair is built in a temporary sibling folder and renamed
-into place only after ``COMPLETE.json`` is written, so a half-written cache is never used.
+so a changed recipe trains a new pair. The pair is built in its final folder, under an exclusive lock,
+and ``COMPLETE.json`` is written last: a folder without it (a run that stopped half-way) is never used,
+only rebuilt. Building in place means that every path the first run prints (the manifest's included)
+is the one that stays.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,10 +128,10 @@ def _build(final: Path, *, progress: bool) -> None:
             file=sys.stderr,
             flush=True,
         )
-    partial = Path(tempfile.mkdtemp(prefix=f"{final.name}.partial-", dir=final.parent))
+    final.mkdir(parents=True)
     try:
-        train_pipeline(SCALES["quick"], partial, progress=progress)
-        manifest = load_manifest(partial)
+        train_pipeline(SCALES["quick"], final, progress=progress)
+        manifest = load_manifest(final)
         models: dict[str, Any] = {m["path"]: m for m in manifest["models"]}
         marker = {
             "version_hash": final.name,
@@ -143,8 +144,7 @@ def _build(final: Path, *, progress: bool) -> None:
             "baseline_dev_accuracy": models[_BASELINE]["dev_accuracy"],
             "total_seconds": manifest["timings"]["total_seconds"],
         }
-        (partial / COMPLETE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-        os.replace(partial, final)
+        (final / COMPLETE).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")  # last: complete
     except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(final, ignore_errors=True)
         raise

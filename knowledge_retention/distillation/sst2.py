@@ -39,8 +39,9 @@ from .manifest import MANIFEST, MANIFEST_FORMAT, EvaluateFn, write_manifest
 from .pretrained import SST2_LABELS, load_minilm_classifier, load_tokenizer
 from .runs import make_training_args, predict_accuracy, run_training, save_run
 from .scales import ScaleConfig, StudentSpec, get_scale
+from .splits import load_general_corpus, load_pipeline_splits
 from .students import every_other_layer_student, lower_layers_student, narrow_student, student_config
-from .targets import TargetSpec, TeacherCache
+from .targets import TargetSpec, TrainingTargetCache
 from .trainer import DistillationTrainer, plan_targets, recipe_for
 
 __all__ = [
@@ -78,45 +79,6 @@ class _Progress:
     def __call__(self, message: str) -> None:
         if self.enabled:
             print(f"[sst2:{self.scale} +{time.perf_counter() - self.start:6.0f}s] {message}", file=sys.stderr, flush=True)
-
-
-def load_pipeline_splits(cfg: ScaleConfig, *, data_dir: str | Path | None = None) -> tuple[Any, Any, Any, str]:
-    """The raw (untokenised) ``sentence``/``label`` splits a scale trains and evaluates on.
-
-    Returns ``(teacher_train, student_train, dev, source)``. The student training set is the first
-    ``student_train_size`` sentences of the teacher's (same shuffle), so students are distilled on
-    data the teacher was trained on. The evaluation step reads the same ``dev`` texts.
-    """
-    use_sst2 = cfg.data == "sst2" or (cfg.data == "auto" and sst2_data.find_sst2_dir(data_dir) is not None)
-    if use_sst2:
-        train, dev = sst2_data.load_sst2("train", data_dir=data_dir), sst2_data.load_sst2("validation", data_dir=data_dir)
-        source = str(sst2_data.find_sst2_dir(data_dir) or "glue/sst2 (Hub)")
-    else:
-        size = (cfg.teacher_train_size or 512) + (cfg.dev_size or 128)
-        pool = sst2_data.synthetic_sentiment(size, seed=cfg.seed)
-        train, dev = pool.select(range(size - (cfg.dev_size or 128))), pool.select(range(size - (cfg.dev_size or 128), size))
-        source = "synthetic"
-    teacher_train = sst2_data.subset(train, cfg.teacher_train_size, seed=cfg.seed)
-    student_size = cfg.student_train_size or len(teacher_train)
-    if student_size > len(teacher_train):
-        raise ValueError(
-            f"`student_train_size` ({student_size}) must not exceed the teacher's training set ({len(teacher_train)})"
-        )
-    student_train = teacher_train.select(range(student_size))
-    dev = sst2_data.subset(dev, cfg.dev_size, seed=cfg.seed)
-    return teacher_train, student_train, dev, source
-
-
-def load_general_corpus(cfg: ScaleConfig, *, data_dir: str | Path | None = None) -> Any:
-    """The unlabelled corpus of TinyBERT's general distillation: the training split's sentences
-    (shuffled with the scale's seed; the first ``general_train_size``, all by default). Labels stay
-    in the dataset but no general-distillation loss reads them."""
-    use_sst2 = cfg.data == "sst2" or (cfg.data == "auto" and sst2_data.find_sst2_dir(data_dir) is not None)
-    if use_sst2:
-        train = sst2_data.load_sst2("train", data_dir=data_dir)
-        return sst2_data.subset(train, cfg.general_train_size, seed=cfg.seed)
-    teacher_train = load_pipeline_splits(cfg, data_dir=data_dir)[0]
-    return sst2_data.subset(teacher_train, cfg.general_train_size, seed=cfg.seed)
 
 
 def load_pipeline_data(
@@ -314,7 +276,7 @@ class _Runner:
     def krs_callback(self, teacher: Any) -> Any:
         """A :class:`~knowledge_retention.KRSCallback` against ``teacher`` on the dev sentences, with the
         evaluation's options (:data:`KRS_OPTIONS`)."""
-        from ..callbacks import KRSCallback
+        from ..integrations.callbacks import KRSCallback
 
         cfg = self.cfg
         return KRSCallback(teacher, {"sentence": self.data.dev_texts}, self.data.tokenizer, **KRS_OPTIONS,
@@ -441,7 +403,7 @@ def _load_general(path: Path) -> tuple[Any, dict[str, Any]]:
 
 
 def _train_student(
-    runner: _Runner, spec: StudentSpec, variant: str, teacher: Any, cache: TeacherCache | None
+    runner: _Runner, spec: StudentSpec, variant: str, teacher: Any, cache: TrainingTargetCache | None
 ) -> dict[str, Any]:
     cfg = runner.cfg
     lr, epochs = spec.learning_rate or cfg.student_lr, spec.epochs or cfg.student_epochs
@@ -647,12 +609,12 @@ def _run(
 
 def _train_students(
     runner: _Runner, teacher: Any, device: Any, say: _Progress
-) -> tuple[list[dict[str, Any]], TeacherCache | None]:
+) -> tuple[list[dict[str, Any]], TrainingTargetCache | None]:
     """Every student of the runner's scale, before and after, against a trained, frozen teacher."""
     cfg, data = runner.cfg, runner.data
     cache, cache_spec = None, _cached_spec(cfg, teacher)
     if cfg.cache_teacher and cache_spec.keys:
-        cache = TeacherCache.build(teacher, data.student_train, data.collator, cache_spec,
+        cache = TrainingTargetCache.build(teacher, data.student_train, data.collator, cache_spec,
                                    batch_size=cfg.eval_batch_size, device=device)
         say(f"teacher outputs cached once for all students: {len(cache)} examples, {', '.join(cache_spec.keys)}, "
             f"{cache.nbytes / 2**20:.0f} MB, {cache.seconds:.0f} s")

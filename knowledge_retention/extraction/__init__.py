@@ -20,8 +20,8 @@ datasets, tqdm).
 from __future__ import annotations
 
 from .evaluator import MixedPrecision, evaluate_pair, evaluate_students
-from .options import EvalOptions
 from .layers import LAYER_PRESETS, LayerSpec, layer_names, resolve_layer_pairs, uniform_layer_mapping
+from .options import EvalOptions
 from .pooling import POOLINGS, Pooling, pool_hidden_states
 from .result import ExtractionResult
 from .teacher_cache import TeacherCache

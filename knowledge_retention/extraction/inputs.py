@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["ModelOutputs", "ModelRunner", "TextSource", "load_model", "load_tokenizer", "model_max_length"]
+from .._validation import InputError, InputTypeError, LoadError
+
+__all__ = ["ModelOutputs", "ModelRunner", "TextSource", "hub_unreachable", "load_model", "load_tokenizer", "model_config",
+           "model_max_length"]
 
 # Model families whose position ids start after the padding index and are derived from the input ids
 # themselves (so they must not be overridden, and the usable length is shorter by that offset).
@@ -29,6 +33,9 @@ _PADDING_OFFSET_POSITIONS = frozenset(
      "roberta-prelayernorm", "luke", "mpnet"}
 )
 _NO_LIMIT = 1_000_000  # tokenizers without a real limit report 1e30
+#: Files that hold a tokenizer in a saved model folder (one is enough).
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model",
+                    "spiece.model", "sentencepiece.bpe.model", "merges.txt")
 
 
 class TextSource:
@@ -61,17 +68,19 @@ class TextSource:
             import datasets
 
             if isinstance(dataset, (datasets.DatasetDict, datasets.IterableDatasetDict)):
-                raise TypeError(
+                raise InputTypeError(
                     f"`dataset` is a DatasetDict with splits {sorted(dataset)}; pass one split, e.g. "
                     f"dataset[{sorted(dataset)[0]!r}]."
                 )
             if isinstance(dataset, datasets.IterableDataset):
-                raise TypeError("`dataset` is an IterableDataset; pass a map-style datasets.Dataset (it needs a length).")
+                raise InputTypeError("`dataset` is an IterableDataset; pass a map-style datasets.Dataset (it needs a length).")
             is_arrow = isinstance(dataset, datasets.Dataset)
         except ImportError:  # pragma: no cover - datasets is an extra
             is_arrow = False
         if is_arrow:
             self._check_columns(list(dataset.column_names))
+            self._check_text_feature(dataset.features.get(text_column))
+            self._check_label_feature(dataset.features.get(label_column) if label_column else None)
             wanted = [text_column] + ([label_column] if label_column else [])
             self._arrow = dataset.select_columns(wanted)
             length = len(dataset)
@@ -79,32 +88,52 @@ class TextSource:
             self._check_columns(list(dataset))
             lengths = {name: len(dataset[name]) for name in dataset}
             if len(set(lengths.values())) > 1:
-                raise ValueError(f"`dataset` columns must have the same length, got {lengths}.")
+                raise InputError(f"`dataset` columns must have the same length, got {lengths}.")
             self._columns = dataset
             length = len(dataset[text_column])
         elif isinstance(dataset, Sequence) and not isinstance(dataset, (str, bytes)):
             if label_column is not None:
-                raise ValueError(
+                raise InputError(
                     f"`label_column={label_column!r}` was given but `dataset` is a plain list of texts; pass a "
                     "dict of columns or a datasets.Dataset to provide labels."
                 )
             self._columns = {text_column: dataset}
             length = len(dataset)
         else:
-            raise TypeError(
+            raise InputTypeError(
                 "`dataset` must be a datasets.Dataset, a list of strings or a dict of columns, got "
                 f"{type(dataset).__name__}."
             )
         if max_examples is not None:
             length = min(length, max_examples)
         if length == 0:
-            raise ValueError("`dataset` is empty: there are no examples to evaluate.")
+            raise InputError("`dataset` is empty: there are no examples to evaluate.")
         self.length = length
 
     def _check_columns(self, available: list[str]) -> None:
         for role, name in (("text_column", self.text_column), ("label_column", self.label_column)):
+            if name is not None and not isinstance(name, str):
+                raise InputTypeError(f"`{role}` must be a column name (str), got {type(name).__name__}.")
             if name is not None and name not in available:
-                raise ValueError(f"`{role}={name!r}` is not a column of `dataset`; available columns: {available}.")
+                raise InputError(f"`{role}={name!r}` is not a column of `dataset`; available columns: {available}.")
+
+    def _check_text_feature(self, feature: Any) -> None:
+        """An Arrow column of numbers (a CSV's numeric column) is refused before any batch is read."""
+        dtype = getattr(feature, "dtype", None)
+        if dtype is not None and dtype not in ("string", "large_string", "null"):
+            raise InputTypeError(
+                f"`text_column={self.text_column!r}` holds {dtype} values, not texts; name the column of input "
+                "texts."
+            )
+
+    def _check_label_feature(self, feature: Any) -> None:
+        """Labels that are words (``pos``/``neg``) are refused before any model runs."""
+        dtype = getattr(feature, "dtype", None)
+        if dtype in ("string", "large_string"):
+            raise InputTypeError(
+                f"`label_column={self.label_column!r}` holds strings; labels must be integer class ids (or numbers "
+                "for regression) in the order of the models' outputs."
+            )
 
     def __len__(self) -> int:
         return self.length
@@ -120,54 +149,162 @@ class TextSource:
             labels = [self._columns[self.label_column][i] for i in indices] if self.label_column else None
         for i, text in zip(indices, texts, strict=True):
             if not isinstance(text, str):
-                raise TypeError(
-                    f"`dataset[{self.text_column!r}]` must hold strings; example {i} is a {type(text).__name__}."
+                what = "empty (a missing value)" if text is None else f"a {type(text).__name__} ({text!r:.40})"
+                raise InputTypeError(
+                    f"`dataset[{self.text_column!r}]` must hold strings; example {i} is {what}. Every example needs "
+                    "a text in the column that `text_column` names."
                 )
+        if labels is not None:
+            missing = [i for i, label in zip(indices, labels, strict=True) if label is None]
+            if missing:
+                raise InputError(f"`label_column={self.label_column!r}`: example {missing[0]} has no label (a missing "
+                                 f"value; {len(missing)} in this batch); give every example a label or leave "
+                                 "`label_column` unset.")
         return list(texts), labels
 
 
+class _NoModelFolder(LoadError, FileNotFoundError):
+    """A model path that names no folder (and is not a Hub name that could be tried)."""
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face Hub cannot be used now (offline mode set, or no connection within 3 s), or None."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{name} is set"
+    import socket
+    from urllib.parse import urlparse
+
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        with socket.create_connection((endpoint.hostname or "huggingface.co", endpoint.port or 443), timeout=3):
+            return None
+    except OSError as err:
+        return f"{endpoint.hostname} is unreachable ({err.__class__.__name__})"
+
+
+def _load_failures() -> tuple[type[BaseException], ...]:
+    failures: list[type[BaseException]] = [OSError, ValueError, RuntimeError, EOFError]
+    try:
+        from safetensors import SafetensorError
+
+        failures.append(SafetensorError)
+    except ImportError:  # pragma: no cover - safetensors comes with transformers
+        pass
+    import pickle
+
+    failures.append(pickle.UnpicklingError)
+    return tuple(failures)
+
+
+#: What ``from_pretrained`` raises for a checkpoint that is damaged or does not match its config (a truncated
+#: ``model.safetensors``: SafetensorError; a truncated ``.bin``: RuntimeError/EOFError/UnpicklingError).
+LOAD_FAILURES = _load_failures()
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def model_config(model: str | os.PathLike[str], argument: str, *, trust_remote_code: bool = False) -> Any:
+    """The ``transformers`` config of a model folder or Hub name, read before any weight is loaded.
+
+    A path that names no folder is said to be one (a relative path is not sent to the Hub unless it is a
+    valid Hub name and the Hub can be reached); a folder without ``config.json`` is not a model.
+
+    Raises:
+        LoadError: naming ``argument`` (a ``FileNotFoundError`` too when the path names nothing).
+    """
+    from transformers import AutoConfig
+
+    path = os.fspath(model)
+    local = os.path.expanduser(path)
+    if os.path.isdir(local):
+        if not os.path.isfile(os.path.join(local, "config.json")):
+            found = sorted(os.listdir(local))[:8]
+            raise LoadError(f"`{argument}`: the folder {path} is not a model: it has no config.json (it holds "
+                            f"{found or 'nothing'}); give the folder written by save_pretrained().")
+        try:
+            return AutoConfig.from_pretrained(local, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as err:
+            raise LoadError(f"`{argument}`: {path}/config.json is not a transformers model config: "
+                            f"{_first_line(err)}") from None
+    if os.path.exists(local):
+        raise LoadError(f"`{argument}`: {path} is a file; give the model's folder (the one with config.json) "
+                        "or a Hub name.")
+    if os.path.isabs(path) or path.startswith((".", "~")) or not _REPO_ID.match(path):
+        # say it plainly instead of huggingface_hub's "Repo id must be in the form ..."
+        raise _NoModelFolder(f"`{argument}`: there is no model folder at {path}.")
+    try:  # a Hub name already in the local cache loads without the network
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+    except (OSError, ValueError):
+        pass
+    reason = hub_unreachable()
+    if reason is not None:
+        raise _NoModelFolder(f"`{argument}`: there is no model folder at {path} (relative to {os.getcwd()}), and "
+                             f"it cannot be looked up as a Hub model name: {reason}.")
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise _NoModelFolder(f"`{argument}`: there is no model folder at {path} (relative to {os.getcwd()}), and "
+                             f"the Hub gave no model of that name: {_first_line(err)}") from None
+
+
 def load_model(
-    model: Any, role: str, *, trust_remote_code: bool = False, argument: str | None = None
+    model: Any, role: str, *, trust_remote_code: bool = False, argument: str | None = None,
+    load_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[torch.nn.Module, str | None, bool]:
     """A model object as is, or a local path / hub name loaded with its classification head if it has one.
 
     A checkpoint whose ``config.architectures`` names a ``*ForSequenceClassification`` class is
     loaded with ``AutoModelForSequenceClassification``; anything else with ``AutoModel`` (a random
-    classification head would make the output agreement meaningless).
+    classification head would make the output agreement meaningless): FSS only, said in the notes.
 
     Args:
         model: a ``torch.nn.Module`` or a path / hub name.
         role: ``"teacher"`` or ``"student"`` (for error messages).
         trust_remote_code: passed to ``from_pretrained``.
         argument: the argument's name in error messages (default: ``role``).
+        load_kwargs: more keyword arguments of ``from_pretrained`` (``device_map``, ``max_memory``,
+            ``offload_folder``: accelerate's big-model inference for a teacher larger than the device).
 
     Returns:
         ``(model, path, loaded_without_head)``; ``path`` is None for objects without a
         ``name_or_path``.
+
+    Raises:
+        InputTypeError: ``model`` is neither a module nor a path.
+        LoadError: no such folder, a folder that is not a model, weights that do not load.
     """
+    argument = argument or role
     if isinstance(model, torch.nn.Module):
         name = getattr(getattr(model, "config", None), "name_or_path", None) or None
         return model, name, False
     if not isinstance(model, (str, os.PathLike)):
-        raise TypeError(
-            f"`{argument or role}` must be a torch.nn.Module or a local path / hub name, got {type(model).__name__}."
+        raise InputTypeError(
+            f"`{argument}` must be a torch.nn.Module or a local path / hub name, got {type(model).__name__}."
         )
-    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+    from transformers import AutoModel, AutoModelForSequenceClassification
 
     path = os.fspath(model)
-    looks_local = os.path.isabs(path) or path.startswith((".", "~")) or path.count("/") > 1
-    if looks_local and not os.path.isdir(os.path.expanduser(path)):
-        # say it plainly instead of huggingface_hub's "Repo id must be in the form ..."
-        raise FileNotFoundError(f"`{argument or role}`: there is no model folder at {path}.")
-    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    config = model_config(path, argument, trust_remote_code=trust_remote_code)
+    local = os.path.expanduser(path)
+    source = local if os.path.isdir(local) else path
     architectures = getattr(config, "architectures", None) or []
-    if any(str(a).endswith("ForSequenceClassification") for a in architectures):
-        try:
-            loaded = AutoModelForSequenceClassification.from_pretrained(path, trust_remote_code=trust_remote_code)
-            return loaded, path, False
-        except ValueError:  # the config's model type has no sequence-classification class
-            pass
-    return AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code), path, True
+    try:
+        if any(str(a).endswith("ForSequenceClassification") for a in architectures):
+            try:
+                loaded = AutoModelForSequenceClassification.from_pretrained(source, trust_remote_code=trust_remote_code,
+                                                                            **(load_kwargs or {}))
+                return loaded, path, False
+            except ValueError:  # the config's model type has no sequence-classification class
+                pass
+        return AutoModel.from_pretrained(source, trust_remote_code=trust_remote_code, **(load_kwargs or {})), path, True
+    except LOAD_FAILURES as err:  # damaged or inconsistent weights: the checkpoint's fault, named as such
+        raise LoadError(f"`{argument}`: the model at {path} could not be loaded: {_first_line(err)}") from None
 
 
 def load_tokenizer(
@@ -183,16 +320,26 @@ def load_tokenizer(
     argument = argument or f"{role}_tokenizer"
     if tokenizer is not None:
         if not callable(tokenizer):
-            raise TypeError(f"`{argument}` must be a transformers tokenizer, got {type(tokenizer).__name__}.")
+            raise InputTypeError(f"`{argument}` must be a transformers tokenizer, got {type(tokenizer).__name__}.")
         return tokenizer
     if not path:
-        raise TypeError(
+        raise InputTypeError(
             f"`{argument}` is required: the {role} model object has no `config.name_or_path` to load "
             "its tokenizer from."
         )
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model_argument = argument.replace("_tokenizers[", "s[").removesuffix("_tokenizer")
+    local = os.path.expanduser(path)
+    if os.path.isdir(local) and not any(os.path.isfile(os.path.join(local, name)) for name in _TOKENIZER_FILES):
+        # transformers would build an empty tokenizer from the config alone: every word would be [UNK]
+        raise LoadError(f"`{model_argument}`: {path} holds no tokenizer files ({', '.join(_TOKENIZER_FILES[:3])}, ...); "
+                        f"save the tokenizer with the model (tokenizer.save_pretrained) or pass `{argument}`.")
+    try:
+        return AutoTokenizer.from_pretrained(os.path.expanduser(path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as err:
+        raise LoadError(f"`{model_argument}`: no tokenizer loads from {path} ({_first_line(err)}); save the "
+                        f"tokenizer with the model (tokenizer.save_pretrained) or pass `{argument}`.") from None
 
 
 def model_max_length(model: torch.nn.Module, tokenizer: Any) -> int | None:
@@ -252,7 +399,7 @@ class ModelRunner:
         if getattr(self.tokenizer, "pad_token", None) is None:
             eos = getattr(self.tokenizer, "eos_token", None)
             if eos is None:
-                raise ValueError(
+                raise InputError(
                     f"`{self.tokenizer_arg or self.role + '_tokenizer'}` has neither a pad token nor an EOS token to pad with; set "
                     "tokenizer.pad_token before evaluating."
                 )
@@ -295,7 +442,7 @@ class ModelRunner:
         mask = encoded["attention_mask"]
         empty = (mask.sum(dim=1) == 0).nonzero().flatten().tolist()
         if empty:
-            raise ValueError(
+            raise InputError(
                 f"Example(s) {[indices[i] for i in empty]} tokenise to zero tokens for the {self.role}: "
                 "empty texts cannot be evaluated."
             )
@@ -313,7 +460,7 @@ class ModelRunner:
         if hidden is None and isinstance(outputs, Mapping):
             hidden = outputs.get("hidden_states")
         if not hidden:
-            raise ValueError(
+            raise InputError(
                 f"The {self.role} model returned no hidden states with output_hidden_states=True "
                 f"({type(self.model).__name__}); pass a transformers model (or one whose forward returns "
                 "`hidden_states`)."

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
+from .._validation import InputError, InputTypeError
+
 LayerPreset = Literal["final", "all", "uniform"]
 LayerSpec = LayerPreset | Sequence[tuple[int, int]]
 LAYER_PRESETS: tuple[str, ...] = ("final", "all", "uniform")
@@ -57,9 +59,9 @@ def uniform_layer_mapping(
 
 def _normalise(index: object, count: int, role: str, where: str) -> int:
     if isinstance(index, bool) or not isinstance(index, int):
-        raise TypeError(f"`layers`{where}: the {role} layer index must be an int, got {type(index).__name__}.")
+        raise InputTypeError(f"`layers`{where}: the {role} layer index must be an int, got {type(index).__name__}.")
     if not -count <= index < count:
-        raise ValueError(
+        raise InputError(
             f"`layers`{where}: {role} layer {index} is out of range; the {role} has {count} hidden states "
             f"(0 = embeddings ... {count - 1} = final layer; negative indices count from the end)."
         )
@@ -92,34 +94,34 @@ def resolve_layer_pairs(layers: LayerSpec, n_teacher_states: int, n_student_stat
     """
     if isinstance(layers, str):
         if layers not in LAYER_PRESETS:
-            raise ValueError(
+            raise InputError(
                 f"`layers` must be one of {list(LAYER_PRESETS)} or a list of (teacher, student) index pairs, "
                 f"got {layers!r}."
             )
         if layers == "final":
             return [(n_teacher_states - 1, n_student_states - 1)]
         if n_student_states > n_teacher_states:
-            raise ValueError(
+            raise InputError(
                 f"`layers={layers!r}` maps each student layer to a teacher layer, which needs a student no deeper "
                 f"than the teacher; got {n_teacher_states} teacher and {n_student_states} student hidden states. "
                 "Pass an explicit list of (teacher, student) pairs."
             )
         if n_student_states < 2:
-            raise ValueError(f"`layers={layers!r}` needs a student with at least one transformer block.")
+            raise InputError(f"`layers={layers!r}` needs a student with at least one transformer block.")
         return uniform_layer_mapping(
             n_teacher_states - 1, n_student_states - 1, include_embeddings=layers == "all"
         )
     if not isinstance(layers, Sequence) or isinstance(layers, bytes):
-        raise TypeError(
+        raise InputTypeError(
             f"`layers` must be one of {list(LAYER_PRESETS)} or a list of (teacher, student) index pairs, "
             f"got {type(layers).__name__}."
         )
     if len(layers) == 0:
-        raise ValueError("`layers` is an empty list; give at least one (teacher, student) pair.")
+        raise InputError("`layers` is an empty list; give at least one (teacher, student) pair.")
     pairs: list[tuple[int, int]] = []
     for k, pair in enumerate(layers):
         if not isinstance(pair, Sequence) or isinstance(pair, str) or len(pair) != 2:
-            raise TypeError(f"`layers[{k}]` must be a (teacher_index, student_index) pair, got {pair!r}.")
+            raise InputTypeError(f"`layers[{k}]` must be a (teacher_index, student_index) pair, got {pair!r}.")
         pairs.append(
             (
                 _normalise(pair[0], n_teacher_states, "teacher", f"[{k}]"),

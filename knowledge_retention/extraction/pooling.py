@@ -11,6 +11,8 @@ from typing import Literal
 
 import torch
 
+from .._validation import InputError
+
 Pooling = Literal["cls", "mean", "last"]
 POOLINGS: tuple[str, ...] = ("cls", "mean", "last")
 
@@ -46,9 +48,9 @@ def pool_hidden_states(hidden: torch.Tensor, attention_mask: torch.Tensor, pooli
         [[2.0, 3.0], [9.0, 10.0]]
     """
     if pooling not in POOLINGS:
-        raise ValueError(f"`pooling` must be one of {list(POOLINGS)}, got {pooling!r}.")
+        raise InputError(f"`pooling` must be one of {list(POOLINGS)}, got {pooling!r}.")
     if hidden.ndim != 3 or attention_mask.shape != hidden.shape[:2]:
-        raise ValueError(
+        raise InputError(
             f"Expected hidden states of shape (B, T, D) and an attention mask of shape (B, T), got "
             f"{tuple(hidden.shape)} and {tuple(attention_mask.shape)}."
         )
@@ -57,7 +59,7 @@ def pool_hidden_states(hidden: torch.Tensor, attention_mask: torch.Tensor, pooli
     mask = attention_mask.to(device=hidden.device) > 0
     counts = mask.sum(dim=1)
     if bool((counts == 0).any()):
-        raise ValueError(
+        raise InputError(
             f"{int((counts == 0).sum())} row(s) of the batch have no real token (attention mask all 0): "
             "empty texts cannot be pooled."
         )

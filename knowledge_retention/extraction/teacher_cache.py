@@ -7,7 +7,7 @@ choice of ``layers`` or ``cross_layer`` is served, and the logits) and replays t
 batch and in the same order, on later calls whose fingerprint matches: the teacher is not run at all.
 
 * In memory (``TeacherCache()``): for one process's lifetime, e.g. the training-time
-  :class:`~knowledge_retention.callbacks.KRSCallback`. The key covers the options, the texts and the
+  :class:`~knowledge_retention.integrations.callbacks.KRSCallback`. The key covers the options, the texts and the
   identity of the teacher and tokenizer objects (not their weights: the teacher must not change
   between calls).
 * On disk (``TeacherCache("folder")``): ``<folder>/<fingerprint>/`` holds ``meta.json`` and
@@ -22,6 +22,7 @@ batch and in the same order, on later calls whose fingerprint matches: the teach
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._validation import InputError, InputTypeError
 from .inputs import TextSource
 from .streams import PooledBatch
 
@@ -70,12 +72,31 @@ def model_fingerprint(model: torch.nn.Module) -> str:
         config = getattr(model, "config", None)
         if config is not None and hasattr(config, "to_json_string"):
             yield config.to_json_string(use_diff=False).encode()
-        for name, tensor in model.state_dict().items():
+        for name, tensor in _state_items(model):
             flat = tensor.detach().contiguous().cpu()
             yield f"{name}|{flat.dtype}|{tuple(flat.shape)}".encode()
             yield flat.reshape(-1).view(torch.uint8).numpy().tobytes() if flat.numel() else b""
 
     return _sha(chunks())
+
+
+def _state_items(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """The state dict's ``(name, tensor)`` items in its order; the weights of a model dispatched by
+    accelerate with CPU or disk offload (meta tensors) are brought in one module at a time."""
+    state = model.state_dict()
+    if not any(t.is_meta for t in state.values()):
+        yield from state.items()
+        return
+    from accelerate.utils import align_module_device, has_offloaded_params
+
+    del state
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        with align_module_device(module) if has_offloaded_params(module) else contextlib.nullcontext():
+            own = [*module._parameters.items(),
+                   *((k, b) for k, b in module._buffers.items() if k not in module._non_persistent_buffers_set)]
+            for name, tensor in own:
+                if tensor is not None:
+                    yield (f"{prefix}.{name}" if prefix else name), tensor
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -137,8 +158,11 @@ class TeacherCache:
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         if path is not None and not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"`teacher_cache` must be a folder path or a TeacherCache, got {type(path).__name__}.")
+            raise InputTypeError(f"`teacher_cache` must be a folder path or a TeacherCache, got {type(path).__name__}.")
         self.path = None if path is None else Path(path).expanduser()
+        if self.path is not None and self.path.exists() and not self.path.is_dir():
+            raise InputError(f"`teacher_cache`: {path} is a file; give a folder (created if missing) for the "
+                             "teacher's recorded outputs.")
         self._memory: dict[str, tuple[dict[str, Any], dict[int, list[TeacherBatch]]]] = {}
 
     @property
@@ -306,7 +330,7 @@ def as_cache(value: Any) -> TeacherCache | None:
         return value
     if isinstance(value, (str, os.PathLike)):
         return TeacherCache(value)
-    raise TypeError(f"`teacher_cache` must be None, a folder path or a TeacherCache, got {type(value).__name__}.")
+    raise InputTypeError(f"`teacher_cache` must be None, a folder path or a TeacherCache, got {type(value).__name__}.")
 
 
 def numpy_free(value: Any) -> Any:

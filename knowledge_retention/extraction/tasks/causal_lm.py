@@ -29,18 +29,18 @@ Everything that the causal-LM task changes in extraction lives here:
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from ..._validation import InputError, InputTypeError, check_choice
+from ...methods import CLASSIFICATION_METHODS, STREAMING_FSS_METHODS
 from ...score import knowledge_retention_score, resolve_weights
 from ...similarity import CrossLayerCKAAccumulator, LinearCKAAccumulator
 from ...token_agreement import TOKEN_AVERAGES, TokenAgreementAccumulator
@@ -48,10 +48,26 @@ from ..inputs import TextSource, load_tokenizer, model_max_length
 from ..layers import layer_names, resolve_layer_pairs
 from ..options import EvalOptions
 from ..result import ExtractionResult
+from ..runtime import model_device
 from ..streams import PooledBatch
 from ..teacher_cache import CACHE_VERSION, model_fingerprint, texts_fingerprint, tokenizer_fingerprint
 from ..token_step import token_step
-from .base import Batch, ModelSpec, Plan, Task
+from .base import Batch, ModelSpec, Plan, Task, _load_kwargs
+from .lm_inputs import (
+    _PROBE_POSITIONS,
+    CountedBatch,
+    _check_generate,
+    _decoded,
+    _encode,
+    _generate,
+    _head_matches,
+    _LMRunner,
+    check_same_vocabulary,
+    counted_positions,
+    is_causal_lm,
+    load_causal_lm,
+    scored_examples,
+)
 from .text import cka_or_nan, cross_matrix
 
 __all__ = [
@@ -72,224 +88,11 @@ SequencePooling = Literal["mean", "last"]
 SEQUENCE_POOLINGS: tuple[str, ...] = ("mean", "last")
 #: float32 values per ``(chunk, V)`` logit block: the chunk has ``max(1, LOGIT_BUDGET // V)`` rows.
 LOGIT_BUDGET = 1 << 20
-_FSS_METHODS = ("linear_cka", "debiased_cka")
-_AOAG = ("kl", "js", "top1")
+_FSS_METHODS = STREAMING_FSS_METHODS  # token rows stream: no N x N kernels
+_AOAG = CLASSIFICATION_METHODS
 _CONTEXT_TOKENS = 12  # tokens of context kept with each most-disagreeing token
-_PROBE_POSITIONS = 4  # positions of the probe text whose logits check the head (not all: T x V would be large)
 _LENGTH_CHUNK = 256  # texts tokenised per call when measuring lengths for the grouping
 _KEEP_WORST = 20  # most-disagreeing tokens kept, with context, for the report
-
-
-# ----------------------------------------------------------------------------------------- loading
-def _causal_lm_class_names() -> frozenset[str]:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    return frozenset(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
-
-
-def _is_lm_class_name(name: str) -> bool:
-    return name.endswith(("ForCausalLM", "LMHeadModel")) or name in _causal_lm_class_names()
-
-
-def is_causal_lm(model: Any, *, trust_remote_code: bool = False) -> bool:
-    """True for a causal-LM object (``*ForCausalLM``, ``GPT2LMHeadModel``, ...) or a path / hub name
-    whose ``config.architectures`` names one; False otherwise (and for anything unreadable)."""
-    if isinstance(model, torch.nn.Module):
-        named = any(_is_lm_class_name(cls.__name__) for cls in type(model).__mro__)  # subclasses too
-        return named and callable(getattr(model, "get_output_embeddings", None))
-    if not isinstance(model, (str, os.PathLike)):
-        return False
-    try:
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(os.fspath(model), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError):
-        return False
-    if getattr(config, "is_encoder_decoder", False):
-        return False
-    return any(_is_lm_class_name(str(a)) for a in (getattr(config, "architectures", None) or []))
-
-
-def load_causal_lm(model: Any, argument: str, *, trust_remote_code: bool = False) -> tuple[torch.nn.Module, str | None]:
-    """A causal-LM object as is, or ``AutoModelForCausalLM.from_pretrained(path)``; ``(model, path)``."""
-    if isinstance(model, torch.nn.Module):
-        get_head = getattr(model, "get_output_embeddings", None)
-        if not callable(get_head) or get_head() is None:
-            raise InputTypeError(
-                f"`{argument}` must be a causal language model with an output layer (e.g. *ForCausalLM) for "
-                f"task='causal-lm', got {type(model).__name__}."
-            )
-        return model, getattr(getattr(model, "config", None), "name_or_path", None) or None
-    if not isinstance(model, (str, os.PathLike)):
-        raise InputTypeError(f"`{argument}` must be a torch.nn.Module or a local path / hub name, got {type(model).__name__}.")
-    from transformers import AutoModelForCausalLM
-
-    path = os.fspath(model)
-    return AutoModelForCausalLM.from_pretrained(path, trust_remote_code=trust_remote_code), path
-
-
-def check_same_vocabulary(
-    teacher_tokenizer: Any,
-    student_tokenizer: Any,
-    teacher_model: Any = None,
-    student_model: Any = None,
-    *,
-    student_role: str = "student",
-) -> int:
-    """Refuses a teacher and student that do not share one vocabulary; returns its size.
-
-    The tokenizers must have the same size and the same token -> id map; the models' output layers
-    must cover it with the same number of logits (an output layer padded beyond the tokenizer, as
-    in many checkpoints, is fine when both are padded alike).
-
-    Raises:
-        InputError: one message naming both sizes (and the first differing token when the sizes match).
-    """
-    t_vocab, s_vocab = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
-    tail = ("Teacher and student must share one tokenizer vocabulary: token-level agreement compares the "
-            "same next token; cross-tokenizer distillation is not scored.")
-    if len(t_vocab) != len(s_vocab):
-        raise InputError(
-            f"The teacher's tokenizer has a vocabulary of {len(t_vocab)} tokens and the {student_role}'s "
-            f"{len(s_vocab)}. {tail}"
-        )
-    if t_vocab != s_vocab:
-        differing = sorted(tok for tok in t_vocab if s_vocab.get(tok) != t_vocab[tok])
-        example = differing[0] if differing else next(iter(set(s_vocab) - set(t_vocab)))
-        raise InputError(
-            f"The teacher's and the {student_role}'s tokenizers both have {len(t_vocab)} tokens but map "
-            f"{max(1, len(differing))} of them differently (e.g. {example!r}: {t_vocab.get(example)} vs "
-            f"{s_vocab.get(example)}). {tail}"
-        )
-    if teacher_model is not None and student_model is not None:
-        v_t = _head_size(teacher_model)
-        v_s = _head_size(student_model)
-        if v_t is not None and v_s is not None and v_t != v_s:
-            raise InputError(
-                f"The teacher's output layer has {v_t} logits and the {student_role}'s {v_s} (tokenizer "
-                f"vocabulary: {len(t_vocab)} tokens for both). {tail}"
-            )
-        if v_t is not None and v_t < len(t_vocab):
-            raise InputError(f"The teacher's output layer has {v_t} logits, fewer than its tokenizer's {len(t_vocab)} tokens.")
-    return len(t_vocab)
-
-
-def _head_size(model: Any) -> int | None:
-    head = model.get_output_embeddings()
-    weight = getattr(head, "weight", None)
-    return None if weight is None else int(weight.shape[0])
-
-
-# -------------------------------------------------------------------------------- counted positions
-@dataclass
-class CountedBatch:
-    """The token ids of a batch and which predictions count.
-
-    Attributes:
-        indices: dataset index of each row.
-        ids: each row's token ids (unpadded, special tokens included).
-        starts: each row's first counted *target* index (>= 1): predictions of tokens
-            ``ids[starts[i]:]`` count, so row i gives ``len(ids[i]) - starts[i]`` counted tokens.
-    """
-
-    indices: list[int]
-    ids: list[list[int]]
-    starts: list[int]
-
-    @property
-    def num_tokens(self) -> int:
-        return sum(max(0, len(ids) - start) for ids, start in zip(self.ids, self.starts, strict=True))
-
-
-def counted_positions(lengths: Sequence[int], starts: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows, source positions and target positions of the counted predictions (unpadded coordinates).
-
-    Example:
-        >>> rows, src, tgt = counted_positions([3, 2], [1, 1])
-        >>> rows.tolist(), src.tolist(), tgt.tolist()
-        ([0, 0, 1], [0, 1, 0], [1, 2, 1])
-    """
-    rows, src = [], []
-    for row, (length, start) in enumerate(zip(lengths, starts, strict=True)):
-        n = max(0, length - start)
-        rows.append(np.full(n, row, dtype=np.int64))
-        src.append(np.arange(start - 1, start - 1 + n, dtype=np.int64))
-    r = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-    s = np.concatenate(src) if src else np.zeros(0, dtype=np.int64)
-    return r, s, s + 1
-
-
-# ------------------------------------------------------------------------------------------ runner
-@dataclass
-class _LMRunner:
-    """Pads shared token ids for one model (its own pad id and padding side) and runs it."""
-
-    model: torch.nn.Module
-    tokenizer: Any
-    role: str
-    device: torch.device
-    forward_s: float = 0.0
-    full_logits: bool = False
-    tokenize_s: float = 0.0
-    num_truncated: int = 0
-    path: str | None = None
-    model_limit: int | None = None
-    _params: frozenset[str] = field(default_factory=frozenset)
-
-    def reset_counters(self) -> None:
-        """Zeroes the timers and the truncation count (after the probe)."""
-        self.forward_s = self.tokenize_s = 0.0
-        self.num_truncated = 0
-
-    def __post_init__(self) -> None:
-        params = inspect.signature(self.model.forward).parameters
-        self._params = frozenset(params)
-        self.pad_id = next((int(v) for v in (getattr(self.tokenizer, "pad_token_id", None),
-                                             getattr(self.tokenizer, "eos_token_id", None)) if v is not None), 0)
-        self.left = getattr(self.tokenizer, "padding_side", "right") == "left"
-
-    def pad(self, ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-        """``(input_ids, attention_mask)`` of shape ``(B, T)`` and each row's offset of its first token."""
-        length = max(len(row) for row in ids)
-        input_ids = torch.full((len(ids), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(ids), length), dtype=torch.long)
-        offsets = np.zeros(len(ids), dtype=np.int64)
-        for i, row in enumerate(ids):
-            lo = length - len(row) if self.left else 0
-            offsets[i] = lo
-            input_ids[i, lo : lo + len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[i, lo : lo + len(row)] = 1
-        return input_ids, mask, offsets
-
-    def __call__(self, ids: list[list[int]], *, keep_logits: int = 1) -> tuple[tuple[torch.Tensor, ...], Any, np.ndarray]:
-        """Hidden states, logits (of the last ``keep_logits`` positions where the model allows it, else all;
-        all of them in full-logits mode) and each row's padding offset."""
-        input_ids, mask, offsets = self.pad(ids)
-        inputs: dict[str, Any] = {"input_ids": input_ids.to(self.device), "attention_mask": mask.to(self.device)}
-        if "position_ids" in self._params:  # the positions each text would have alone, under either padding
-            inputs["position_ids"] = (mask.cumsum(dim=1) - 1).clamp(min=0).to(self.device)
-        if "logits_to_keep" in self._params and not self.full_logits:
-            inputs["logits_to_keep"] = keep_logits
-        if "use_cache" in self._params:
-            inputs["use_cache"] = False
-        tick = time.perf_counter()
-        out = self.model(**inputs, output_hidden_states=True, return_dict=True)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.forward_s += time.perf_counter() - tick
-        hidden = getattr(out, "hidden_states", None)
-        if not hidden:
-            raise InputError(f"The {self.role} model returned no hidden states with output_hidden_states=True.")
-        return tuple(hidden), out.logits, offsets
-
-    def head(self, states: torch.Tensor) -> torch.Tensor:
-        """Logits ``(n, V)`` float32 of final hidden states ``(n, D)`` by the model's output layer."""
-        model: Any = self.model
-        head = model.get_output_embeddings()
-        weight = getattr(head, "weight", None)
-        if weight is not None and states.dtype != weight.dtype and not torch.is_autocast_enabled(states.device.type):
-            states = states.to(weight.dtype)
-        return head(states).float()
 
 
 # ---------------------------------------------------------------------------------------- streams
@@ -451,86 +254,6 @@ def _merge(payloads: list[dict[str, Any]]) -> dict[str, Any]:
             "features": features, "rows": rows}
 
 
-# ------------------------------------------------------------------------------ tokenisation, generation
-def _encode(tokenizer: Any, texts: list[str], prompts: list[str] | None) -> tuple[list[list[int]], list[int]]:
-    """Token ids (special tokens included, untruncated) and the first counted target index of each text.
-
-    With prompts, ``prompt + text`` is tokenised as one string and the leading tokens whose character
-    span ends inside the prompt (a leading BOS included) are the prompt's: a token that straddles the
-    boundary belongs to the text.
-    """
-    if prompts is None:
-        ids = tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
-        return [list(row) for row in ids], [1] * len(ids)
-    joined = [p + t for p, t in zip(prompts, texts, strict=True)]
-    enc = tokenizer(joined, add_special_tokens=True, truncation=False, return_offsets_mapping=True)
-    starts = []
-    for prompt, offsets in zip(prompts, enc["offset_mapping"], strict=True):
-        n_prompt = 0
-        for _, end in offsets:
-            if end > len(prompt):
-                break
-            n_prompt += 1
-        starts.append(max(1, n_prompt))
-    return [list(row) for row in enc["input_ids"]], starts
-
-
-def _generate(runner: _LMRunner, prompts: list[list[int]], max_new_tokens: int, eos: int | None) -> list[list[int]]:
-    """Greedy teacher continuations (left-padded batch); each cut after its first EOS."""
-    pad_id = runner.pad_id
-    length = max(len(p) for p in prompts)
-    input_ids = torch.full((len(prompts), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), length), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        input_ids[i, length - len(p):] = torch.tensor(p, dtype=torch.long)
-        mask[i, length - len(p):] = 1
-    model: Any = runner.model
-    out = model.generate(input_ids=input_ids.to(runner.device), attention_mask=mask.to(runner.device),
-                         max_new_tokens=max_new_tokens, min_new_tokens=1, do_sample=False, num_beams=1,
-                         pad_token_id=pad_id, eos_token_id=eos)
-    continuations = []
-    for row in out[:, length:].tolist():
-        if eos is not None and eos in row:
-            row = row[: row.index(eos) + 1]
-        continuations.append(row)
-    return continuations
-
-
-def _check_generate(generate: Any) -> int | None:
-    if generate is None:
-        return None
-    if not isinstance(generate, Mapping):
-        raise InputTypeError(f"`generate` must be a dict like {{'max_new_tokens': 32}} or None, got {type(generate).__name__}.")
-    unknown = sorted(set(generate) - {"max_new_tokens"})
-    if unknown:
-        raise InputError(f"`generate` takes only 'max_new_tokens' (greedy decoding), got {unknown}.")
-    n = generate.get("max_new_tokens")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"`generate['max_new_tokens']` must be a positive int, got {n!r}.")
-    return int(n)
-
-
-def _head_matches(runner: _LMRunner, hidden: tuple[torch.Tensor, ...], logits: torch.Tensor) -> bool:
-    """Whether the model's logits are its output layer applied to its last hidden state (probe batch)."""
-    if logits is None:
-        raise InputError(f"The {runner.role} model returned no logits; task='causal-lm' needs a causal LM head.")
-    k = min(_PROBE_POSITIONS, int(logits.shape[1]))  # the last k positions of the one probe text
-    last = hidden[-1][:, -k:]
-    mine = runner.head(last.reshape(-1, last.shape[-1])).reshape(last.shape[0], k, -1)
-    ref = logits[:, -k:].float()
-    scale = float(ref.abs().max()) or 1.0
-    return bool(torch.allclose(mine, ref, rtol=1e-3, atol=1e-3 * scale))
-
-
-def _decoded(record: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
-    """A most-disagreeing token with its context decoded (the ids are kept too)."""
-    def text(ids: list[int]) -> str:
-        return str(tokenizer.decode(ids, skip_special_tokens=False))
-
-    return {**record, "context_text": text(record["context"]), "target_text": text([record["target"]]),
-            "teacher_top1_text": text([record["teacher_top1"]]), "student_top1_text": text([record["student_top1"]])}
-
-
 # ------------------------------------------------------------------------------------------ the task
 class LazyLogits:
     """The logits of counted tokens, made ``(hi - lo, V)`` rows at a time by the model's output layer."""
@@ -597,14 +320,13 @@ class CausalLMTask(Task):
             raise InputError(str(err).replace("label_column", "prompt_column").replace("labels", "prompts")) from err
 
     def load(self, spec: ModelSpec, opts: EvalOptions, device: Any) -> _LMRunner:
-        model, path = load_causal_lm(spec.model, spec.argument, trust_remote_code=opts.trust_remote_code)
+        model, path = load_causal_lm(spec.model, spec.argument, trust_remote_code=opts.trust_remote_code,
+                                     load_kwargs=_load_kwargs(spec, opts))
         tok = load_tokenizer(spec.preprocessor, path, spec.role, trust_remote_code=opts.trust_remote_code,
                              argument=spec.preprocessor_argument)
         if not self.runners and opts.prompt_column is not None and not getattr(tok, "is_fast", False):
             raise InputError("`prompt_column` needs a fast tokenizer (offsets tell which tokens are the prompt's).")
         device.place(model)
-        from ..engine import model_device
-
         runner = _LMRunner(model, tok, spec.role, model_device(model))
         runner.path = path
         runner.model_limit = model_max_length(model, tok)
@@ -787,6 +509,9 @@ def lm_result(task: CausalLMTask, merged: dict[str, Any], plan: Plan, context: d
         if context["is_main"] and message not in context["warned"]:
             context["warned"].add(message)
             warnings.warn(message, UserWarning, stacklevel=5)
+    num_examples, dropped = scored_examples(len(context["source"]), tokens.n_sequences)
+    if dropped:
+        notes.append(dropped)
     t_tok = task.teacher_runner.tokenizer
     lm = {
         "num_tokens": tokens.n_tokens, "num_sequences": tokens.n_sequences, "average": opts.average,
@@ -806,7 +531,7 @@ def lm_result(task: CausalLMTask, merged: dict[str, Any], plan: Plan, context: d
         layer_pairs=pairs, pair_scores=pair_scores, pair_linear_cka=pair_linear, teacher_layer_names=names_t,
         student_layer_names=names_s, cross_layer_cka=cross, mean_kl=measures["mean_kl"],
         top1_agreement=measures["top1_agreement"], teacher_logits=None, student_logits=None, labels=None,
-        example_indices=merged["index"], num_examples=len(context["source"]),
+        example_indices=merged["index"], num_examples=num_examples,
         options={
             "teacher": names["teacher"], "student": names[spec.name], "student_name": spec.name,
             "text_column": opts.text_column, "prompt_column": opts.prompt_column,
