@@ -6,8 +6,14 @@
 PYTHON ?= python3
 PIP := $(PYTHON) -m pip
 TORCH ?= torch==2.13.0
+# torchvision matching TORCH, and the timm release the image task was tested with (the `vision` extra).
+# Not part of install-test: PyPI's torchvision 0.28.0 is built against CUDA torch, and beside the CPU torch
+# it fails to load (`operator torchvision::nms does not exist`), which breaks transformers' imports in fresh
+# processes. Where a matching CPU build is available: `make install-vision VISION_INDEX=...`.
+VISION ?= torchvision==0.28.0 timm==1.0.31
+VISION_INDEX ?=
 
-.PHONY: install-core install-demo install-test demo test browser lint
+.PHONY: install-core install-demo install-test install-vision demo test browser lint
 
 install-demo:
 	$(PIP) install -q $(TORCH)
@@ -16,6 +22,9 @@ install-demo:
 
 install-test: install-demo
 	$(PIP) install -q -e ".[all]"
+
+install-vision: install-demo
+	$(PIP) install -q $(if $(VISION_INDEX),--index-url $(VISION_INDEX),) $(TORCH) $(VISION)
 
 # Debian's chromium drives the Space's browser test (Playwright cannot download its own browser here).
 browser:

@@ -18,6 +18,8 @@ EXTRAS = {
     "extract": ["torch>=2.1", "transformers>=4.40", "accelerate>=0.26", "datasets>=2.14", "tqdm"],
     "report": ["matplotlib>=3.7", "scikit-learn>=1.3"],
     "app": ["gradio>=4.0", "matplotlib>=3.7", "safetensors>=0.4"],
+    # image models of timm and torchvision (transformers' image models need only `extract` and Pillow)
+    "vision": ["torchvision>=0.28", "timm>=1.0", "pillow>=10"],
     "test": [
         "pytest>=7",
         "hypothesis>=6",
@@ -30,7 +32,9 @@ EXTRAS = {
         "playwright>=1.40",
     ],
 }
-EXTRAS["all"] = sorted({req for reqs in EXTRAS.values() for req in reqs})
+# `all` leaves torchvision/timm out: their PyPI wheels are built against CUDA torch (see the Makefile's
+# install-vision); Pillow stays in (transformers' image processors need it).
+EXTRAS["all"] = sorted({req for name, reqs in EXTRAS.items() for req in reqs if name != "vision"} | {"pillow>=10"})
 
 setup(
     name="knowledge-retention",

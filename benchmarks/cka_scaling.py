@@ -186,8 +186,9 @@ def render(result: dict) -> str:
     lines = [
         f"Linear CKA, teacher width {result['teacher_width']}, student width {result['student_width']}, batches of {result['batch_size']}, best of {result['repeats']} "
         f"(× 20,000 / N below N = 20,000) interleaved runs, {'CPU' if result['clock'] == 'cpu' else 'elapsed'} seconds "
-        f"(`OMP_NUM_THREADS={machine['omp_num_threads']} python benchmarks/cka_scaling.py`; "
-        f"{machine['cpu_count']} CPU cores, load average "
+        + (f"(`OMP_NUM_THREADS={machine['omp_num_threads']} python benchmarks/cka_scaling.py`; "
+           if machine["omp_num_threads"] else "(`python benchmarks/cka_scaling.py`, BLAS's default threads; ")
+        + f"{machine['cpu_count']} CPU cores, load average "
         f"{machine['load_average_start']:.1f} at start and {machine['load_average_end']:.1f} at the end, shared with other jobs); streamed = linear CKA as "
         "the library runs it on the batches, debiased = with the debiased estimator's extra sums.",
         "",

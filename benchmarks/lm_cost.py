@@ -183,7 +183,38 @@ def child(shape: str, repeats: int) -> dict[str, Any]:
         finally:
             restore()
 
-    runs: dict[str, Callable[[], Any]] = {"bare": bare, "before": before, "after": evaluate}
+    # where the time of `after` goes: CPU seconds inside the models' forward calls, inside the token step
+    # (the output layer on the counted tokens and the vocabulary maths), and the rest (CKA sums, tokenisation...)
+    spent = {"forward": 0.0, "step": 0.0}
+    for model in (teacher, student):
+        model.register_forward_pre_hook(lambda *_: spent.__setitem__("tick", time.process_time()))
+        model.register_forward_hook(lambda *_: spent.__setitem__("forward", spent["forward"] + time.process_time()
+                                                                 - spent["tick"]))
+    from knowledge_retention.extraction.token_step import token_step
+
+    def timed_step(*args: Any, **kwargs: Any) -> Any:
+        tick = time.process_time()
+        try:
+            return token_step(*args, **kwargs)
+        finally:
+            spent["step"] += time.process_time() - tick
+
+    def after() -> Any:
+        spent.update(forward=0.0, step=0.0)
+        restore = _patched(timed_step)
+        try:
+            return evaluate()
+        finally:
+            restore()
+            parts["after"].append((spent["forward"], spent["step"]))
+
+    def bare_timed() -> None:
+        spent.update(forward=0.0, step=0.0)
+        bare()
+        parts["bare"].append((spent["forward"], 0.0))
+
+    parts: dict[str, list[tuple[float, float]]] = {"bare": [], "after": []}
+    runs: dict[str, Callable[[], Any]] = {"bare": bare_timed, "before": before, "after": after}
     for run in (bare, evaluate):  # warm-up (the step before shares everything else with after)
         run()
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
@@ -197,6 +228,8 @@ def child(shape: str, repeats: int) -> dict[str, Any]:
                 results[name] = value
     agree = {key: abs(getattr(results["after"], key) - getattr(results["before"], key)) for key in COMPARED}
     counted = results["after"].lm["num_tokens"]
+    best = min(range(repeats), key=lambda i: times["after"][i][0])  # the breakdown of the fastest `after`
+    forward, step = parts["after"][best]
     return {
         "shape": shape, "vocab": vocab, "teacher_width": d_t, "student_width": d_s, "texts": n_texts,
         "length": length, "batch_size": batch, "counted_tokens": counted, "repeats": repeats,
@@ -204,6 +237,8 @@ def child(shape: str, repeats: int) -> dict[str, Any]:
         "wall_s": {name: min(w for _, w in t) for name, t in times.items()},
         "all_cpu_s": {name: [c for c, _ in t] for name, t in times.items()},
         "max_abs_difference": max(agree.values()), "aoag": results["after"].aoag,
+        "after_cpu_s": {"forward": forward, "token_step": step, "rest": times["after"][best][0] - forward - step},
+        "bare_forward_cpu_s": min(f for f, _ in parts["bare"]),
     }
 
 
@@ -252,15 +287,17 @@ def table(record: dict[str, Any]) -> str:
     """The Markdown summary of ``lm_cost.json``."""
     lines = [
         "| shape | V | widths teacher / student | counted tokens | two bare forward passes (s) | scoring before (s) "
-        "| before / bare | scoring after (s) | after / bare | largest difference, after vs before |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| before / bare | scoring after (s) | after / bare | after: forward passes / token step / rest (s) "
+        "| largest difference, after vs before |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in record["rows"]:
-        c = r["cpu_s"]
+        c, a = r["cpu_s"], r["after_cpu_s"]
         lines.append(
             f"| {r['shape']} | {r['vocab']:,} | {r['teacher_width']} / {r['student_width']} | {r['counted_tokens']:,} | "
             f"{c['bare']:.2f} | {c['before']:.2f} | {c['before'] / c['bare']:.2f}x | {c['after']:.2f} | "
-            f"**{c['after'] / c['bare']:.2f}x** | {r['max_abs_difference']:.1e} |"
+            f"**{c['after'] / c['bare']:.2f}x** | {a['forward']:.2f} / {a['token_step']:.2f} / {a['rest']:.2f} | "
+            f"{r['max_abs_difference']:.1e} |"
         )
     lines += [
         "",
@@ -269,7 +306,10 @@ def table(record: dict[str, Any]) -> str:
         "student block (the output layer weighs more than in a deep model; the cross-layer CKA matrix, which grows "
         "with both depths, less); *before* is the per-token step of commit e97f089, *after* the one-pass step of "
         "`knowledge_retention/extraction/token_step.py`; the last column is the largest absolute difference between "
-        "the two results' measures (KRS, FSS, AOAg, KL, JS, top-1, top-5, log-prob gap, perplexities).",
+        "the two results' measures (KRS, FSS, AOAg, KL, JS, top-1, top-5, log-prob gap, perplexities). The "
+        "breakdown of *after*: CPU time inside the two models' forward calls (hidden states, no full logits), inside "
+        "the token step (the output layer on the counted tokens and the vocabulary maths), and the rest (linear and "
+        "cross-layer CKA sums in float64, tokenisation, gathering).",
         "",
         f"Measured with `{record['command']}` ({record['machine']}).",
         "",

@@ -9,8 +9,10 @@ Sections and their sources:
 * ``main-job``   ``results/main_job/report.json`` (``knowledge-retention --output-dir results/main_job``)
 * ``sst2``       ``results/sst2/cpu/table.md`` (``knowledge-retention reproduce-sst2 --scale cpu``)
 * ``sst2-krs``   ``results/sst2/cpu_krs_during_training/results.json`` (``reproduce-sst2 ... --krs-every 25``)
-* ``benchmarks`` ``benchmarks/results/{cka_scaling,extraction_overhead,evaluate_overhead,lm_memory,teacher_once,threads_under_load}.md``
+* ``benchmarks`` ``benchmarks/results/{cka_scaling,extraction_overhead,evaluate_overhead,lm_memory,lm_cost,teacher_once,threads_under_load,image_extraction}.md``
 * ``lm``         ``results/lm/{training.json,demo.md}`` (``python -m knowledge_retention.lm_demo all``)
+* ``vision``     ``results/vision/digits/{table.md,results.json}`` (``knowledge-retention reproduce-vision --scale cpu``)
+  and ``results/vision/segmentation_synthetic/table.md`` (``python -m knowledge_retention.distillation.vision.segmentation cpu``)
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ BENCHMARKS = (
     ("extraction_overhead", "Extraction: overhead over a bare forward loop, and memory against N"),
     ("evaluate_overhead", "The `evaluate` module against a direct call"),
     ("lm_memory", "Causal-LM evaluation: memory against counted tokens and vocabulary, time over two forward passes"),
+    ("lm_cost", "Causal-LM scoring at real vocabularies and widths: time over the two bare forward passes, before and "
+                "after the one-pass step"),
     ("teacher_once", "The teacher runs once: several students, length grouping, training-time KRS, the report"),
     ("threads_under_load", "Torch threads per process: why the cpu-scale reproduction trains with one"),
+    ("image_extraction", "Image models: overhead over the bare forward passes, memory against N, flatten's memory"),
 )
 
 
@@ -268,8 +273,53 @@ def lm_section(root: Path = ROOT) -> str:
     return "\n".join(lines) + "\n"
 
 
+VISION_RUN = Path("results") / "vision" / "digits"
+SEGMENTATION_RUN = Path("results") / "vision" / "segmentation_synthetic"
+
+
+def vision_section(root: Path = ROOT) -> str:
+    """The digits reproduction: its table, the departures, timings and figures."""
+    folder = root / VISION_RUN
+    if not (folder / "table.md").is_file() or not (folder / "results.json").is_file():
+        return _missing(f"{VISION_RUN}/table.md", "knowledge-retention reproduce-vision --scale cpu --jobs 2")
+    results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    t, files = results.get("timings", {}), results.get("files", {})
+
+    def minutes(key: str) -> str:
+        value = t.get(key)
+        return "—" if value is None else f"{value / 60:.1f}"
+
+    parts = [(folder / "table.md").read_text(encoding="utf-8").rstrip("\n"), "",
+             f"Timings (minutes, 2 CPU cores shared with other jobs, one torch thread per process): the models' "
+             f"training {minutes('model_training_seconds')} (teacher and {len(results['seeds']['seeds'])} seeds, summed "
+             f"over the models; {t.get('models_reused', 0)} of them reused from earlier runs of the same settings), "
+             f"evaluation with the engine {minutes('evaluation_seconds')}, bootstrap {minutes('bootstrap_seconds')}; "
+             f"this run {minutes('wall_seconds')} (`{results.get('command')}`, torch {results['versions']['torch']}, "
+             f"transformers {results['versions']['transformers']})."]
+    departures = results.get("departures") or []
+    if departures:
+        parts += ["", "Departures from the paper's protocol (from `results.json`):", "",
+                  "| what | paper | here | why |", "|---|---|---|---|"]
+        parts += [f"| {d['what']} | {d['paper']} | {d['here']} | {d['why']} |" for d in departures]
+    for key, alt in (("paper_comparison", "Our KRS before and after distillation beside the paper's Figure 3"),
+                     ("krs_vs_accuracy", "KRS against accuracy for every trained student"),
+                     ("alpha_sensitivity_kd", "KRS against α, before and after vanilla KD"),
+                     ("alpha_sensitivity_fitnet", "KRS against α, before and after FitNet"),
+                     ("cka_vit-before", "Cross-layer CKA, ResNet stages × ViT blocks, before distillation"),
+                     ("cka_vit-kd", "Cross-layer CKA, ResNet stages × ViT blocks, after vanilla KD")):
+        if key in files:
+            parts += ["", f"![{alt}]({VISION_RUN.as_posix()}/{files[key]})"]
+    heatmaps = [f"[{key[4:]}]({VISION_RUN.as_posix()}/{name})" for key, name in files.items() if key.startswith("cka_")]
+    if heatmaps:
+        parts += ["", "Every cross-layer CKA heatmap (first seed): " + ", ".join(heatmaps) + "."]
+    segmentation = root / SEGMENTATION_RUN / "table.md"
+    if segmentation.is_file():  # issue 21 item 7: python -m knowledge_retention.distillation.vision.segmentation cpu
+        parts += ["", segmentation.read_text(encoding="utf-8").rstrip("\n")]
+    return "\n".join(parts) + "\n"
+
+
 SECTIONS = {"main-job": main_job_section, "sst2": sst2_section, "sst2-krs": sst2_krs_section,
-            "benchmarks": benchmarks_section, "lm": lm_section}
+            "benchmarks": benchmarks_section, "lm": lm_section, "vision": vision_section}
 
 
 def render(readme: str, root: Path = ROOT) -> str:

@@ -113,7 +113,7 @@ def looks_like_probabilities(array: np.ndarray) -> bool:
     "Sums to 1" within 1e-4, or within the rounding of the values' own format (float16: 9.8e-4,
     bfloat16: 7.8e-3), so probabilities stored in half precision are still recognised.
     """
-    if not (array.ndim == 2 and array.shape[1] >= 2 and np.all(array >= 0) and np.all(array <= 1)):
+    if not (array.ndim == 2 and array.shape[0] > 0 and array.shape[1] >= 2 and np.all(array >= 0) and np.all(array <= 1)):
         return False
     sums = array.sum(axis=1, dtype=np.float64)
     if np.allclose(sums, 1.0, atol=_PROB_ATOL):

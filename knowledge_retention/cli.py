@@ -9,6 +9,8 @@ Subcommands:
 * ``evaluate``        — teacher vs student (optional baseline student) on a dataset: report.
 * ``arrays``          — KRS from saved arrays (``.npz``/``.safetensors``), no models needed.
 * ``reproduce-sst2``  — train, distil, evaluate and tabulate the SST-2 experiments at a scale.
+* ``reproduce-vision`` — the paper's image-classification experiment on the UCI digits (ResNet teacher,
+  ResNet/ViT students before and after vanilla KD / FitNet) at a scale.
 * ``export-hub``      — a self-contained evaluate metric folder (no need for this package), for the Hub.
 
 Exit codes: 0 success; 2 bad arguments or input (argparse's errors and the package's own
@@ -131,9 +133,10 @@ def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--layers", type=_layers_arg, default="final",
                        help="layer pairs for FSS: final (default, the paper's choice), uniform (PKD/TinyBERT mapping), "
                             "all, or explicit hidden-state pairs teacher:student like 0:0,6:3,12:6 (0 = embeddings)")
-    group.add_argument("--pooling", choices=("cls", "mean", "last"),
+    group.add_argument("--pooling", choices=("cls", "mean", "last", "flatten", "positions"),
                        help="one vector per example: cls = first token (default), mean over real tokens, last real token "
-                            "(decoders); not for --task causal-lm (every counted token is a row)")
+                            "(decoders); image models: mean (their default: every position / patch, CLS left out), "
+                            "cls, flatten (C*H*W), positions (a row per position); not for --task causal-lm")
     group.add_argument("--batch-size", type=_positive_int, default=32, help="examples per batch (default 32)")
     group.add_argument("--max-examples", type=_positive_int, help="use only the first N examples")
     group.add_argument("--max-length", type=_positive_int, help="truncate inputs to this many tokens (default: model limit)")
@@ -180,6 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dataset-config", help="hub dataset configuration (e.g. sst2 for glue)")
     ev.add_argument("--split", default="validation", help="split to evaluate (default: validation)")
     ev.add_argument("--text-column", default="sentence", help="column of input texts (default: sentence)")
+    ev.add_argument("--image-column",
+                    help="column of input images: the models are image models (classifiers, detectors, segmenters); "
+                         "a folder of images as --dataset is read with the imagefolder builder")
+    ev.add_argument("--flatten-grid", type=_positive_int, metavar="K",
+                    help="--pooling flatten: average-pool each feature map to K x K first")
     ev.add_argument("--label-column", help="column of gold labels (optional: without it, only teacher-relative figures)")
     ev.add_argument("--prompt-column", help="--task causal-lm: column of prompts put before each text (not counted)")
     ev.add_argument("--generate-tokens", type=_positive_int, metavar="N",
@@ -239,6 +247,20 @@ def build_parser() -> argparse.ArgumentParser:
                           "mean and standard deviation over seeds")
     rep.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    vis = sub.add_parser("reproduce-vision", help="the paper's image-classification experiment on the UCI digits",
+                         description="Write the scikit-learn digits as an image folder, train a ResNet teacher and ResNet/ViT "
+                                     "students (before = labels only, after = vanilla KD or FitNet) for several seeds, score "
+                                     "every student with the engine at alpha = 0.3 and write results.json, table.md, figures.")
+    vis.add_argument("--scale", choices=("smoke", "cpu"), default="smoke",
+                     help="smoke: tiny models, a few dozen images, seconds (CI); cpu: all 1,797 digits, tens of minutes")
+    vis.add_argument("--output-dir", type=Path, help="default: results/vision/digits (cpu) or results/vision/digits_smoke")
+    vis.add_argument("--work-dir", type=Path, help="models and manifest (default: <output-dir>/checkpoints, git-ignored)")
+    vis.add_argument("--data-dir", type=Path, help="the digits image folder (default: <work-dir>/imagefolder)")
+    vis.add_argument("--seeds", nargs="+", type=int, metavar="SEED", help="student seeds (default: the scale's)")
+    vis.add_argument("--jobs", type=int, default=1, help="seeds trained in parallel processes (default: 1)")
+    vis.add_argument("--skip-training", action="store_true", help="evaluate the models already in --work-dir")
+    vis.add_argument("--quiet", action="store_true", help="no progress lines")
+
     hub = sub.add_parser("export-hub", help="write a self-contained evaluate metric folder, ready to push to the Hub",
                          description="Write DIR/<name of DIR>.py (the metric script), the maths it needs as flat sibling "
                                      "files, the metric card, the widget app.py and requirements.txt: evaluate.load(DIR) "
@@ -249,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     space = sub.add_parser("export-space", help="write a Gradio Space folder (the demo) that runs with its requirements.txt alone",
                            description="Write DIR/app.py and the Space's helpers (from spaces_app/), this package's sources "
                                        "vendored as DIR/knowledge_retention/, the Space card and a pinned requirements.txt "
-                                       "(torch from the CPU index): push DIR as a Gradio Space. Needs a source checkout.")
+                                       "(PyPI alone): push DIR as a Gradio Space. Needs a source checkout.")
     space.add_argument("directory", type=Path, help="the folder to write")
     space.add_argument("--overwrite", action="store_true", help="replace the files of an existing folder")
     return parser
@@ -284,12 +306,19 @@ def _load_dataset(spec: str, split: str, config: str | None) -> Any:
             extra = {"delimiter": "\t"} if suffix == ".tsv" else {}
             return datasets.load_dataset(kinds[suffix], data_files={"data": str(path)}, split="data", **extra)
         if path.is_dir():
-            if (path / "dataset_info.json").exists() or (path / "state.json").exists():
+            if (path / "dataset_info.json").exists() or (path / "state.json").exists() or \
+                    (path / "dataset_dict.json").exists():
                 loaded = datasets.load_from_disk(str(path))
+                if isinstance(loaded, datasets.DatasetDict) and split not in loaded:
+                    raise UserError(f"--split {split}: {spec} has the splits {sorted(loaded)}")
                 return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
             from .distillation.data import SPLIT_FILES, load_sst2
 
             if any((path / name).exists() for name in SPLIT_FILES.values()):
+                present = [name for name, file in SPLIT_FILES.items() if (path / file).is_file()]
+                if split not in present:
+                    raise UserError(f"--split {split}: {spec} is a GLUE-style folder with the splits {present} "
+                                    f"({', '.join(SPLIT_FILES[name] for name in present)})")
                 return load_sst2(split, data_dir=path)  # type: ignore[arg-type]
             return datasets.load_dataset(str(path), config, split=split)
         return datasets.load_dataset(spec, config, split=split)
@@ -348,7 +377,8 @@ def _run_report(
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     common = dict(text_column=text_column, label_column=label_column, progress=progress,
                   distributed=distributed, **extraction, **scoring)
-    keep = bootstrap > 0
+    # the arrays serve the bootstrap, and RBF CKA, which needs the N x N Gram matrices and cannot stream
+    keep = bootstrap > 0 or scoring.get("fss_method") == "rbf_cka"
     cross = True if comparing else ["student"]
     # one teacher pass for every student (replayed from --teacher-cache when it matches)
     try:
@@ -556,7 +586,11 @@ def _refuse_flags(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     _refuse_flags(args)
     _students_arg(args.student)  # names checked before the data loads
-    evaluate_dataset(args, _load_dataset(args.dataset, args.split, args.dataset_config))
+    if args.image_column is not None:
+        dataset = _load_images(args)
+    else:
+        dataset = _load_dataset(args.dataset, args.split, args.dataset_config)
+    evaluate_dataset(args, dataset)
     return EXIT_OK
 
 
@@ -570,6 +604,17 @@ def evaluate_dataset(args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
         "mixed_precision": None if args.mixed_precision == "no" else args.mixed_precision,
         "trust_remote_code": args.trust_remote_code, "teacher_cache": args.teacher_cache,
     }
+    if args.image_column is not None:  # image models: their own preprocessing, mean pooling unless asked
+        for flag, given in (("--max-length", args.max_length is not None),
+                            ("--text-column", args.text_column != "sentence"),
+                            ("--prompt-column", args.prompt_column is not None),
+                            ("--generate-tokens", args.generate_tokens is not None)):
+            if given:
+                raise UserError(f"{flag} does not apply to image models (--image-column); leave it out")
+        extraction.update(image_column=args.image_column, flatten_grid=args.flatten_grid)
+        extraction.pop("max_length")
+        if args.pooling is None:
+            extraction.pop("pooling")
     if args.task == "causal-lm":  # the causal-LM options; the engine refuses them for other tasks, naming them
         extraction.pop("pooling")
         extraction["prompt_column"] = args.prompt_column
@@ -577,11 +622,31 @@ def evaluate_dataset(args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
     elif args.prompt_column is not None or args.generate_tokens is not None:
         flag = "--prompt-column" if args.prompt_column is not None else "--generate-tokens"
         raise InputError(f"{flag}: applies to --task causal-lm only; got --task {args.task}")
-    scoring = {"task": args.task, "alpha": args.alpha, "beta": args.beta, "fss_method": args.fss_method,
+    task = None if args.image_column is not None and args.task == "nlp" else args.task  # images: their own preset
+    scoring = {"task": task, "alpha": args.alpha, "beta": args.beta, "fss_method": args.fss_method,
                "aoag_method": args.aoag_method, "temperature": args.temperature}
     return _run_report(args.teacher, students if len(students) > 1 else next(iter(students.values())), dataset,
                        args=args, baseline=args.baseline_student, text_column=args.text_column,
                        label_column=args.label_column, extraction=extraction, scoring=scoring)
+
+
+def _load_images(args: argparse.Namespace) -> Any:
+    """``--dataset`` for ``--image-column``: an image folder (class subfolders, read by ``datasets``' imagefolder)
+    or a dataset with an image column."""
+    path = Path(args.dataset).expanduser()
+    if path.is_dir() and not ((path / "dataset_info.json").exists() or (path / "state.json").exists()):
+        import datasets
+
+        try:
+            splits = datasets.load_dataset("imagefolder", data_dir=str(path))
+        except (FileNotFoundError, ValueError, OSError) as err:
+            raise LoadError(f"--dataset {args.dataset!r} could not be read as an image folder: {err}") from None
+        # a folder without split subfolders is one "train" split
+        dataset = splits[args.split] if args.split in splits else splits[next(iter(splits))] if len(splits) == 1 else None
+        if dataset is None:
+            raise UserError(f"--split {args.split}: the image folder has the splits {sorted(splits)}")
+        return dataset
+    return _load_dataset(args.dataset, args.split, args.dataset_config)
 
 
 def load_arrays(path: Path, *, max_array_bytes: int | None = None) -> dict[str, Any]:
@@ -632,8 +697,22 @@ def cmd_export_hub(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _space_export() -> Any:
+    """``spaces_app/space_export.py`` of the source checkout this package sits in (it is not installed)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "spaces_app" / "space_export.py"
+    spec = importlib.util.spec_from_file_location("space_export", path) if path.is_file() else None
+    if spec is None or spec.loader is None:
+        raise InputError("export-space needs a source checkout of the repository (spaces_app/ beside the "
+                         f"package, looked for {path}); the installed package does not carry the Space's sources")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def cmd_export_space(args: argparse.Namespace) -> int:
-    from .space_export import export_space
+    export_space = _space_export().export_space
 
     files = export_space(args.directory, overwrite=args.overwrite)
     print(f"Wrote {len(files)} files to {args.directory} (app.py, requirements.txt, README.md, the package vendored).")
@@ -662,6 +741,21 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                              teacher_from=args.reuse_teacher, general_from=args.reuse_general,
                              krs_every=args.krs_every)
     print(render_table(results))
+    print("Written: " + ", ".join(str(Path(output_dir) / f) for f in results["files"].values()))
+    return EXIT_OK
+
+
+def cmd_reproduce_vision(args: argparse.Namespace) -> int:
+    from .distillation.vision.run import reproduce_vision
+
+    if args.jobs < 1:
+        raise UserError(f"--jobs: expected an integer >= 1, got {args.jobs}")
+    output_dir = args.output_dir or Path("results") / "vision" / ("digits" if args.scale == "cpu" else f"digits_{args.scale}")
+    command = "knowledge-retention reproduce-vision " + " ".join(sys.argv[2:])
+    results = reproduce_vision(args.scale, output_dir, work_dir=args.work_dir, data_dir=args.data_dir,
+                               skip_training=args.skip_training, seeds=args.seeds, jobs=args.jobs,
+                               progress=not args.quiet, command=command.strip())
+    print((Path(output_dir) / results["files"]["table"]).read_text(encoding="utf-8"))
     print("Written: " + ", ".join(str(Path(output_dir) / f) for f in results["files"].values()))
     return EXIT_OK
 
@@ -712,6 +806,8 @@ def _user_message(err: BaseException, parser: argparse.ArgumentParser, command: 
     """One line: the library's message in the flags the user typed (students by their flags too)."""
     message = " ".join(str(err).split())
     if command in ("evaluate", "default"):
+        # the library's names for what the command line reads from the dataset or sets by other flags
+        message = message.replace("`labels`", "`--label-column` (the labels)").replace("`generate`", "`--generate-tokens`")
         for name, flag in _STUDENT_FLAGS.items():
             for form in (f"`students[{name!r}]`", f"`student_tokenizers[{name!r}]`"):
                 message = message.replace(form, f"`{flag}`")
@@ -720,7 +816,22 @@ def _user_message(err: BaseException, parser: argparse.ArgumentParser, command: 
 
 
 COMMANDS = {"default": cmd_default, "evaluate": cmd_evaluate, "arrays": cmd_arrays, "reproduce-sst2": cmd_reproduce,
-            "export-hub": cmd_export_hub, "export-space": cmd_export_space}
+            "reproduce-vision": cmd_reproduce_vision, "export-hub": cmd_export_hub, "export-space": cmd_export_space}
+
+
+def _join_negative_layers(argv: list[str]) -> list[str]:
+    """``--layers -1:-1`` as ``--layers=-1:-1``: argparse reads a value that starts with '-' (and is not a
+    number) as an option, so the negative indices the help offers would be refused."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] == "--layers" and i + 1 < len(argv) and re.fullmatch(r"-\d+:-?\d+(,-?\d+:-?\d+)*", argv[i + 1]):
+            out.append(f"--layers={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -730,6 +841,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["default", *argv]
+    argv = _join_negative_layers(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         args = parser.parse_args(["default"])

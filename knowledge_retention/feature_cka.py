@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -206,12 +205,6 @@ class LinearCKAAccumulator:
             return self
         self.__iadd__(batch)
         return self
-
-    #: The former verb (FutureWarning): :meth:`update`.
-    def add(self, teacher: ArrayLike, student: ArrayLike, **kwargs: Any) -> LinearCKAAccumulator:
-        """Deprecated name of :meth:`update`."""
-        warnings.warn("LinearCKAAccumulator.add is deprecated; use update.", FutureWarning, stacklevel=2)
-        return self.update(teacher, student, **kwargs)
 
     def _chunk_sums(self, t: np.ndarray, s: np.ndarray, shift_t: np.ndarray | None, shift_s: np.ndarray | None,
                     weights: np.ndarray | None) -> LinearCKAAccumulator:

@@ -169,7 +169,8 @@ def _batch_arrays(inputs: dict[str, Any], *, one_example: bool) -> dict[str, np.
 
     Raises:
         InputTypeError: a missing or ``None`` input, strings, ragged lists, complex or non-numeric values.
-        InputError: a scalar where a batch is expected, an empty batch, a wrong number of dimensions,
+        InputError: a scalar where a batch is expected, one input empty while others are not (all four
+            empty is an empty batch: ``add_batch`` then changes nothing), a wrong number of dimensions,
             inputs that disagree on the number of examples.
     """
     arrays: dict[str, np.ndarray] = {}
@@ -195,9 +196,12 @@ def _batch_arrays(inputs: dict[str, Any], *, one_example: bool) -> dict[str, np.
                 f"`{name}` must be a batch of shape (N, ...) with {' or '.join(str(d) for d in allowed)} "
                 f"dimension(s) per example; got shape {array.shape}."
             )
-        if array.shape[0] == 0 or 0 in array.shape[1:]:
+        if 0 in array.shape[1:] or (one_example and array.shape[0] == 0):
             raise InputError(f"`{name}` is empty: shape {array.shape}; every input needs at least one example.")
         arrays[name] = array
+    empty = [name for name in _INPUT_NAMES if arrays[name].shape[0] == 0]
+    if empty and len(empty) < len(_INPUT_NAMES):  # an empty batch is all four empty; one alone is a mistake
+        raise InputError(f"`{empty[0]}` is empty: shape {arrays[empty[0]].shape}; every input needs at least one example.")
     check_num_examples({name: arrays[name].shape[0] for name in _INPUT_NAMES})
     return arrays
 
@@ -205,6 +209,8 @@ def _batch_arrays(inputs: dict[str, Any], *, one_example: bool) -> dict[str, np.
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class KnowledgeRetention(evaluate.Metric):
     """Knowledge Retention Score of a student against its teacher."""
+
+    _example_shapes: dict[str, tuple[int, ...]]  # per input, the fixed shape of one example (first batch)
 
     def _info(self) -> evaluate.MetricInfo:
         nested = datasets.Sequence(datasets.Sequence(datasets.Value("float64")))
@@ -233,7 +239,9 @@ class KnowledgeRetention(evaluate.Metric):
         ``compute`` ~15x slower than the maths at N = 10,000 x 768.
         """
         self._refuse_predictions_references(predictions, references, kwargs)
-        self._write(_batch_arrays(kwargs, one_example=False))
+        arrays = _batch_arrays(kwargs, one_example=False)
+        if arrays["teacher_outputs"].shape[0]:  # an empty batch (no rows at all) changes nothing
+            self._write(arrays)
 
     def add(self, *, prediction=None, reference=None, **kwargs):  # type: ignore[override]
         """Adds one example; accepts what :meth:`add_batch` accepts (bf16, ``requires_grad`` tensors)."""
@@ -259,7 +267,7 @@ class KnowledgeRetention(evaluate.Metric):
         given = [name for name in _INPUT_NAMES if kwargs.get(name) is not None]
         if given:
             self.add_batch(**{name: kwargs.get(name) for name in _INPUT_NAMES})
-        elif self.writer is None:
+        if self.writer is None:
             raise InputError(
                 "No examples to score: pass " + ", ".join(f"`{n}`" for n in _INPUT_NAMES)
                 + " to compute(), or add them first with add() / add_batch()."
@@ -281,7 +289,7 @@ class KnowledgeRetention(evaluate.Metric):
                 evaluate.utils.file_utils.Path(file_path).unlink()  # (the Hub folder imports no os)
                 filelock.release()
         self.data = None
-        shapes = self._example_shapes
+        shapes: dict[str, tuple[int, ...]] = getattr(self, "_example_shapes")  # noqa: B009 - set by _write
         self.selected_feature_format = datasets.Features({n: _feature_for(shapes[n]) for n in _INPUT_NAMES})
         self._init_writer()
         self.writer.write_table(table)

@@ -27,6 +27,11 @@ raw sums of rows far from the origin, as transformer states with outlier dimensi
 catastrophically when centred (2e-4 relative error of debiased CKA at a mean offset of 1000 standard
 deviations); shifted sums stay exact to rounding. States with different shifts merge after one is
 re-expressed about the other's shift (:func:`_reshifted`).
+
+Where the code lives: the feature-space accumulator and :func:`linear_cka` in :mod:`.feature_cka`
+(sums also scaled by powers of two, :mod:`._numerics`, so features of 1e-150 or 1e150 give the same
+CKA), the Gram-matrix forms (RBF, and linear when D > N) in :mod:`.kernel_cka`; this module re-exports
+them and holds the cosine, cross-layer and FSS-over-layers code.
 """
 
 from __future__ import annotations

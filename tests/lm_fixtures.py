@@ -1,14 +1,12 @@
 """Tiny random causal LMs (GPT-2 and Llama configurations) and word-level tokenizers for the causal-lm tests.
 
-Also the script that ``tests/test_lm_extraction.py::test_two_processes_equal_one`` runs under
-``accelerate launch`` with 2 CPU processes: every process writes its result to ``rank<k>.json``.
+Also the evaluation both sides of ``tests/test_lm_extraction.py::test_two_processes_equal_one`` run
+(:func:`run_case`; the 2-process side is the ``lm-extraction`` scenario of ``tests/distributed``).
+Tests import it as ``import lm_fixtures as fx`` (``tests/`` is on ``sys.path`` under pytest).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,21 +81,3 @@ def run_case(n: int, batch_size: int, accelerator: Any = None, distributed: bool
     out = result.to_dict(include_arrays=True)
     out["num_processes"] = result.options["num_processes"]
     return out
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out-dir", required=True)
-    args = parser.parse_args()
-    from accelerate import Accelerator
-
-    torch.set_num_threads(1)
-    accelerator = Accelerator(cpu=True)
-    results = {name: run_case(n, bs, accelerator) for name, (n, bs) in CASES.items()}
-    results["own_accelerator"] = run_case(*CASES["uneven"], distributed=True)
-    (Path(args.out_dir) / f"rank{accelerator.process_index}.json").write_text(json.dumps(results))
-    accelerator.wait_for_everyone()
-
-
-if __name__ == "__main__":
-    main()

@@ -220,3 +220,109 @@ def test_regression_agreement_is_unchanged_by_a_common_offset_of_1e8():
     # a constant teacher far from the origin is still constant
     with pytest.raises(ValueError, match="teacher's outputs are constant"):
         regression_agreement(np.full(20, 1e8 + 0.5), 1e8 + rng.normal(size=20))
+
+
+# ---- issue 20: scale, memory, temperature; issue 19: one API for every accumulator ------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from knowledge_retention import InputError  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None)
+@given(log_scale=st.floats(-150, 150), log_offset=st.floats(-3, 9), seed=st.integers(0, 1000))
+def test_regression_agreement_is_scale_and_offset_invariant(log_scale, log_offset, seed):
+    """R^2 of the student against the teacher (the default max_mse) is the same at any scale and offset."""
+    rng = np.random.default_rng(seed)
+    grid = 2.0**20
+    t = np.round(rng.normal(size=(60, 2)) * grid) / grid
+    s = np.round((t + 0.3 * rng.normal(size=t.shape)) * grid) / grid
+    expected = max(0.0, 1 - np.mean((t - s) ** 2) / np.mean(np.var(t, axis=0)))
+    a, offset = 10.0**log_scale, 10.0**log_offset
+    got = regression_agreement(a * (t + offset), a * (s + offset))
+    assert got == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    acc = RegressionAgreementAccumulator().update(a * (t[:25] + offset), a * (s[:25] + offset))
+    acc += RegressionAgreementAccumulator().update(a * (t[25:] + offset), a * (s[25:] + offset))
+    assert acc.compute() == pytest.approx(expected, rel=1e-6, abs=1e-9)
+    # an explicit max_mse, in the outputs' own units, also holds at any scale
+    mse = np.mean((t - s) ** 2)
+    assert acc.compute(max_mse=a * a * 4 * mse) == pytest.approx(0.75, rel=1e-6)
+
+
+def test_temperature_too_small_for_float64_is_refused_and_large_logits_are_not():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(20, 3))
+    with pytest.raises(InputError, match="`temperature`=1e-308 is too small for float64"):
+        classification_agreement(z, z + 0.1, temperature=1e-308)
+    # logits of 1e300 (relative to each other they are what matters) and a small but representable temperature
+    assert classification_agreement(z * 1e300, z * 1e300) == pytest.approx(1.0)
+    assert classification_agreement(z, z, temperature=1e-10) == pytest.approx(1.0)
+
+
+def test_a_pixel_labelled_100000_costs_one_entry_not_label_squared_bins():
+    import tracemalloc
+
+    t = np.zeros((2, 8, 8), dtype=np.int64)
+    s = t.copy()
+    t[0, 0, 0] = 100_000
+    s[1, 1, 1] = 3
+    tracemalloc.start()
+    value = mask_iou_agreement(t, s)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    expected = jaccard_score(t.ravel(), s.ravel(), average="macro")
+    assert value == pytest.approx(expected, rel=1e-12) and peak < 2**20
+    acc = MaskIoUAccumulator().update(t, s)
+    assert acc.labels.tolist() == [0, 3, 100_000] and acc.per_label_iou()[100_000] == 0.0
+    with pytest.raises(InputError, match="labels beyond 2"):
+        mask_iou_agreement(np.full((1, 2, 2), 1e300), np.zeros((1, 2, 2)))
+
+
+@pytest.mark.parametrize("make, batch", [
+    (lambda: ClassificationAgreementAccumulator(temperature=2.0), "logits"),
+    (RegressionAgreementAccumulator, "values"),
+    (MaskIoUAccumulator, "masks"),
+    (BoxIoUAccumulator, "boxes"),
+])
+def test_every_agreement_accumulator_has_the_same_verbs(make, batch):
+    rng = np.random.default_rng(2)
+    if batch == "logits":
+        t, s = rng.normal(size=(30, 3)), rng.normal(size=(30, 3))
+    elif batch == "values":
+        t, s = rng.normal(size=(30, 2)), rng.normal(size=(30, 2))
+    elif batch == "masks":
+        t, s = rng.integers(0, 5, size=(30, 4, 4)), rng.integers(0, 5, size=(30, 4, 4))
+    else:
+        t = [np.array([[0.0, 0.0, 2.0, 2.0]]) + i for i in range(30)]
+        s = [np.array([[0.0, 0.0, 2.0, 1.0 + i / 30]]) + i for i in range(30)]
+    whole = make().update(t, s)
+    first, second = make().update(t[:11], s[:11]), make().update(t[11:], s[11:])
+    second.update(t[:0], s[:0])  # an empty batch is a no-op
+    assert (first + second).compute() == pytest.approx(whole.compute(), rel=1e-12)
+    restored = type(whole).from_state_dict((first + second).state_dict())
+    assert restored.compute() == pytest.approx(whole.compute(), rel=1e-12)
+    first += second
+    assert first.compute() == pytest.approx(whole.compute(), rel=1e-12)
+    with pytest.raises(InputError, match="at least"):
+        first.reset().compute()
+    with pytest.raises(TypeError, match="can be added"):
+        whole += 3
+
+
+@pytest.mark.parametrize("cls, state, match", [
+    (ClassificationAgreementAccumulator, {"n": 3, "sum_exp_neg_kl": 9.0, "sum_kl": 0.0, "sum_js": 0.0, "top1_matches": 1},
+     "do not fit its count"),
+    (ClassificationAgreementAccumulator, {"n": 3, "sum_exp_neg_kl": 1.0, "sum_kl": 0.0, "sum_js": 0.0}, r"`state\['top1_matches'\]` is missing"),
+    (RegressionAgreementAccumulator, {"n": 3, "sum_sq_diff": -1.0, "sum_t": [0.0], "sum_t2": [1.0]}, "cannot be negative"),
+    (RegressionAgreementAccumulator, {"n": 3, "sum_sq_diff": 1.0, "sum_t": [0.0], "sum_t2": [1.0, 2.0]}, r"`state\['sum_t2'\]` must have shape"),
+    (MaskIoUAccumulator, {"labels": np.array([2, 1]), "intersection": [0, 0], "teacher_count": [1, 1],
+                          "student_count": [1, 1]}, "sorted, distinct"),
+    (MaskIoUAccumulator, {"labels": np.array([1, 2]), "intersection": [5, 0], "teacher_count": [1, 1],
+                          "student_count": [1, 1]}, "exceeds a model's count"),
+    (BoxIoUAccumulator, {"n": 2, "total": 5.0}, r"`state\['total'\]` must lie in \[0, n\]"),
+    (BoxIoUAccumulator, [1, 2], "must be a dict"),
+])
+def test_damaged_agreement_states_are_refused_by_entry(cls, state, match):
+    with pytest.raises(InputError, match=match):
+        cls.from_state_dict(state)

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 pytest.importorskip("transformers")
+import text_fixtures as fx  # noqa: E402
 import torch  # noqa: E402
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "distributed"))
-import krs_extraction_fixtures as fx  # noqa: E402
 
 from knowledge_retention import KRSCallback, evaluate_pair  # noqa: E402
 
@@ -131,28 +126,14 @@ def test_preserved_random_state_restores_every_generator():
 
 
 @pytest.mark.slow
-def test_krs_callback_under_ddp_gathers_the_shards(tmp_path):
-    """``torchrun --nproc_per_node 2`` (CPU, gloo): each process scores its shard of the evaluation
-    texts and the sums are gathered, so every process logs the KRS that one process gives on the final
-    student (evaluate_pair, float32 models: 1e-6)."""
-    import json
-    import os
-    import socket
-    import subprocess
-
-    import krs_callback_launch as launch
+def test_krs_callback_under_ddp_gathers_the_shards(tmp_path, torchrun):
+    """2 processes (the ``callback`` scenario: torchrun, CPU, gloo): each process scores its shard of the
+    evaluation texts and the sums are gathered, so every process logs the KRS that one process gives on
+    the final student (evaluate_pair, float32 models: 1e-6)."""
+    from distributed import callback as launch
     from transformers import AutoModelForSequenceClassification
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-           launch.__file__, "--out-dir", str(tmp_path)]
-    env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                        "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1)]
+    ranks = torchrun("callback", tmp_path).ranks
     assert [r["world_size"] for r in ranks] == [2, 2] and [r["num_processes"] for r in ranks] == [2, 2]
     assert ranks[0]["history"] == ranks[1]["history"] and [h["step"] for h in ranks[0]["history"]] == [2, 4]
     final = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")

@@ -11,13 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import text_fixtures as fx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "distributed"))
-
-import krs_extraction_fixtures as fx  # noqa: E402
-
-from knowledge_retention import compute_krs  # noqa: E402
-from knowledge_retention.cli import EXIT_LOAD, EXIT_OK, EXIT_USAGE, build_parser, main  # noqa: E402
+from knowledge_retention import compute_krs
+from knowledge_retention.cli import EXIT_LOAD, EXIT_OK, EXIT_USAGE, build_parser, main
 
 
 @pytest.fixture
@@ -418,23 +415,14 @@ def test_pickles_are_never_loaded(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_evaluate_under_torchrun_shards_and_writes_one_report(saved_pair, tmp_path):
-    """Two CPU processes (gloo): the examples are split, the main process writes the same report."""
-    import os
-    import socket
-
+def test_evaluate_under_torchrun_shards_and_writes_one_report(saved_pair, tmp_path, torchrun):
+    """Two CPU processes (gloo; the ``cli`` scenario runs the command line in each): the examples are
+    split, the main process writes the same report."""
     root, _, _ = saved_pair
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     common = ["evaluate", "--teacher", str(root / "teacher"), "--student", str(root / "student"), "--dataset",
               str(root / "data.csv"), "--split", "data", "--label-column", "label", "--bootstrap", "0",
               "--no-latency", "--quiet", "--batch-size", "3"]
-    env = os.environ | {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-           "-m", "knowledge_retention.cli", *common, "--output-dir", str(tmp_path / "dist")]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = torchrun("cli", tmp_path / "launch", *common, "--output-dir", str(tmp_path / "dist"))
     assert proc.stdout.count("Report: ") == 1, proc.stdout  # one summary: the main process's
     assert main([*common, "--output-dir", str(tmp_path / "single")]) == EXIT_OK
     dist = json.loads((tmp_path / "dist" / "report.json").read_text())
@@ -444,3 +432,23 @@ def test_evaluate_under_torchrun_shards_and_writes_one_report(saved_pair, tmp_pa
     for key in ("krs", "fss", "aoag"):
         assert dist["headline"][key] == pytest.approx(single["headline"][key], rel=1e-6), key
     assert dist["quality"]["student"]["accuracy"] == single["quality"]["student"]["accuracy"]
+
+
+def test_speed_is_timed_alike_on_a_recording_and_a_replaying_run(saved_pair, tmp_path, capsys):
+    """Issue 20: with --teacher-cache the teacher's extraction time is replayed on the second run while the
+    student is timed again, so the speed sentence changed between identical runs. Both runs now time both
+    models on the same batches (the latency measurement), and say why."""
+    root, _, _ = saved_pair
+    argv = ["evaluate", "--teacher", str(root / "teacher"), "--student", str(root / "student"), "--dataset",
+            str(root / "data.csv"), "--split", "data", "--bootstrap", "0", "--quiet", "--teacher-cache",
+            str(tmp_path / "cache")]
+    reports = []
+    for run in ("record", "replay"):
+        assert main([*argv, "--output-dir", str(tmp_path / run)]) == EXIT_OK
+        reports.append(json.loads((tmp_path / run / "report.json").read_text()))
+    capsys.readouterr()
+    assert [r["options"]["extraction"]["teacher_cache"]["reused"] for r in reports] == [False, True]
+    for report in reports:
+        assert report["efficiency"]["speed_source"] == "measured"
+        assert any("the teacher cache is in use" in note for note in report["notes"]), report["notes"]
+        assert report["tradeoff"]["speedup"] is not None

@@ -4,19 +4,14 @@ a flag the task cannot use is refused (exit 2, naming the flag), never silently 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
+import lm_fixtures as lm_fx
 import numpy as np
 import pytest
+import text_fixtures as bert_fx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent / "distributed"))
-
-import krs_extraction_fixtures as bert_fx  # noqa: E402
-import lm_fixtures as lm_fx  # noqa: E402
-
-from knowledge_retention.cli import EXIT_OK, EXIT_USAGE, main  # noqa: E402
+from knowledge_retention.cli import EXIT_OK, EXIT_USAGE, main
 
 pytest.importorskip("transformers")
 

@@ -10,6 +10,7 @@ takes an extraction result with the scores already computed and so is not an arr
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -179,3 +180,59 @@ def test_two_examples_are_refused_and_three_are_scored_with_the_small_n_warning(
     result = space_results.score_arrays(space_io.parse_arrays(three), task="nlp", alpha=0.5)
     assert abs(result.fss - compute_krs(*three.values(), task="nlp")["fss"]) <= 1e-12
     assert "Only 3 examples: linear CKA is biased upwards" in space_results.summary_markdown(result, 0.5)
+
+
+# ---- issue 20: `knowledge-retention arrays` flags: segmentation's void label, the decompressed ceiling, ambiguity ----
+
+
+def _segmentation_case(seed: int = 1) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    data = _case(seed=seed)
+    masks = rng.integers(0, 3, size=(N, 4, 4))
+    masks[:, 0, 0] = 255
+    return {**data, "teacher_outputs": masks, "student_outputs": np.where(rng.random((N, 4, 4)) < 0.8, masks, 1)}
+
+
+def test_cli_arrays_takes_ignore_index_like_compute_krs(tmp_path: Path, capsys: Any) -> None:
+    data = _segmentation_case()
+    path = _npz(tmp_path, data)
+    assert cli_main(["arrays", str(path), "--task", "segmentation", "--ignore-index", "255", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    _assert_same(got, compute_krs(*data.values(), task="segmentation", ignore_index=255))
+    assert got["aoag"] != compute_krs(*data.values(), task="segmentation")["aoag"]
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--task", "nlp", "--max-mse", "-5"], "`--max-mse` must be a finite number > 0"),
+    (["--task", "regression", "--temperature", "-1"], "`--temperature` must be a finite number > 0"),
+    (["--max-decompressed-mb", "-1"], "--max-decompressed-mb: expected a size in MB >= 0"),
+])
+def test_cli_arrays_checks_every_flag_before_reading_the_file(tmp_path: Path, capsys: Any, flags: list[str],
+                                                              match: str) -> None:
+    assert cli_main(["arrays", str(tmp_path / "absent.npz"), *flags]) == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err) and "absent.npz" not in err and err.count("\n") == 1
+
+
+def test_cli_arrays_has_the_space_s_decompressed_ceiling_and_a_flag_to_lift_it(
+    tmp_path: Path, capsys: Any, space_io_modules: tuple[Any, Any]
+) -> None:
+    from knowledge_retention._io import DEFAULT_MAX_ARRAY_BYTES
+    from knowledge_retention.cli import build_parser
+
+    default = build_parser().parse_args(["arrays", "x.npz"]).max_decompressed_mb
+    assert default * 2**20 == DEFAULT_MAX_ARRAY_BYTES == space_io_modules[0].MAX_ARRAY_BYTES  # the Space's ceiling
+    data = _case()
+    path = tmp_path / "big.npz"
+    np.savez_compressed(path, **data, padding=np.zeros((300, 1000)))  # 2.4 MB once decompressed, a few KB on disk
+    assert cli_main(["arrays", str(path), "--task", "nlp", "--max-decompressed-mb", "1"]) == 2
+    assert "more than the 1.0 MB accepted" in capsys.readouterr().err
+    assert cli_main(["arrays", str(path), "--task", "nlp", "--max-decompressed-mb", "0", "--json"]) == 0
+    _assert_same(json.loads(capsys.readouterr().out.splitlines()[-1]), compute_krs(*data.values(), task="nlp"))
+
+
+def test_cli_arrays_refuses_two_names_for_one_array_as_the_space_does(tmp_path: Path, capsys: Any) -> None:
+    data = _case()
+    path = _npz(tmp_path, {**data, "teacher_logits": data["teacher_outputs"]})
+    assert cli_main(["arrays", str(path), "--task", "nlp"]) == 2
+    assert "both 'teacher_outputs' and 'teacher_logits'" in capsys.readouterr().err

@@ -7,21 +7,15 @@ Teacher cache (memory and disk: the second call never runs the teacher, same num
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
+import lm_fixtures as fx
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import lm_fixtures as fx  # noqa: E402
-
-from knowledge_retention import InputError  # noqa: E402
-from knowledge_retention.extraction import TeacherCache, evaluate_pair, evaluate_students  # noqa: E402
-from knowledge_retention.extraction.options import EvalOptions  # noqa: E402
-from knowledge_retention.similarity import linear_cka  # noqa: E402
+from knowledge_retention import InputError
+from knowledge_retention.extraction import TeacherCache, evaluate_pair, evaluate_students
+from knowledge_retention.extraction.options import EvalOptions
+from knowledge_retention.similarity import linear_cka
 
 TEXTS = fx.sentences(13, seed=3)
 TOK = fx.tokenizer(bos=True, pad="<pad>", side="left")
@@ -122,7 +116,7 @@ def test_causal_lm_intervals_resample_texts():
 
 
 def test_krs_callback_scores_a_causal_lm_student_with_the_teacher_cached(monkeypatch):
-    from knowledge_retention.callbacks import KRSCallback
+    from knowledge_retention.integrations import KRSCallback
 
     teacher, student = fx.tiny_llama(layers=3, seed=0), fx.tiny_llama(layers=2, seed=1)
     callback = KRSCallback(teacher, TEXTS, TOK, teacher_tokenizer=TOK, batch_size=4, layers="uniform")
@@ -182,6 +176,10 @@ def test_a_teacher_offloaded_to_disk_by_accelerate_gives_the_in_memory_numbers(t
     assert dispatched.krs == live.krs and dispatched.fss == live.fss and dispatched.aoag == live.aoag
     # the fingerprint reads the offloaded weights module by module: the same as the folder loaded in memory
     assert model_fingerprint(offloaded) == model_fingerprint(auto.from_pretrained(tmp_path / "teacher"))
+    # a teacher given as a folder is loaded the same way with `teacher_load_kwargs`
+    from_path = evaluate_pair(str(tmp_path / "teacher"), student, texts, **options, teacher_load_kwargs={
+        "device_map": "auto", "max_memory": {"cpu": "1KB"}, "offload_folder": str(tmp_path / "offload2")})
+    assert from_path.krs == live.krs and from_path.fss == live.fss
     cached = evaluate_pair(offloaded, student, texts, teacher_cache=tmp_path / "cache", **options)
     again = evaluate_pair(offloaded, student, texts, teacher_cache=tmp_path / "cache", **options)
     assert again.options["teacher_cache"]["reused"] is True and again.krs == pytest.approx(cached.krs, abs=1e-12)

@@ -9,24 +9,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
+import text_fixtures as fx
 import torch
+from distributed import extraction as launch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "distributed"))
-
-import krs_extraction_fixtures as fx  # noqa: E402
-import krs_extraction_launch as launch  # noqa: E402
-
-from knowledge_retention import compute_krs, cross_layer_cka, per_example_kl  # noqa: E402
-from knowledge_retention.extraction import (  # noqa: E402
+from knowledge_retention import compute_krs, cross_layer_cka, per_example_kl
+from knowledge_retention.extraction import (
     ExtractionResult,
     evaluate_pair,
     layer_names,
@@ -404,7 +396,7 @@ def test_minilm_teacher_from_path_vs_layer_subset_student():
 
 
 def _sst2_lines(n: int) -> list[str]:
-    path = Path(os.environ.get("SST2_DIR", "/work/shared/data/sst2")) / "dev.tsv"
+    path = fx.sst2_dev()
     if not path.is_file():
         return []
     return path.read_text(encoding="utf-8").splitlines()[1 : n + 1]
@@ -413,31 +405,13 @@ def _sst2_lines(n: int) -> list[str]:
 # --- accelerate: two processes == one -------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
-def test_two_processes_equal_one(tmp_path):
-    """`accelerate launch` with 2 CPU processes (gloo) on 37 examples, batch 4 (and 3 examples, batch 4).
-
-    accelerate 1.x launches several CPU processes only through torchrun (`--multi_gpu`; the script
-    asks for `Accelerator(cpu=True)`): `--cpu --num_processes 2` without an MPI hostfile starts one
-    process, so the test also checks that two really ran.
+def test_two_processes_equal_one(tmp_path, torchrun):
+    """2 CPU processes (torchrun, gloo: the ``extraction`` scenario of ``tests/distributed``, which asks
+    for ``Accelerator(cpu=True)``) on 37 examples, batch 4 (and 3 examples, batch 4); every process
+    returns the full result, and the test also checks that two really ran.
     """
-    script = Path(launch.__file__)
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()), str(script), "--out-dir", str(tmp_path),
-    ]
-    env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                        "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1)]
+    ranks = torchrun("extraction", tmp_path).ranks
     cases = {**launch.CASES, "own_accelerator": launch.CASES["uneven"]}
     for name, (n, batch_size) in cases.items():
         single = launch.run_case(n, batch_size)

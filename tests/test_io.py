@@ -111,3 +111,58 @@ def test_names_suffixes_and_limits(saved):
     _expect(root / "ok.npz", "decompresses to", max_array_bytes=10)
     message = _expect(root / "empty-name.npz", "upload.npz: no such file", display_name="upload.npz")
     assert str(root) not in message
+
+
+# ---- issue 20 item 3: declared sizes are checked against the file before anything is allocated -------------------
+
+
+def _header(shape: tuple[int, ...], dtype: str = "<f8") -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("shape", [(10**6, 10**6), (2**40,), (1000, 1000)])
+def test_a_declared_shape_larger_than_the_file_is_refused_before_allocating(tmp_path, shape):
+    import tracemalloc
+    import zipfile
+
+    path = tmp_path / "crafted.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("teacher_features.npy", _header(shape) + b"\0" * 64)
+    single = tmp_path / "crafted.npy"
+    single.write_bytes(_header(shape) + b"\0" * 64)
+    tracemalloc.start()
+    with pytest.raises(InputError, match=r"declares an array of shape .* but holds only"):
+        read_arrays(path)
+    with pytest.raises(InputError, match=r"its header declares an array of shape .* but the file holds only"):
+        read_arrays(single, suffixes=(".npy",))
+    assert tracemalloc.get_traced_memory()[1] < 2**20
+    tracemalloc.stop()
+
+
+def test_a_zip_entry_claiming_more_than_compression_allows_is_refused(tmp_path):
+    import zipfile
+
+    path = tmp_path / "x.npz"
+    np.savez(path, teacher_features=np.arange(10.0))
+    raw = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.infolist()[0]
+    # the central directory's uncompressed size (offset 24 of its entry) set to 10**12
+    central = raw.rfind(b"PK\x01\x02")
+    raw[central + 24: central + 28] = (2**32 - 1).to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+    assert info.file_size < 2**32 - 1
+    with pytest.raises(InputError, match="claims|not a valid .npz"):
+        read_arrays(path)
+
+
+def test_the_decompressed_ceiling_counts_declared_sizes(tmp_path):
+    path = tmp_path / "big.npz"
+    np.savez_compressed(path, teacher_features=np.zeros((1000, 1000)))  # 8 MB of zeros, a few KB on disk
+    with pytest.raises(InputError, match="decompresses to 7.6 MB, more than the 1.0 MB accepted"):
+        read_arrays(path, max_array_bytes=2**20)
+    assert read_arrays(path)["teacher_features"].shape == (1000, 1000)

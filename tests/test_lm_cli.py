@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
+import lm_fixtures as fx
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import lm_fixtures as fx  # noqa: E402
-
-from knowledge_retention.cli import main  # noqa: E402
-from knowledge_retention.extraction import evaluate_pair  # noqa: E402
+from knowledge_retention.cli import main
+from knowledge_retention.extraction import evaluate_pair
 
 
 @pytest.fixture(scope="module")

@@ -9,27 +9,19 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
+import lm_fixtures as fx
 import numpy as np
 import pytest
 import torch
 from scipy.spatial.distance import jensenshannon
 from scipy.special import log_softmax
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import lm_fixtures as fx  # noqa: E402
-
-from knowledge_retention import InputError  # noqa: E402
-from knowledge_retention.extraction import evaluate_pair, evaluate_students  # noqa: E402
-from knowledge_retention.extraction import token_step as token_step_module  # noqa: E402
-from knowledge_retention.extraction.tasks.causal_lm import token_step  # noqa: E402
-from knowledge_retention.similarity import linear_cka  # noqa: E402
+from knowledge_retention import InputError
+from knowledge_retention.extraction import evaluate_pair, evaluate_students
+from knowledge_retention.extraction import token_step as token_step_module
+from knowledge_retention.extraction.tasks.causal_lm import token_step
+from knowledge_retention.similarity import linear_cka
 
 TEXTS = fx.sentences(11, seed=1)  # 1..12 words: with the GPT-2-style tokenizer, 1-word texts count nothing
 
@@ -297,25 +289,10 @@ def test_bf16_autocast_stays_close_to_fp32():
     assert low.aoag == pytest.approx(full.aoag, abs=2e-2) and low.fss == pytest.approx(full.fss, abs=2e-2)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.mark.slow
-def test_two_processes_equal_one(tmp_path):
-    """`accelerate launch` with 2 CPU processes on 37 texts (batch 4) and 3 texts (process 1 gets only padding)."""
-    cmd = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()), fx.__file__, "--out-dir", str(tmp_path),
-    ]
-    env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                        "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1)]
+def test_two_processes_equal_one(tmp_path, torchrun):
+    """2 CPU processes (the ``lm-extraction`` scenario) on 37 texts (batch 4) and 3 texts (process 1 gets only padding)."""
+    ranks = torchrun("lm-extraction", tmp_path).ranks
     for name, (n, batch_size) in {**fx.CASES, "own_accelerator": fx.CASES["uneven"]}.items():
         single = fx.run_case(n, batch_size)
         assert single["num_processes"] == 1

@@ -233,3 +233,58 @@ def test_metric_card_examples_run():
     card = Path(knowledge_retention.module_path()) / "README.md"
     result = doctest.testfile(str(card), module_relative=False, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 5 and result.failed == 0
+
+
+# ---- issue 20: layers are layers, options checked first, examples kept after a refusal ---------------------------
+
+from knowledge_retention import InputError  # noqa: E402
+
+
+def test_a_list_of_per_layer_arrays_is_layers_even_when_n_equals_l(metric):
+    """The issue's case: L = N = 5 arrays of (N, D) were read as 5 examples of (L, D)."""
+    rng = np.random.default_rng(3)
+    t = [rng.normal(size=(5, 4)) for _ in range(5)]
+    s = [x[:, :3] + 0.5 * rng.normal(size=(5, 3)) for x in t]
+    lt, ls = rng.normal(size=(5, 2)), rng.normal(size=(5, 2))
+    out = metric.compute(teacher_features=t, student_features=s, teacher_outputs=lt, student_outputs=ls, task="nlp")
+    assert out == compute_krs(t, s, lt, ls, task="nlp")
+    with pytest.raises(InputError, match="every layer must have the same width"):
+        metric.add_batch(teacher_features=[t[0], t[1][:, :2]], student_features=s[:2], teacher_outputs=lt,
+                         student_outputs=ls)
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"bogus": 1}, "Unknown option\\(s\\) `bogus`"),
+    ({"task": "nlp", "max_mse": -5}, "`max_mse` must be a finite number > 0"),
+    ({"task": "regression", "temperature": -1}, "`temperature` must be a finite number > 0"),
+    ({"task": "segmentation", "inputs": "bogus"}, "`inputs` must be one of"),
+    ({"task": "nlp", "fss_method": "debiased_cka"}, "at least 4 examples"),
+])
+def test_examples_stay_after_a_refused_compute(metric, options, match):
+    data = _data(n=3)
+    metric.add_batch(**data)
+    with pytest.raises(InputError, match=match):
+        metric.compute(**options)
+    assert metric.compute(task="nlp") == _direct(data, task="nlp")  # the three examples were kept
+
+
+def test_ignore_index_reaches_the_evaluate_module(metric):
+    rng = np.random.default_rng(4)
+    data = _data(n=20)
+    masks_t = rng.integers(0, 3, size=(20, 4, 4))
+    masks_t[:, 0, 0] = 255
+    masks_s = np.where(rng.random((20, 4, 4)) < 0.8, masks_t, rng.integers(0, 3, size=(20, 4, 4)))
+    out = metric.compute(teacher_features=data["teacher_features"], student_features=data["student_features"],
+                         teacher_outputs=masks_t, student_outputs=masks_s, task="segmentation", ignore_index=255)
+    assert out == _direct({**data, "teacher_outputs": masks_t, "student_outputs": masks_s}, task="segmentation",
+                          ignore_index=255)
+
+
+def test_an_empty_batch_is_a_no_op(metric):
+    data = _data(n=12)
+    metric.add_batch(**{k: v[:0] for k, v in data.items()})
+    metric.add_batch(**data)
+    metric.add_batch(**{k: v[:0] for k, v in data.items()})
+    assert metric.compute(task="nlp") == _direct(data, task="nlp")
+    with pytest.raises(InputError, match="No examples to score"):
+        metric.compute(**{k: v[:0] for k, v in data.items()})

@@ -40,16 +40,22 @@ def test_readme_tables_are_the_measured_ones():
 
 
 def test_sync_replaces_only_between_markers(tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import sync_readme
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("sync_readme", ROOT / "benchmarks" / "sync_readme.py")
+    assert spec is not None and spec.loader is not None
+    sync_readme = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sync_readme)  # the script as it is, without putting benchmarks/ on sys.path
 
     text = "intro\n<!-- BEGIN main-job -->\nold\n<!-- END main-job -->\n<!-- BEGIN sst2 -->\n<!-- END sst2 -->\n" \
            "<!-- BEGIN sst2-krs -->\n<!-- END sst2-krs -->\n" \
-           "<!-- BEGIN benchmarks -->\n<!-- END benchmarks -->\n<!-- BEGIN lm -->\n<!-- END lm -->\nend\n"
+           "<!-- BEGIN benchmarks -->\n<!-- END benchmarks -->\n<!-- BEGIN lm -->\n<!-- END lm -->\n" \
+           "<!-- BEGIN vision -->\n<!-- END vision -->\nend\n"
     out = sync_readme.render(text, root=tmp_path)  # an empty tree: every section says how to measure it
     assert out.startswith("intro\n") and out.endswith("end\n") and "old" not in out
     assert "knowledge-retention reproduce-sst2 --scale cpu" in out and "python benchmarks/cka_scaling.py" in out
     assert "python -m knowledge_retention.lm_demo all" in out
+    assert "knowledge-retention reproduce-vision --scale cpu" in out
     assert sync_readme.render(out, root=tmp_path) == out
 
 

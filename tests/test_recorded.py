@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
+import lm_fixtures as fx
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -15,10 +14,6 @@ from scipy.special import log_softmax
 
 from knowledge_retention import InputError
 from knowledge_retention.token_agreement import STAT_KEYS, recorded_token_statistics, token_statistics
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import lm_fixtures as fx  # noqa: E402
 
 
 def _pair(n=30, v=40, seed=0, scale=2.5):

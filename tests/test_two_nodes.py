@@ -4,55 +4,17 @@ for a classifier pair and a causal-LM pair through ``evaluate_pair(..., distribu
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
+import lm_fixtures as lm
 import numpy as np
 import pytest
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE / "distributed"))
-sys.path.insert(0, str(HERE))
-
-import krs_extraction_launch as launch  # noqa: E402
-import lm_fixtures as lm  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from distributed import extraction as launch
 
 
 @pytest.mark.slow
-def test_two_nodes_equal_one_process(tmp_path):
-    port = _free_port()
-    env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                        "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": os.pathsep.join(
-                            [str(HERE.parent), os.environ.get("PYTHONPATH", "")])}
-    nodes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-             "--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port),
-             str(Path(launch.__file__)), "--out-dir", str(tmp_path), "--nodes"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for rank in (0, 1)
-    ]
-    logs = []
-    for node in nodes:
-        try:
-            logs.append(node.communicate(timeout=420)[0])
-        except subprocess.TimeoutExpired:
-            for other in nodes:
-                other.kill()
-            raise
-    assert all(node.returncode == 0 for node in nodes), "\n".join(log[-3000:] for log in logs)
-    ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in (0, 1)]
+def test_two_nodes_equal_one_process(tmp_path, torchrun):
+    ranks = torchrun("two-nodes", tmp_path, nproc=2, nnodes=2, timeout=420).ranks
     assert [r["node_rank"] for r in ranks] == [0, 1] and all(r["world_size"] == 2 for r in ranks)
     single = {"classifier": launch.run_case(*launch.CASES["uneven"]), "causal_lm": lm.run_case(*lm.CASES["uneven"])}
     keys = {"classifier": ("fss", "aoag", "krs", "mean_kl", "top1_agreement"),

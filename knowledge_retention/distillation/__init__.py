@@ -48,7 +48,7 @@ _LAZY = {
     "load_sst2": "data",
     "tokenize_dataset": "data",
     "make_collator": "data",
-    "TeacherCache": "targets",
+    "TrainingTargetCache": "targets",
     "TargetSpec": "targets",
     "make_training_args": "runs",
     "SCALES": "scales",
@@ -79,6 +79,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    if name == "TeacherCache":  # the former name of TrainingTargetCache (FutureWarning from targets)
+        return getattr(import_module(".targets", __name__), name)
     if name in _LAZY:
         return getattr(import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,6 +14,8 @@ import random
 from pathlib import Path
 from typing import Any, Literal
 
+from .._validation import InputError, InputTypeError
+
 __all__ = [
     "MAX_LENGTH",
     "SPLIT_FILES",
@@ -54,7 +56,7 @@ def find_sst2_dir(data_dir: str | os.PathLike[str] | None = None) -> Path | None
         if value is not None:
             path = Path(value).expanduser()
             if not path.is_dir():
-                raise ValueError(f"`{source}` must be an existing directory holding train.tsv/dev.tsv, got {str(path)!r}")
+                raise InputError(f"`{source}` must be an existing directory holding train.tsv/dev.tsv, got {str(path)!r}")
             return path
     shared = default_sst2_dir()
     return shared if shared.is_dir() else None
@@ -74,7 +76,7 @@ def load_sst2(split: Split, *, data_dir: str | os.PathLike[str] | None = None) -
         ValueError: for an unknown split, a missing directory or file, or missing columns.
     """
     if split not in SPLIT_FILES:
-        raise ValueError(f"`split` must be one of {sorted(SPLIT_FILES)}, got {split!r}")
+        raise InputError(f"`split` must be one of {sorted(SPLIT_FILES)}, got {split!r}")
     import datasets
 
     directory = find_sst2_dir(data_dir)
@@ -83,12 +85,12 @@ def load_sst2(split: Split, *, data_dir: str | os.PathLike[str] | None = None) -
         return dataset.select_columns(list(_COLUMNS))
     path = directory / SPLIT_FILES[split]
     if not path.is_file():
-        raise ValueError(f"expected the SST-2 {split} split at {str(path)!r}, but the file does not exist")
+        raise InputError(f"expected the SST-2 {split} split at {str(path)!r}, but the file does not exist")
     with path.open(encoding="utf-8") as handle:
         header = handle.readline().rstrip("\n").split("\t")
     missing = [c for c in _COLUMNS if c not in header]
     if missing:
-        raise ValueError(
+        raise InputError(
             f"{str(path)!r} must have a tab-separated header with columns {list(_COLUMNS)}, "
             f"got {header}; missing {missing}"
         )
@@ -121,9 +123,9 @@ def subset(dataset: Any, size: int | None, *, seed: int = 42) -> Any:
     if size is None:
         return dataset
     if isinstance(size, bool) or not isinstance(size, int):
-        raise TypeError(f"`size` must be an int or None, got {type(size).__name__}")
+        raise InputTypeError(f"`size` must be an int or None, got {type(size).__name__}")
     if not 1 <= size <= len(dataset):
-        raise ValueError(f"`size` must be in [1, {len(dataset)}] (the dataset size), got {size}")
+        raise InputError(f"`size` must be in [1, {len(dataset)}] (the dataset size), got {size}")
     return dataset.shuffle(seed=seed).select(range(size))
 
 
@@ -144,9 +146,9 @@ def tokenize_dataset(dataset: Any, tokenizer: Any, *, max_length: int = MAX_LENG
     """
     missing = [c for c in _COLUMNS if c not in dataset.column_names]
     if missing:
-        raise ValueError(f"`dataset` must have columns {list(_COLUMNS)}, got {dataset.column_names}")
+        raise InputError(f"`dataset` must have columns {list(_COLUMNS)}, got {dataset.column_names}")
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 3:
-        raise ValueError(f"`max_length` must be an int >= 3, got {max_length!r}")
+        raise InputError(f"`max_length` must be an int >= 3, got {max_length!r}")
 
     def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, Any]:
         encoded = tokenizer(batch["sentence"], truncation=True, max_length=max_length)
@@ -187,7 +189,7 @@ def synthetic_sentiment(size: int, *, seed: int = 0) -> Any:
     import datasets
 
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"`size` must be an int >= 1, got {size!r}")
+        raise InputError(f"`size` must be an int >= 1, got {size!r}")
     rng = random.Random(seed)
     sentences, labels = [], []
     for _ in range(size):

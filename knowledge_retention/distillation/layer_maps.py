@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from .._validation import InputError, InputTypeError
+
 LayerMapStrategy = Literal["skip", "lower", "last"]
 
 __all__ = [
@@ -27,11 +29,11 @@ __all__ = [
 def _check_depths(teacher_layers: int, student_layers: int) -> None:
     for name, value in (("teacher_layers", teacher_layers), ("student_layers", student_layers)):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"`{name}` must be an int, got {type(value).__name__}")
+            raise InputTypeError(f"`{name}` must be an int, got {type(value).__name__}")
         if value < 1:
-            raise ValueError(f"`{name}` must be >= 1, got {value}")
+            raise InputError(f"`{name}` must be >= 1, got {value}")
     if student_layers > teacher_layers:
-        raise ValueError(
+        raise InputError(
             f"`student_layers` must be <= `teacher_layers` ({teacher_layers}), got {student_layers}"
         )
 
@@ -118,7 +120,7 @@ def layer_map(teacher_layers: int, student_layers: int, *, strategy: LayerMapStr
     """
     maps = {"skip": skip_layer_map, "lower": lower_layer_map, "last": last_layer_map}
     if strategy not in maps:
-        raise ValueError(f"`strategy` must be one of {sorted(maps)}, got {strategy!r}")
+        raise InputError(f"`strategy` must be one of {sorted(maps)}, got {strategy!r}")
     return maps[strategy](teacher_layers, student_layers)
 
 

@@ -22,6 +22,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .._validation import InputError
+
 __all__ = ["MANIFEST", "MANIFEST_FORMAT", "EvaluateFn", "load_manifest", "pairs_from_manifest", "write_manifest"]
 
 MANIFEST = "manifest.json"
@@ -50,10 +52,10 @@ def load_manifest(path: str | os.PathLike[str]) -> dict[str, Any]:
     if path.is_dir():
         path = path / MANIFEST
     if not path.is_file():
-        raise ValueError(f"`path` must be a manifest.json or a folder holding one, got {str(path)!r}")
+        raise InputError(f"`path` must be a manifest.json or a folder holding one, got {str(path)!r}")
     manifest = json.loads(path.read_text(encoding="utf-8"))
     if manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{str(path)!r} is not a {MANIFEST_FORMAT} manifest (format={manifest.get('format')!r})")
+        raise InputError(f"{str(path)!r} is not a {MANIFEST_FORMAT} manifest (format={manifest.get('format')!r})")
     manifest["root"] = str(path.parent.resolve())
     return manifest
 
@@ -74,7 +76,7 @@ def pairs_from_manifest(manifest: Mapping[str, Any] | str | os.PathLike[str]) ->
     root = Path(manifest.get("root", "."))
     teachers = [m for m in manifest["models"] if m["role"] == "teacher"]
     if len(teachers) != 1:
-        raise ValueError(f"the manifest must list exactly one teacher, got {len(teachers)}")
+        raise InputError(f"the manifest must list exactly one teacher, got {len(teachers)}")
     teacher = str((root / teachers[0]["path"]).resolve())
     return [
         {

@@ -41,7 +41,7 @@ from .runs import make_training_args, predict_accuracy, run_training, save_run
 from .scales import ScaleConfig, StudentSpec, get_scale
 from .splits import load_general_corpus, load_pipeline_splits
 from .students import every_other_layer_student, lower_layers_student, narrow_student, student_config
-from .targets import TargetSpec, TeacherCache
+from .targets import TargetSpec, TrainingTargetCache
 from .trainer import DistillationTrainer, plan_targets, recipe_for
 
 __all__ = [
@@ -276,7 +276,7 @@ class _Runner:
     def krs_callback(self, teacher: Any) -> Any:
         """A :class:`~knowledge_retention.KRSCallback` against ``teacher`` on the dev sentences, with the
         evaluation's options (:data:`KRS_OPTIONS`)."""
-        from ..callbacks import KRSCallback
+        from ..integrations.callbacks import KRSCallback
 
         cfg = self.cfg
         return KRSCallback(teacher, {"sentence": self.data.dev_texts}, self.data.tokenizer, **KRS_OPTIONS,
@@ -403,7 +403,7 @@ def _load_general(path: Path) -> tuple[Any, dict[str, Any]]:
 
 
 def _train_student(
-    runner: _Runner, spec: StudentSpec, variant: str, teacher: Any, cache: TeacherCache | None
+    runner: _Runner, spec: StudentSpec, variant: str, teacher: Any, cache: TrainingTargetCache | None
 ) -> dict[str, Any]:
     cfg = runner.cfg
     lr, epochs = spec.learning_rate or cfg.student_lr, spec.epochs or cfg.student_epochs
@@ -609,12 +609,12 @@ def _run(
 
 def _train_students(
     runner: _Runner, teacher: Any, device: Any, say: _Progress
-) -> tuple[list[dict[str, Any]], TeacherCache | None]:
+) -> tuple[list[dict[str, Any]], TrainingTargetCache | None]:
     """Every student of the runner's scale, before and after, against a trained, frozen teacher."""
     cfg, data = runner.cfg, runner.data
     cache, cache_spec = None, _cached_spec(cfg, teacher)
     if cfg.cache_teacher and cache_spec.keys:
-        cache = TeacherCache.build(teacher, data.student_train, data.collator, cache_spec,
+        cache = TrainingTargetCache.build(teacher, data.student_train, data.collator, cache_spec,
                                    batch_size=cfg.eval_batch_size, device=device)
         say(f"teacher outputs cached once for all students: {len(cache)} examples, {', '.join(cache_spec.keys)}, "
             f"{cache.nbytes / 2**20:.0f} MB, {cache.seconds:.0f} s")

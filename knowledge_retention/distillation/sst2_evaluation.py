@@ -209,6 +209,7 @@ def pooled_paired_bootstrap(
     n_resamples: int = 1000,
     confidence_level: float = 0.95,
     seed: int = 0,
+    alpha: float = 0.5,
 ) -> dict[str, Any]:
     """Paired bootstrap of distillation's gain (after − before), averaged over seeds, per student.
 
@@ -216,7 +217,7 @@ def pooled_paired_bootstrap(
     model of every seed on those same examples, so the gain is paired within a seed and the seeds
     share the examples they are scored on (the dev set is the sample; the seeds are repeated
     trainings on it). The statistic is the mean over seeds of ``after − before`` for accuracy and
-    for KRS = 0.5·linear CKA (final [CLS] states) + 0.5·mean exp(−KL). The seed-to-seed spread is
+    for KRS = α·linear CKA (final [CLS] states) + (1 − α)·mean exp(−KL). The seed-to-seed spread is
     reported separately (:func:`seed_summary`).
 
     Args:
@@ -226,6 +227,7 @@ def pooled_paired_bootstrap(
         n_resamples: bootstrap replicates.
         confidence_level: of the percentile interval.
         seed: of the ``numpy.random.Generator``.
+        alpha: the FSS weight α of the KRS (0.5: the paper's SST-2 setting; 0.3: its image classification).
 
     Returns:
         ``{"method", "n_resamples", "confidence_level", "seed", "gains": {name: {"seeds", "accuracy":
@@ -240,6 +242,8 @@ def pooled_paired_bootstrap(
         raise ValueError(f"`n_resamples` must be an int >= 1, got {n_resamples!r}")
     if not 0.0 < confidence_level < 1.0:
         raise ValueError(f"`confidence_level` must be in (0, 1), got {confidence_level!r}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"`alpha` must be a number in [0, 1], got {alpha!r}")
     labels = np.asarray(labels)
     n = labels.shape[0]
     names = sorted({key.rpartition("-")[0] for models in per_seed.values() for key in models})
@@ -269,7 +273,7 @@ def pooled_paired_bootstrap(
                 for variant in ("before", "after"):
                     v = variants[variant]
                     cka = _resampled_cka(v["gram_t"], v["gram_s"], idx)
-                    values[variant] = (v["correct"][idx].mean(), 0.5 * cka + 0.5 * v["agreement"][idx].mean())
+                    values[variant] = (v["correct"][idx].mean(), alpha * cka + (1 - alpha) * v["agreement"][idx].mean())
                 acc.append(values["after"][0] - values["before"][0])
                 krs.append(values["after"][1] - values["before"][1])
             if acc:

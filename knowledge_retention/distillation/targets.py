@@ -1,7 +1,7 @@
 """What a distillation method needs from the teacher, computed live or cached once per run.
 
 A :class:`TargetSpec` names the teacher tensors a loss reads; :func:`teacher_targets` cuts them out
-of a forward pass; :class:`TeacherCache` runs the frozen teacher once over a training set and
+of a forward pass; :class:`TrainingTargetCache` runs the frozen teacher once over a training set and
 serves the same tensors per batch (re-padded to the batch length), so later epochs and runs skip
 the teacher's forward pass. PKD's reference code cached its teacher's predictions the same way.
 
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["TargetSpec", "TeacherCache", "teacher_targets"]
+__all__ = ["TargetSpec", "TrainingTargetCache", "teacher_targets"]
 
 # token dimensions of each target *per example* (batch dimension removed)
 _TOKEN_DIMS: dict[str, tuple[int, ...]] = {
@@ -148,7 +148,7 @@ def _lengths(attention_mask: Tensor) -> list[int]:
     return [int(n) for n in lengths]
 
 
-class TeacherCache:
+class TrainingTargetCache:
     """Teacher targets for every example of one dataset, looked up by its ``idx`` column.
 
     Build it with :meth:`build`; :meth:`lookup` returns batch tensors shaped as from
@@ -183,7 +183,7 @@ class TeacherCache:
         batch_size: int = 128,
         device: torch.device | str | None = None,
         token_dtype: torch.dtype = torch.float16,
-    ) -> TeacherCache:
+    ) -> TrainingTargetCache:
         """Run ``teacher`` (eval mode, no grad) once over ``dataset`` and keep the ``spec`` targets.
 
         Args:
@@ -272,3 +272,15 @@ class TeacherCache:
                 stacked = stacked[:, [cached.index(layer) for layer in wanted.layers_of(key)]]
             out[key] = stacked.to(device=device, dtype=torch.float32)
         return out
+
+
+def __getattr__(name: str) -> Any:
+    """``TeacherCache``, this class's former name (it clashed with the extraction's
+    :class:`knowledge_retention.extraction.TeacherCache`): still importable, with a FutureWarning."""
+    if name == "TeacherCache":
+        import warnings
+
+        warnings.warn("knowledge_retention.distillation.targets.TeacherCache is now TrainingTargetCache "
+                      "(the extraction's TeacherCache is another class).", FutureWarning, stacklevel=2)
+        return TrainingTargetCache
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

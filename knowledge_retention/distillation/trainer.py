@@ -47,7 +47,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from . import losses
 from .layer_maps import LayerMapStrategy, layer_map
-from .targets import TargetSpec, TeacherCache, teacher_targets
+from .targets import TargetSpec, TrainingTargetCache, teacher_targets
 
 __all__ = ["LOSS_TERMS", "RECIPES", "DistillationTrainer", "Recipe", "plan_targets", "recipe_for"]
 
@@ -178,7 +178,7 @@ class DistillationTrainer(Trainer):
         loss_weights: overrides some recipe weights, e.g. ``{"patient": 500.0}``; keys from ``LOSS_TERMS``.
         layer_map_strategy: teacher layer for each student layer: ``"skip"``, ``"lower"`` or ``"last"``.
         cache_teacher_outputs: run the teacher once over ``train_dataset`` before training.
-        teacher_cache: a prebuilt :class:`TeacherCache` over ``train_dataset`` (e.g. shared by runs).
+        teacher_cache: a prebuilt :class:`TrainingTargetCache` over ``train_dataset`` (e.g. shared by runs).
         cache_token_dtype: storage dtype of token-level cached targets.
         **trainer_kwargs: passed to ``transformers.Trainer`` (``train_dataset``, ``data_collator``,
             ``processing_class``, ...). The dataset needs an ``idx`` column when the cache is used.
@@ -198,7 +198,7 @@ class DistillationTrainer(Trainer):
         loss_weights: Mapping[str, float] | None = None,
         layer_map_strategy: LayerMapStrategy = "skip",
         cache_teacher_outputs: bool = False,
-        teacher_cache: TeacherCache | None = None,
+        teacher_cache: TrainingTargetCache | None = None,
         cache_token_dtype: torch.dtype = torch.float16,
         **trainer_kwargs: Any,
     ) -> None:
@@ -251,11 +251,11 @@ class DistillationTrainer(Trainer):
         return self._teacher_spec
 
     # ---- teacher outputs --------------------------------------------------------------------------
-    def build_teacher_cache(self) -> TeacherCache:
+    def build_teacher_cache(self) -> TrainingTargetCache:
         """Run the teacher once over ``train_dataset`` and keep what the recipe needs."""
         if self.train_dataset is None:
             raise ValueError("`train_dataset` is required to cache the teacher's outputs")
-        cache = TeacherCache.build(
+        cache = TrainingTargetCache.build(
             self.teacher,
             self.train_dataset,
             self.data_collator,

@@ -33,6 +33,9 @@ _PADDING_OFFSET_POSITIONS = frozenset(
      "roberta-prelayernorm", "luke", "mpnet"}
 )
 _NO_LIMIT = 1_000_000  # tokenizers without a real limit report 1e30
+#: Files that hold a tokenizer in a saved model folder (one is enough).
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model",
+                    "spiece.model", "sentencepiece.bpe.model", "merges.txt")
 
 
 class TextSource:
@@ -77,6 +80,7 @@ class TextSource:
         if is_arrow:
             self._check_columns(list(dataset.column_names))
             self._check_text_feature(dataset.features.get(text_column))
+            self._check_label_feature(dataset.features.get(label_column) if label_column else None)
             wanted = [text_column] + ([label_column] if label_column else [])
             self._arrow = dataset.select_columns(wanted)
             length = len(dataset)
@@ -122,6 +126,15 @@ class TextSource:
                 "texts."
             )
 
+    def _check_label_feature(self, feature: Any) -> None:
+        """Labels that are words (``pos``/``neg``) are refused before any model runs."""
+        dtype = getattr(feature, "dtype", None)
+        if dtype in ("string", "large_string"):
+            raise InputTypeError(
+                f"`label_column={self.label_column!r}` holds strings; labels must be integer class ids (or numbers "
+                "for regression) in the order of the models' outputs."
+            )
+
     def __len__(self) -> int:
         return self.length
 
@@ -141,6 +154,12 @@ class TextSource:
                     f"`dataset[{self.text_column!r}]` must hold strings; example {i} is {what}. Every example needs "
                     "a text in the column that `text_column` names."
                 )
+        if labels is not None:
+            missing = [i for i, label in zip(indices, labels, strict=True) if label is None]
+            if missing:
+                raise InputError(f"`label_column={self.label_column!r}`: example {missing[0]} has no label (a missing "
+                                 f"value; {len(missing)} in this batch); give every example a label or leave "
+                                 "`label_column` unset.")
         return list(texts), labels
 
 
@@ -163,6 +182,24 @@ def hub_unreachable() -> str | None:
     except OSError as err:
         return f"{endpoint.hostname} is unreachable ({err.__class__.__name__})"
 
+
+def _load_failures() -> tuple[type[BaseException], ...]:
+    failures: list[type[BaseException]] = [OSError, ValueError, RuntimeError, EOFError]
+    try:
+        from safetensors import SafetensorError
+
+        failures.append(SafetensorError)
+    except ImportError:  # pragma: no cover - safetensors comes with transformers
+        pass
+    import pickle
+
+    failures.append(pickle.UnpicklingError)
+    return tuple(failures)
+
+
+#: What ``from_pretrained`` raises for a checkpoint that is damaged or does not match its config (a truncated
+#: ``model.safetensors``: SafetensorError; a truncated ``.bin``: RuntimeError/EOFError/UnpicklingError).
+LOAD_FAILURES = _load_failures()
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 
@@ -217,7 +254,8 @@ def model_config(model: str | os.PathLike[str], argument: str, *, trust_remote_c
 
 
 def load_model(
-    model: Any, role: str, *, trust_remote_code: bool = False, argument: str | None = None
+    model: Any, role: str, *, trust_remote_code: bool = False, argument: str | None = None,
+    load_kwargs: Mapping[str, Any] | None = None,
 ) -> tuple[torch.nn.Module, str | None, bool]:
     """A model object as is, or a local path / hub name loaded with its classification head if it has one.
 
@@ -230,6 +268,8 @@ def load_model(
         role: ``"teacher"`` or ``"student"`` (for error messages).
         trust_remote_code: passed to ``from_pretrained``.
         argument: the argument's name in error messages (default: ``role``).
+        load_kwargs: more keyword arguments of ``from_pretrained`` (``device_map``, ``max_memory``,
+            ``offload_folder``: accelerate's big-model inference for a teacher larger than the device).
 
     Returns:
         ``(model, path, loaded_without_head)``; ``path`` is None for objects without a
@@ -257,12 +297,13 @@ def load_model(
     try:
         if any(str(a).endswith("ForSequenceClassification") for a in architectures):
             try:
-                loaded = AutoModelForSequenceClassification.from_pretrained(source, trust_remote_code=trust_remote_code)
+                loaded = AutoModelForSequenceClassification.from_pretrained(source, trust_remote_code=trust_remote_code,
+                                                                            **(load_kwargs or {}))
                 return loaded, path, False
             except ValueError:  # the config's model type has no sequence-classification class
                 pass
-        return AutoModel.from_pretrained(source, trust_remote_code=trust_remote_code), path, True
-    except (OSError, ValueError) as err:
+        return AutoModel.from_pretrained(source, trust_remote_code=trust_remote_code, **(load_kwargs or {})), path, True
+    except LOAD_FAILURES as err:  # damaged or inconsistent weights: the checkpoint's fault, named as such
         raise LoadError(f"`{argument}`: the model at {path} could not be loaded: {_first_line(err)}") from None
 
 
@@ -289,6 +330,11 @@ def load_tokenizer(
     from transformers import AutoTokenizer
 
     model_argument = argument.replace("_tokenizers[", "s[").removesuffix("_tokenizer")
+    local = os.path.expanduser(path)
+    if os.path.isdir(local) and not any(os.path.isfile(os.path.join(local, name)) for name in _TOKENIZER_FILES):
+        # transformers would build an empty tokenizer from the config alone: every word would be [UNK]
+        raise LoadError(f"`{model_argument}`: {path} holds no tokenizer files ({', '.join(_TOKENIZER_FILES[:3])}, ...); "
+                        f"save the tokenizer with the model (tokenizer.save_pretrained) or pass `{argument}`.")
     try:
         return AutoTokenizer.from_pretrained(os.path.expanduser(path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError) as err:

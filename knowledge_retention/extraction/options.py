@@ -1,7 +1,7 @@
 """The options of an evaluation, built and validated once (:class:`EvalOptions`).
 
 :func:`~knowledge_retention.extraction.evaluate_pair`, :func:`~knowledge_retention.extraction.evaluate_students`,
-:class:`~knowledge_retention.callbacks.KRSCallback` and the command line all build one
+:class:`~knowledge_retention.integrations.callbacks.KRSCallback` and the command line all build one
 :class:`EvalOptions` from their keyword arguments; the engine and the tasks read it.  A keyword that is
 not an option is refused by name (with the closest option), and so is an option that the chosen task
 does not use when it is set to anything but its default (the task's ``unused_options`` gives the reason).
@@ -64,12 +64,21 @@ class EvalOptions:
     trust_remote_code: bool = False
     group_by_length: bool = True
     teacher_cache: Any = None
+    #: keyword arguments of the teacher's ``from_pretrained`` when it is a path: ``device_map``,
+    #: ``max_memory``, ``offload_folder`` (accelerate's big-model inference), ``torch_dtype``...
+    teacher_load_kwargs: Mapping[str, Any] | None = None
     # causal-lm
     prompt_column: str | None = None
     generate: Mapping[str, Any] | None = None
     top_k: int = 5
     average: str = "token"
     sequence_pooling: str | None = None
+    # image tasks (extraction/tasks/image.py, detection.py, segmentation.py)
+    image_column: str = "image"
+    flatten_grid: int | None = None
+    return_nodes: Any = None
+    detection_threshold: float = 0.5
+    pixel_kl: bool = False
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -86,10 +95,18 @@ class EvalOptions:
                 raise InputTypeError(f"{where}() got an unknown option `{key}`.{hint}")
         opts = cls(**options)
         opts._check()
+        object.__setattr__(opts, "_given", frozenset(options))
         return opts
 
+    def given(self, name: str) -> bool:
+        """Whether ``name`` was passed to :meth:`build`, even with its default value (``pooling="cls"``
+        given for an image model, whose default pooling is ``"mean"``)."""
+        return name in getattr(self, "_given", frozenset())
+
     def with_task(self, task: str) -> EvalOptions:
-        return replace(self, task=task)
+        new = replace(self, task=task)
+        object.__setattr__(new, "_given", getattr(self, "_given", frozenset()))
+        return new
 
     def is_default(self, name: str) -> bool:
         default = next(f.default for f in fields(self) if f.name == name)
@@ -114,6 +131,9 @@ class EvalOptions:
         for name in ("keep_arrays", "distributed", "progress", "trust_remote_code", "group_by_length"):
             if not isinstance(getattr(self, name), bool):
                 raise InputTypeError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
+        if self.teacher_load_kwargs is not None and not isinstance(self.teacher_load_kwargs, Mapping):
+            raise InputTypeError("`teacher_load_kwargs` must be a dict of from_pretrained keyword arguments, got "
+                                 f"{type(self.teacher_load_kwargs).__name__}.")
         if self.accelerator is not None:
             from accelerate import Accelerator
 

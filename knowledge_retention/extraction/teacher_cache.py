@@ -7,7 +7,7 @@ choice of ``layers`` or ``cross_layer`` is served, and the logits) and replays t
 batch and in the same order, on later calls whose fingerprint matches: the teacher is not run at all.
 
 * In memory (``TeacherCache()``): for one process's lifetime, e.g. the training-time
-  :class:`~knowledge_retention.callbacks.KRSCallback`. The key covers the options, the texts and the
+  :class:`~knowledge_retention.integrations.callbacks.KRSCallback`. The key covers the options, the texts and the
   identity of the teacher and tokenizer objects (not their weights: the teacher must not change
   between calls).
 * On disk (``TeacherCache("folder")``): ``<folder>/<fingerprint>/`` holds ``meta.json`` and
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import InputTypeError
+from .._validation import InputError, InputTypeError
 from .inputs import TextSource
 from .streams import PooledBatch
 
@@ -160,6 +160,9 @@ class TeacherCache:
         if path is not None and not isinstance(path, (str, os.PathLike)):
             raise InputTypeError(f"`teacher_cache` must be a folder path or a TeacherCache, got {type(path).__name__}.")
         self.path = None if path is None else Path(path).expanduser()
+        if self.path is not None and self.path.exists() and not self.path.is_dir():
+            raise InputError(f"`teacher_cache`: {path} is a file; give a folder (created if missing) for the "
+                             "teacher's recorded outputs.")
         self._memory: dict[str, tuple[dict[str, Any], dict[int, list[TeacherBatch]]]] = {}
 
     @property

@@ -47,12 +47,13 @@ __all__ = ["HEAD_BUDGET", "MATH_BUDGET", "TOKEN_MEASURES", "measure_keys", "reco
            "resolve_measures", "token_step"]
 
 _KEYS: dict[str, tuple[str, ...]] = {**MEASURE_KEYS, "top1": ("top1", "teacher_top1", "student_top1")}
-#: float32 logits per ``(chunk, V)`` head block: ``chunk = max(1, HEAD_BUDGET // V)`` rows (64 MiB a model).
-HEAD_BUDGET = 1 << 24
+#: float32 logits per ``(chunk, V)`` head block: ``chunk = max(1, HEAD_BUDGET // V)`` rows (128 MiB a model:
+#: 220 rows at V = 151,936, where fewer rows per matrix product cost more time per row).
+HEAD_BUDGET = 1 << 25
 #: float32 values per ``(rows, V)`` sub-block of the vocabulary maths (each temporary stays in cache; at least
 #: 2 rows: a 1-row sum over V takes another reduction path, and its float32 rounding differs).
 MATH_BUDGET = 1 << 18
-_FIRST_ROWS = 16  # rows of the first head block of a callable, before the vocabulary size is known
+_LARGEST_VOCAB = 1 << 18  # the first head block of a callable, made before V is known, assumes V <= 262,144
 _LOG2 = math.log(2.0)
 _FLOAT32_KEYS = ("exp_neg_kl", "kl", "js", "teacher_nll", "student_nll")
 _INDEX_KEYS = ("teacher_top1", "student_top1")
@@ -112,7 +113,7 @@ def token_step(
     # The outputs above are allocated once and filled block by block: small tensors kept between the
     # (chunk, V) temporaries would pin the heap above them and RSS would grow with n.
     while lo < n:
-        zt = get_t(lo, min(n, lo + (_FIRST_ROWS if chunk is None else chunk)))
+        zt = get_t(lo, min(n, lo + (_first_rows() if chunk is None else chunk)))
         hi = lo + int(zt.shape[0])
         zs = get_s(lo, hi)
         if maths is None:
@@ -124,6 +125,11 @@ def token_step(
         del zt, zs
         lo = hi
     return out
+
+
+def _first_rows() -> int:
+    """Rows of a callable's first head block (within :data:`HEAD_BUDGET` for any V up to 262,144)."""
+    return max(1, HEAD_BUDGET // _LARGEST_VOCAB)
 
 
 def _blocks(logits: Logits) -> Callable[[int, int], torch.Tensor]:
@@ -222,7 +228,7 @@ def _row_blocks(logits: Any, n: int, chunk: int | None) -> Iterator[tuple[int, i
         chunk = max(1, HEAD_BUDGET // max(1, int(logits.shape[-1])))
     lo = 0
     while lo < n:
-        z = get(lo, min(n, lo + (_FIRST_ROWS if chunk is None else chunk)))
+        z = get(lo, min(n, lo + (_first_rows() if chunk is None else chunk)))
         if chunk is None:
             chunk = max(1, HEAD_BUDGET // int(z.shape[-1]))
         hi = lo + int(z.shape[0])

@@ -41,6 +41,7 @@ from ..diagnostics import (
     verdict,
 )
 from ..diagnostics.verdict import resolve_thresholds
+from ..methods import CLASSIFICATION_METHODS
 from ..score import alpha_sensitivity, knowledge_retention_score
 from . import causal_lm
 from ._common import (
@@ -385,7 +386,7 @@ def _uncertainty(
         notes.append(f"No confidence intervals: {reason}.")
         return None
     if teacher_logits is None or student_logits is None or task not in CLASSIFICATION_TASKS \
-            or headline["aoag_method"] not in ("kl", "js", "top1"):
+            or headline["aoag_method"] not in CLASSIFICATION_METHODS:
         absent["uncertainty"] = "intervals need per-example classification logits and a kl/js/top1 AOAg"
         notes.append("No confidence intervals: they need classification logits and a kl/js/top1 AOAg.")
         return None

@@ -20,6 +20,7 @@ from ..diagnostics import (
     teacher_relative_summary,
 )
 from ..diagnostics.efficiency import extraction_speeds
+from ..methods import CLASSIFICATION_METHODS
 from ._common import CLASSIFICATION_TASKS, array, get
 
 
@@ -182,7 +183,7 @@ def paired_difference(
         and a_logits.shape == b_logits.shape
         and np.array_equal(np.asarray(get(a, "example_indices", [])), np.asarray(get(b, "example_indices", [])))
     )
-    if boot.get("n_resamples") and aligned and task in CLASSIFICATION_TASKS and headline.get("aoag_method") in ("kl", "js", "top1"):
+    if boot.get("n_resamples") and aligned and task in CLASSIFICATION_TASKS and headline.get("aoag_method") in CLASSIFICATION_METHODS:
         features = [get(b, "teacher_features"), get(a, "student_features"), get(b, "student_features")]
         have = all(f is not None for f in features)
         paired = paired_bootstrap_difference(

@@ -16,10 +16,10 @@ from knowledge_retention.distillation.sst2 import train_pipeline
 
 
 @pytest.mark.slow
-def test_smoke_pipeline_end_to_end(tmp_path):
-    calls = []
-    out = train_pipeline("smoke", tmp_path / "run", progress=False, evaluate_fn=lambda p: calls.append(p) or "ok")
-    assert calls == [tmp_path / "run" / "manifest.json"] and out["evaluation"] == "ok"
+def test_smoke_pipeline_end_to_end(smoke_run):
+    # the session's smoke run (tests/conftest.py): train_pipeline("smoke", run, evaluate_fn=...) inside reproduce_sst2
+    calls, out, run = smoke_run.evaluate_calls, smoke_run.training, smoke_run.work
+    assert calls == [run / "manifest.json"] and out["evaluation"] == "ok"
     models = out["models"]
     roles = [(m["role"], m["name"], m["variant"]) for m in models]
     names = ("distilbert", "pkd", "tinybert", "distilbert_teacher_init")
@@ -30,24 +30,24 @@ def test_smoke_pipeline_end_to_end(tmp_path):
                                                  "hard", "distilbert"]
     assert models[0]["dev_accuracy"] > 0.9  # the smoke teacher learns the templated task
     for entry in models:
-        folder = tmp_path / "run" / entry["path"]
+        folder = run / entry["path"]
         run_config = json.loads((folder / "run_config.json").read_text())
         assert run_config["seed"] == 42 and run_config["wall_seconds"] >= 0 and "train_loss" in run_config
         assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
-    tinybert_after = json.loads((tmp_path / "run/students/tinybert-after/run_config.json").read_text())
+    tinybert_after = json.loads((run / "students/tinybert-after/run_config.json").read_text())
     assert [s["stage"] for s in tinybert_after["stages"]] == ["intermediate", "prediction"]
     # TinyBERT's recipe: the hidden-state loss is on in the intermediate stage, soft targets only after it
     assert set(tinybert_after["stages"][0]["loss_weights"]) == {"embedding", "hidden", "attention"}
     assert tinybert_after["stages"][1]["loss_weights"] == {"soft": 1.0}
     general = out["general"][0]
     assert general["path"] == "general/tinybert" and general["stage"] == "intermediate"
-    assert general["corpus_sentences"] == 512 and (tmp_path / "run/general/tinybert/config.json").is_file()
-    assert not (tmp_path / "run" / "_scratch").exists()
+    assert general["corpus_sentences"] == 512 and (run / "general/tinybert/config.json").is_file()
+    assert not (run / "_scratch").exists()
 
-    loaded = manifest_mod.load_manifest(tmp_path / "run")
+    loaded = manifest_mod.load_manifest(run)
     pairs = manifest_mod.pairs_from_manifest(loaded)
     assert len(pairs) == 8
-    assert all(Path(p["teacher"]) == (tmp_path / "run" / "teacher").resolve() for p in pairs)
+    assert all(Path(p["teacher"]) == (run / "teacher").resolve() for p in pairs)
     assert {(p["name"], p["variant"]) for p in pairs} == {(m["name"], m["variant"]) for m in models[1:]}
 
 
@@ -131,7 +131,7 @@ def test_version_hash_follows_the_recipe(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_students_start_from_the_pretrained_model_never_the_teacher(tmp_path):
+def test_students_start_from_the_pretrained_model_never_the_teacher(smoke_run):
     """Rebuild every student's starting point from P (and from the trained teacher): the manifest's
     fingerprints must match P's build, never the teacher's, and before/after share theirs."""
     from transformers import AutoModelForSequenceClassification, set_seed
@@ -143,13 +143,13 @@ def test_students_start_from_the_pretrained_model_never_the_teacher(tmp_path):
         load_tokenizer,
     )
 
-    out = train_pipeline("smoke", tmp_path, progress=False)
+    out, run = smoke_run.training, smoke_run.work  # the session's smoke run (tests/conftest.py)
     cfg = SCALES["smoke"]
     set_seed(cfg.seed)
     pretrained = build_pretrained(cfg, load_tokenizer())
     assert init_fingerprint(pretrained) == out["pretrained"]["fingerprint"]
-    teacher = AutoModelForSequenceClassification.from_pretrained(tmp_path / "teacher")
-    general = AutoModelForSequenceClassification.from_pretrained(tmp_path / "general" / "tinybert")
+    teacher = AutoModelForSequenceClassification.from_pretrained(run / "teacher")
+    general = AutoModelForSequenceClassification.from_pretrained(run / "general" / "tinybert")
     prints = {}
     for m in out["models"][1:]:
         prints.setdefault(m["name"], set()).add(m["init_fingerprint"])

@@ -13,7 +13,7 @@ from knowledge_retention.distillation.students import (
     lower_layers_student,
     narrow_student,
 )
-from knowledge_retention.distillation.targets import TargetSpec, TeacherCache, teacher_targets
+from knowledge_retention.distillation.targets import TargetSpec, TrainingTargetCache, teacher_targets
 from knowledge_retention.distillation.trainer import DistillationTrainer, plan_targets
 
 
@@ -101,7 +101,7 @@ def test_cached_teacher_outputs_equal_live(trained_teacher, tiny_data, tmp_path,
     dataset, collator = tiny_data
     student = _no_dropout(STUDENTS[init](trained_teacher)).train()
     live = _trainer(student, tmp_path, tiny_data, teacher=trained_teacher, method=method, stage=stage)
-    cache = TeacherCache.build(trained_teacher, dataset, collator, live.teacher_spec, batch_size=64,
+    cache = TrainingTargetCache.build(trained_teacher, dataset, collator, live.teacher_spec, batch_size=64,
                                token_dtype=torch.float32)
     cached = _trainer(student, tmp_path, tiny_data, teacher=trained_teacher, method=method, stage=stage,
                       teacher_cache=cache)
@@ -119,7 +119,7 @@ def test_cache_lookup_matches_live_targets_and_selects_layers(trained_teacher, t
     dataset, collator = tiny_data
     spec = TargetSpec(logits=True, cls_layers=(1, 2, 3), last=True, hidden_layers=(0, 2, 4), attention_layers=(2, 4))
     trained_teacher.set_attn_implementation("eager")
-    cache = TeacherCache.build(trained_teacher, dataset, collator, spec, batch_size=50, token_dtype=torch.float32)
+    cache = TrainingTargetCache.build(trained_teacher, dataset, collator, spec, batch_size=50, token_dtype=torch.float32)
     assert len(cache) == len(dataset) and cache.nbytes > 0
     batch = collator([dataset[i] for i in (5, 0, 77)])
     idx = batch.pop("idx")
@@ -208,7 +208,7 @@ def test_trainer_rejects_bad_configuration(trained_teacher, tiny_data, tmp_path,
 
 
 def test_cache_that_does_not_cover_the_run_is_rejected(trained_teacher, tiny_data, tmp_path):
-    cache = TeacherCache.build(trained_teacher, tiny_data[0], tiny_data[1], TargetSpec(logits=True))
+    cache = TrainingTargetCache.build(trained_teacher, tiny_data[0], tiny_data[1], TargetSpec(logits=True))
     with pytest.raises(ValueError, match="teacher_cache"):
         _trainer(every_other_layer_student(trained_teacher, 2), tmp_path, tiny_data, teacher=trained_teacher,
                  method="distilbert", teacher_cache=cache)

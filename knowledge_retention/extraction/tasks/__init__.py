@@ -2,6 +2,8 @@
 
 * :mod:`.text` - text classifiers and regressors (``task`` = ``nlp``, ``classification``, ``regression``...):
   pooled hidden states, one row of logits per example.
+* :mod:`.image` - image classifiers of transformers, timm and torchvision (pooled hidden states, logits);
+  :mod:`.detection` and :mod:`.segmentation` - detectors (matched-box IoU) and segmenters (mask IoU).
 * :mod:`.causal_lm` - causal language models (``task="causal-lm"``): which positions are counted
   (every next token that is a real token of the text), token-level hidden states for FSS, the
   token-level agreement accumulator, teacher-generated continuations, and the same-vocabulary check.
@@ -18,13 +20,20 @@ from typing import Any
 
 from .base import Batch, ModelSpec, Plan, Task
 from .causal_lm import CausalLMTask
+from .detection import ObjectDetectionTask
+from .image import ImageClassificationTask
+from .segmentation import SemanticSegmentationTask
 from .text import TextClassificationTask
 
-__all__ = ["TASKS", "Batch", "CausalLMTask", "ModelSpec", "Plan", "Task", "TextClassificationTask", "choose"]
+__all__ = ["TASKS", "Batch", "CausalLMTask", "ImageClassificationTask", "ModelSpec", "ObjectDetectionTask", "Plan",
+           "SemanticSegmentationTask", "Task", "TextClassificationTask", "choose"]
 
 #: registered tasks by name, asked in this order; the last one is the fallback
 TASKS: dict[str, type[Task]] = {
     CausalLMTask.name: CausalLMTask,
+    ObjectDetectionTask.name: ObjectDetectionTask,
+    SemanticSegmentationTask.name: SemanticSegmentationTask,
+    ImageClassificationTask.name: ImageClassificationTask,
     TextClassificationTask.name: TextClassificationTask,
 }
 

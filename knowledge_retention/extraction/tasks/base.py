@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from ..result import ExtractionResult
     from ..streams import PooledBatch
 
-__all__ = ["Batch", "ModelSpec", "Plan", "Task"]
+__all__ = ["Batch", "ModelSpec", "Plan", "Task", "_load_kwargs"]
 
 
 @dataclass
@@ -175,3 +175,10 @@ class Task:
     def cache_parts(self, teacher: Any, source: Any, opts: EvalOptions, *, in_memory: bool) -> dict[str, Any]:
         """What the teacher's recorded outputs depend on, beyond the engine's options (the fingerprint)."""
         raise NotImplementedError
+
+
+def _load_kwargs(spec: ModelSpec, opts: EvalOptions) -> dict[str, Any] | None:
+    """``from_pretrained`` keyword arguments of this model: ``teacher_load_kwargs`` for the teacher given as a path."""
+    if spec.argument == "teacher" and opts.teacher_load_kwargs:
+        return dict(opts.teacher_load_kwargs)
+    return None

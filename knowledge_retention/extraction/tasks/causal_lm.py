@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from ..._validation import InputError, InputTypeError, check_choice
+from ...methods import CLASSIFICATION_METHODS, STREAMING_FSS_METHODS
 from ...score import knowledge_retention_score, resolve_weights
 from ...similarity import CrossLayerCKAAccumulator, LinearCKAAccumulator
 from ...token_agreement import TOKEN_AVERAGES, TokenAgreementAccumulator
@@ -51,7 +52,7 @@ from ..runtime import model_device
 from ..streams import PooledBatch
 from ..teacher_cache import CACHE_VERSION, model_fingerprint, texts_fingerprint, tokenizer_fingerprint
 from ..token_step import token_step
-from .base import Batch, ModelSpec, Plan, Task
+from .base import Batch, ModelSpec, Plan, Task, _load_kwargs
 from .lm_inputs import (
     _PROBE_POSITIONS,
     CountedBatch,
@@ -87,8 +88,8 @@ SequencePooling = Literal["mean", "last"]
 SEQUENCE_POOLINGS: tuple[str, ...] = ("mean", "last")
 #: float32 values per ``(chunk, V)`` logit block: the chunk has ``max(1, LOGIT_BUDGET // V)`` rows.
 LOGIT_BUDGET = 1 << 20
-_FSS_METHODS = ("linear_cka", "debiased_cka")
-_AOAG = ("kl", "js", "top1")
+_FSS_METHODS = STREAMING_FSS_METHODS  # token rows stream: no N x N kernels
+_AOAG = CLASSIFICATION_METHODS
 _CONTEXT_TOKENS = 12  # tokens of context kept with each most-disagreeing token
 _LENGTH_CHUNK = 256  # texts tokenised per call when measuring lengths for the grouping
 _KEEP_WORST = 20  # most-disagreeing tokens kept, with context, for the report
@@ -319,7 +320,8 @@ class CausalLMTask(Task):
             raise InputError(str(err).replace("label_column", "prompt_column").replace("labels", "prompts")) from err
 
     def load(self, spec: ModelSpec, opts: EvalOptions, device: Any) -> _LMRunner:
-        model, path = load_causal_lm(spec.model, spec.argument, trust_remote_code=opts.trust_remote_code)
+        model, path = load_causal_lm(spec.model, spec.argument, trust_remote_code=opts.trust_remote_code,
+                                     load_kwargs=_load_kwargs(spec, opts))
         tok = load_tokenizer(spec.preprocessor, path, spec.role, trust_remote_code=opts.trust_remote_code,
                              argument=spec.preprocessor_argument)
         if not self.runners and opts.prompt_column is not None and not getattr(tok, "is_fast", False):

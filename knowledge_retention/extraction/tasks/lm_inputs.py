@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..._validation import InputError, InputTypeError, LoadError
-from ..inputs import model_config
+from ..inputs import LOAD_FAILURES, hub_unreachable, model_config
 
 __all__ = ["CountedBatch", "check_same_vocabulary", "counted_positions", "is_causal_lm", "load_causal_lm",
            "scored_examples"]
@@ -43,18 +43,25 @@ def is_causal_lm(model: Any, *, trust_remote_code: bool = False) -> bool:
         return named and callable(getattr(model, "get_output_embeddings", None))
     if not isinstance(model, (str, os.PathLike)):
         return False
-    try:
-        from transformers import AutoConfig
+    from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(os.fspath(model), trust_remote_code=trust_remote_code)
+    path = os.path.expanduser(os.fspath(model))
+    try:  # a folder, or a Hub name in the local cache
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
     except (OSError, ValueError):
-        return False
+        if os.path.exists(path) or hub_unreachable() is not None:  # no retries against a Hub that cannot answer
+            return False
+        try:
+            config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError):
+            return False
     if getattr(config, "is_encoder_decoder", False):
         return False
     return any(_is_lm_class_name(str(a)) for a in (getattr(config, "architectures", None) or []))
 
 
-def load_causal_lm(model: Any, argument: str, *, trust_remote_code: bool = False) -> tuple[torch.nn.Module, str | None]:
+def load_causal_lm(model: Any, argument: str, *, trust_remote_code: bool = False,
+                   load_kwargs: Mapping[str, Any] | None = None) -> tuple[torch.nn.Module, str | None]:
     """A causal-LM object as is, or ``AutoModelForCausalLM.from_pretrained(path)``; ``(model, path)``."""
     if isinstance(model, torch.nn.Module):
         get_head = getattr(model, "get_output_embeddings", None)
@@ -81,9 +88,10 @@ def load_causal_lm(model: Any, argument: str, *, trust_remote_code: bool = False
     local = os.path.expanduser(path)
     try:
         outcome: Any = AutoModelForCausalLM.from_pretrained(
-            local if os.path.isdir(local) else path, trust_remote_code=trust_remote_code, output_loading_info=True)
+            local if os.path.isdir(local) else path, trust_remote_code=trust_remote_code, output_loading_info=True,
+            **(load_kwargs or {}))
         loaded, info = outcome
-    except (OSError, ValueError) as err:
+    except LOAD_FAILURES as err:
         raise LoadError(f"`{argument}`: the model at {path} could not be loaded as a causal LM: "
                         f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from None
     head = loaded.get_output_embeddings()

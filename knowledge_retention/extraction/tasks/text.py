@@ -23,6 +23,7 @@ import torch
 
 from ..._validation import InputError, check_choice
 from ...agreement import ClassificationAgreementAccumulator, RegressionAgreementAccumulator
+from ...methods import CLASSIFICATION_METHODS
 from ...score import DEFAULT_AOAG, TASK_PRESETS, knowledge_retention_score, resolve_weights
 from ...similarity import FSS_METHODS, CrossLayerCKAAccumulator, LinearCKAAccumulator, layer_similarity
 from ..batching import token_lengths
@@ -34,11 +35,12 @@ from ..result import ExtractionResult
 from ..runtime import model_device
 from ..streams import PooledBatch, Streams, merge, pool_outputs
 from ..teacher_cache import CACHE_VERSION, model_fingerprint, texts_fingerprint, tokenizer_fingerprint
-from .base import Batch, ModelSpec, Plan, Task
+from .base import Batch, ModelSpec, Plan, Task, _load_kwargs
 
 __all__ = ["TextClassificationTask", "cka_or_nan", "cross_matrix"]
 
-_STREAMING_AOAG = ("kl", "js", "top1", "mse")
+#: the agreement measures of per-example outputs that stream (classes, or one regression output)
+_STREAMING_AOAG = (*CLASSIFICATION_METHODS, "mse")
 #: options of the causal-lm task (refused here when set)
 LM_ONLY = ("prompt_column", "generate", "top_k", "average", "sequence_pooling")
 
@@ -103,7 +105,7 @@ class TextClassificationTask(Task):
 
     def load(self, spec: ModelSpec, opts: EvalOptions, device: Any) -> ModelRunner:
         model, path, headless = load_model(spec.model, spec.role, trust_remote_code=opts.trust_remote_code,
-                                           argument=spec.argument)
+                                           argument=spec.argument, load_kwargs=_load_kwargs(spec, opts))
         tokenizer = load_tokenizer(spec.preprocessor, path, spec.role, trust_remote_code=opts.trust_remote_code,
                                    argument=spec.preprocessor_argument)
         device.place(model)

@@ -1,7 +1,8 @@
 """Tiny, deterministic models, tokenizers and texts for the extraction tests (no download).
 
-Shared by ``tests/test_extraction.py`` and the ``accelerate launch`` script next to this file, so
-that the single-process and the distributed runs see bit-identical models.
+Shared by the tests (``import text_fixtures as fx``: ``tests/`` is on ``sys.path`` under pytest) and
+the scenarios of ``tests/distributed/``, so that the single-process and the distributed runs see
+bit-identical models.
 """
 
 from __future__ import annotations
@@ -112,3 +113,9 @@ def tiny_gpt2(num_layers: int = 2, hidden: int = 32, num_labels: int = 2, seed: 
         num_labels=num_labels, pad_token_id=None, bos_token_id=1, eos_token_id=1,
     )
     return _spread_head(GPT2ForSequenceClassification(config)).double().eval()
+
+
+def sst2_dev() -> Path:
+    """The GLUE SST-2 ``dev.tsv``: under ``$SST2_DIR``, else ``<repo>/../shared/data/sst2`` (may be absent)."""
+    folder = os.environ.get("SST2_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
+    return Path(folder) / "dev.tsv"

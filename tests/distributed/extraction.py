@@ -1,23 +1,16 @@
-"""Run by ``accelerate launch --cpu --num_processes 2`` from ``tests/test_extraction.py``, and with ``--nodes``
-by ``torchrun --nnodes 2 --nproc-per-node 1`` (two "nodes" on this machine) from ``tests/test_two_nodes.py``.
-
-Evaluates the tiny teacher/student pair of ``krs_extraction_fixtures`` on datasets whose sizes do
-not divide by batch_size x processes, and writes every process's result to
-``<out_dir>/rank<k>.json`` so the test can compare them with a single-process run. With ``--nodes``
-only :func:`run_nodes` runs: a classifier pair and a causal-LM pair through
-``evaluate_pair(..., distributed=True)``, which joins the process group torchrun describes.
+"""Scenario ``extraction``: the tiny teacher/student pair of :mod:`text_fixtures` evaluated by 2
+processes (one ``Accelerator(cpu=True)``, gloo) on datasets whose sizes do not divide by
+batch_size x processes, for ``tests/test_extraction.py::test_two_processes_equal_one``, which runs
+the same functions in one process and compares.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import text_fixtures as fx
 
-import krs_extraction_fixtures as fx  # noqa: E402
+from distributed import scenario
 
 # name -> (number of examples, batch size): 37 over 2 x 4 leaves a last round with 5 real rows;
 # 3 over 2 x 4 gives process 1 nothing but padding.
@@ -67,44 +60,18 @@ def run_students(n: int, batch_size: int, accelerator=None, teacher_cache=None) 
     return out
 
 
-def run_nodes() -> dict:  # type: ignore[type-arg]
-    """A classifier pair and a causal-LM pair, each through ``evaluate_pair(..., distributed=True)``."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    import lm_fixtures as lm
-
-    return {"classifier": run_case(*CASES["uneven"], distributed=True),
-            "causal_lm": lm.run_case(*lm.CASES["uneven"], distributed=True)}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out-dir", required=True)
-    parser.add_argument("--nodes", action="store_true", help="only the two-node cases (run_nodes)")
-    args = parser.parse_args()
-    import torch
+@scenario("extraction")
+def main(out_dir: Path, argv: list[str]) -> dict:  # type: ignore[type-arg]
     from accelerate import Accelerator
 
-    torch.set_num_threads(1)
-    if args.nodes:
-        import os
-
-        results = run_nodes()
-        (Path(args.out_dir) / f"rank{os.environ['RANK']}.json").write_text(json.dumps(
-            {**results, "node_rank": int(os.environ.get("GROUP_RANK", -1)), "world_size": int(os.environ["WORLD_SIZE"])}))
-        return
     accelerator = Accelerator(cpu=True)
     results = {name: run_case(n, bs, accelerator) for name, (n, bs) in CASES.items()}
     # distributed=True: evaluate_pair makes its own Accelerator (it joins the same process group)
     results["own_accelerator"] = run_case(*CASES["uneven"], distributed=True)
     # several students, one teacher pass; then recorded to and replayed from a shared on-disk teacher cache
     results["students"] = run_students(*STUDENTS_CASE, accelerator)
-    cache = Path(args.out_dir) / "teacher_cache"
+    cache = out_dir / "teacher_cache"
     results["students_recorded"] = run_students(*STUDENTS_CASE, accelerator, teacher_cache=cache)
     results["students_replayed"] = run_students(*STUDENTS_CASE, accelerator, teacher_cache=cache)
-    path = Path(args.out_dir) / f"rank{accelerator.process_index}.json"
-    path.write_text(json.dumps(results))
     accelerator.wait_for_everyone()
-
-
-if __name__ == "__main__":
-    main()
+    return results
