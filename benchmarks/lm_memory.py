@@ -29,6 +29,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results"
+#: The command's tail when the N-sweep rows come from an earlier run's log (inside the table's backticks).
+ROWS_FROM = "` for the N sweep, then `python benchmarks/lm_memory.py --rows-from LOG"
 
 
 def _rss_mb() -> float:
@@ -115,7 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows-from", type=Path, metavar="LOG",
                         help="take the N-sweep rows from the log of an earlier run of this script (its printed dicts) "
                              "and measure only the large-vocabulary point")
+    parser.add_argument("--table-only", action="store_true", help="rewrite lm_memory.md from lm_memory.json")
     args = parser.parse_args(argv)
+    if args.table_only:
+        record = json.loads((OUT / "lm_memory.json").read_text(encoding="utf-8"))
+        record["command"] = record["command"].replace(
+            "` (the N sweep), then `python benchmarks/lm_memory.py --rows-from LOG` (the large-vocabulary point)",
+            ROWS_FROM)  # the form an earlier version of this script wrote
+        (OUT / "lm_memory.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        (OUT / "lm_memory.md").write_text(table(record), encoding="utf-8")
+        return 0
     if args.child:
         t, v, n, b, mode = args.child
         print(json.dumps(child(int(t), int(v), int(n), int(b), mode)))
@@ -140,9 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows, "large_vocab": big,
         "machine": f"{platform.machine()}, torch 1 thread per process; 2 CPU cores shared with other jobs running "
                    "at the same time (times are CPU seconds of each process)",
-        "command": "python benchmarks/lm_memory.py" + ("` (the N sweep), then `python benchmarks/lm_memory.py "
-                                                      "--rows-from LOG` (the large-vocabulary point)"
-                                                      if args.rows_from is not None else ""),
+        "command": "python benchmarks/lm_memory.py" + (ROWS_FROM if args.rows_from is not None else ""),
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "lm_memory.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

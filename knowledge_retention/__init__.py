@@ -72,7 +72,7 @@ _LAZY = {
     "TeacherCache": ("knowledge_retention.extraction", "TeacherCache"),
     "ExtractionResult": ("knowledge_retention.extraction", "ExtractionResult"),
     "EvalOptions": ("knowledge_retention.extraction", "EvalOptions"),
-    "KRSCallback": ("knowledge_retention.callbacks", "KRSCallback"),
+    "KRSCallback": ("knowledge_retention.integrations", "KRSCallback"),
     "build_report": ("knowledge_retention.reporting", "build_report"),
     "write_report": ("knowledge_retention.reporting", "write_report"),
     "reproduce_sst2": ("knowledge_retention.reproduction", "reproduce_sst2"),

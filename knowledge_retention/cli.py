@@ -697,8 +697,22 @@ def cmd_export_hub(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _space_export() -> Any:
+    """``spaces_app/space_export.py`` of the source checkout this package sits in (it is not installed)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "spaces_app" / "space_export.py"
+    spec = importlib.util.spec_from_file_location("space_export", path) if path.is_file() else None
+    if spec is None or spec.loader is None:
+        raise InputError("export-space needs a source checkout of the repository (spaces_app/ beside the "
+                         f"package, looked for {path}); the installed package does not carry the Space's sources")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def cmd_export_space(args: argparse.Namespace) -> int:
-    from .space_export import export_space
+    export_space = _space_export().export_space
 
     files = export_space(args.directory, overwrite=args.overwrite)
     print(f"Wrote {len(files)} files to {args.directory} (app.py, requirements.txt, README.md, the package vendored).")

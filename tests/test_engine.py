@@ -116,7 +116,7 @@ def test_causal_lm_intervals_resample_texts():
 
 
 def test_krs_callback_scores_a_causal_lm_student_with_the_teacher_cached(monkeypatch):
-    from knowledge_retention.callbacks import KRSCallback
+    from knowledge_retention.integrations import KRSCallback
 
     teacher, student = fx.tiny_llama(layers=3, seed=0), fx.tiny_llama(layers=2, seed=1)
     callback = KRSCallback(teacher, TEXTS, TOK, teacher_tokenizer=TOK, batch_size=4, layers="uniform")

@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 
 from knowledge_retention import InputError
-from knowledge_retention.cli import main
-from knowledge_retention.space_export import SPACE_FILES, export_space, space_requirements
+from knowledge_retention.cli import _space_export, main
+
+_space = _space_export()  # spaces_app/space_export.py: a checkout's tool, not part of the installed package
+SPACE_FILES, export_space, space_requirements = _space.SPACE_FILES, _space.export_space, _space.space_requirements
 
 pytest.importorskip("gradio")
 REPO = Path(__file__).resolve().parents[1]

@@ -276,7 +276,7 @@ class _Runner:
     def krs_callback(self, teacher: Any) -> Any:
         """A :class:`~knowledge_retention.KRSCallback` against ``teacher`` on the dev sentences, with the
         evaluation's options (:data:`KRS_OPTIONS`)."""
-        from ..callbacks import KRSCallback
+        from ..integrations.callbacks import KRSCallback
 
         cfg = self.cfg
         return KRSCallback(teacher, {"sentence": self.data.dev_texts}, self.data.tokenizer, **KRS_OPTIONS,

@@ -1,7 +1,7 @@
 """The options of an evaluation, built and validated once (:class:`EvalOptions`).
 
 :func:`~knowledge_retention.extraction.evaluate_pair`, :func:`~knowledge_retention.extraction.evaluate_students`,
-:class:`~knowledge_retention.callbacks.KRSCallback` and the command line all build one
+:class:`~knowledge_retention.integrations.callbacks.KRSCallback` and the command line all build one
 :class:`EvalOptions` from their keyword arguments; the engine and the tasks read it.  A keyword that is
 not an option is refused by name (with the closest option), and so is an option that the chosen task
 does not use when it is set to anything but its default (the task's ``unused_options`` gives the reason).
@@ -130,7 +130,7 @@ class EvalOptions:
             check_choice(self.mixed_precision, "mixed_precision", _PRECISIONS)
         for name in ("keep_arrays", "distributed", "progress", "trust_remote_code", "group_by_length"):
             if not isinstance(getattr(self, name), bool):
-                raise InputTypeError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
+                raise InputTypeError(f"`{name}` must be a bool (True or False), got {getattr(self, name)!r}.")
         if self.teacher_load_kwargs is not None and not isinstance(self.teacher_load_kwargs, Mapping):
             raise InputTypeError("`teacher_load_kwargs` must be a dict of from_pretrained keyword arguments, got "
                                  f"{type(self.teacher_load_kwargs).__name__}.")

@@ -7,7 +7,7 @@ choice of ``layers`` or ``cross_layer`` is served, and the logits) and replays t
 batch and in the same order, on later calls whose fingerprint matches: the teacher is not run at all.
 
 * In memory (``TeacherCache()``): for one process's lifetime, e.g. the training-time
-  :class:`~knowledge_retention.callbacks.KRSCallback`. The key covers the options, the texts and the
+  :class:`~knowledge_retention.integrations.callbacks.KRSCallback`. The key covers the options, the texts and the
   identity of the teacher and tokenizer objects (not their weights: the teacher must not change
   between calls).
 * On disk (``TeacherCache("folder")``): ``<folder>/<fingerprint>/`` holds ``meta.json`` and

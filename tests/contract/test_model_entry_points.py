@@ -29,9 +29,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 TESTS = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(TESTS.parent / "spaces_app"))  # the Space's helpers, as tests/test_spaces_app.py imports them
+sys.path.insert(0, str(TESTS.parent / "spaces_app"))  # the Space's modules, imported as the Space does
 
-import lm_fixtures as lmfx  # noqa: E402  (tests/ is on sys.path: tests/conftest.py)
+import lm_fixtures as lmfx  # noqa: E402
 import text_fixtures as fx  # noqa: E402
 
 from knowledge_retention import KRSCallback, evaluate_pair, evaluate_students  # noqa: E402
@@ -240,8 +240,13 @@ CLI_CASES = [
             "--task"),
     CliCase("causal-lm with --label-column", ("--task", "causal-lm", "--teacher", "@lm_teacher", "--student",
                                               "@lm_student", "--label-column", "label"), EXIT_USAGE, "--label-column"),
+    # a causal-LM pair takes --teacher-cache (tests/test_lm_cli.py); with --generate-tokens the teacher writes
+    # the continuations at every run, so there is nothing to replay
     CliCase("causal-lm with --pooling", ("--task", "causal-lm", "--teacher", "@lm_teacher", "--student",
                                          "@lm_student", "--pooling", "mean"), EXIT_USAGE, "--pooling"),
+    CliCase("causal-lm generation with --teacher-cache", ("--task", "causal-lm", "--teacher", "@lm_teacher",
+                                                          "--student", "@lm_student", "--teacher-cache", "@cache",
+                                                          "--generate-tokens", "2"), EXIT_USAGE, "--teacher-cache"),
     CliCase("causal-lm with a different vocabulary", ("--task", "causal-lm", "--teacher", "@lm_teacher", "--student",
                                                       "@lm_other_vocab"), EXIT_USAGE, "student"),
     CliCase("--generate-tokens under task nlp", ("--generate-tokens", "3"), EXIT_USAGE, "--generate-tokens"),
@@ -504,7 +509,7 @@ CALLBACK_CASES = [
     CallCase("unknown mixed precision", lambda m: _callback(m, mixed_precision="fp8"), InputError,
              "`mixed_precision` must be one of"),
     CallCase("group_by_length not a bool", lambda m: _callback(m, group_by_length="yes"), InputTypeError,
-             "`group_by_length` must be"),
+             "`group_by_length` must be a bool"),
     CallCase("cross_layer naming others", lambda m: _callback(m, cross_layer=["kd"]), InputError, "`cross_layer`"),
     CallCase("a causal-lm option under nlp", lambda m: _callback(m, prompt_column="prompt"), InputError,
              "`prompt_column` apply to task='causal-lm' only"),

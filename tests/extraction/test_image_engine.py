@@ -178,7 +178,7 @@ def test_krs_callback_scores_an_image_student_during_training(pair: dict[str, st
     import datasets
     from transformers import Trainer, TrainingArguments
 
-    from knowledge_retention.callbacks import KRSCallback
+    from knowledge_retention.integrations import KRSCallback
 
     teacher = transformers.AutoModelForImageClassification.from_pretrained(pair["teacher"])
     student = transformers.AutoModelForImageClassification.from_pretrained(pair["student"]).train()

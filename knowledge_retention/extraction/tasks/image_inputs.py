@@ -294,5 +294,5 @@ def _architectures(path: Any) -> list[str] | None:
     try:
         with open(config, encoding="utf-8") as handle:
             return [str(a) for a in json.load(handle).get("architectures") or []]
-    except (OSError, ValueError, AttributeError):  # unreadable: not told here; loading the model says why, by name
+    except (OSError, ValueError, AttributeError):  # a damaged config: the loader names it (LoadError, exit 3)
         return None
