@@ -10,6 +10,8 @@ Subcommands:
 * ``arrays``          — KRS from saved arrays (``.npz``/``.safetensors``), no models needed.
 * ``reproduce-sst2``  — train, distil, evaluate and tabulate the SST-2 experiments at a scale.
 * ``export-hub``      — a self-contained evaluate metric folder (no need for this package), for the Hub.
+* ``record-teacher``  — a causal-LM teacher's top-k log-probabilities and hidden states, written once to a
+  folder that ``evaluate --teacher FOLDER`` then takes instead of the teacher.
 
 Exit codes: 0 success; 2 bad arguments or input (argparse's errors and the package's own
 ``InputError``/``InputTypeError``: one line naming the flag, no stack trace); 3 a model or dataset
@@ -161,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="score a student against its teacher on a dataset and write the report",
                         description="Score a student against its teacher on a dataset and write the report.")
-    ev.add_argument("--teacher", required=True, help="local model folder or hub name (AutoModelForSequenceClassification)")
+    ev.add_argument("--teacher", required=True, help="local model folder or hub name (AutoModelForSequenceClassification), "
+                                                     "or a `record-teacher` folder (causal LMs; the teacher is not run)")
     ev.add_argument("--student", required=True, help="local model folder or hub name")
     ev.add_argument("--baseline-student", help="the same student fine-tuned on labels only: was distillation worth it?")
     ev.add_argument("--dataset", required=True,
@@ -241,7 +244,37 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(torch from the CPU index): push DIR as a Gradio Space. Needs a source checkout.")
     space.add_argument("directory", type=Path, help="the folder to write")
     space.add_argument("--overwrite", action="store_true", help="replace the files of an existing folder")
+    _add_record_teacher(sub)
     return parser
+
+
+def _add_record_teacher(sub: Any) -> None:
+    rec = sub.add_parser("record-teacher", help="record a causal-LM teacher once (top-k log-probs, hidden states) "
+                                                "for `evaluate --teacher FOLDER` without the teacher",
+                         description="Run a causal-LM teacher over a dataset and write, per counted token, its top-k "
+                                     "next-token log-probabilities, the tail mass and the hidden states FSS needs, with "
+                                     "a manifest. Under `accelerate launch` every process writes its shards of one folder.")
+    rec.add_argument("--teacher", required=True, help="local causal-LM folder or hub name")
+    rec.add_argument("--dataset", required=True, help="as for evaluate: a local file or folder, or a hub name")
+    rec.add_argument("--dataset-config", help="hub dataset configuration")
+    rec.add_argument("--split", default="validation", help="split to record (default: validation)")
+    rec.add_argument("--out-dir", type=Path, required=True, help="the recording's folder (new or empty)")
+    rec.add_argument("--top-k", type=_positive_int, default=128,
+                     help="next tokens recorded per counted token (default 128); --full-vocabulary records all")
+    rec.add_argument("--full-vocabulary", action="store_true", help="record every token (k = V: exact scores)")
+    rec.add_argument("--layers", default="final", help="teacher hidden states recorded for FSS: final (default), all, "
+                                                       "or indices like 0,2,-1 (0 = embeddings)")
+    rec.add_argument("--text-column", default="sentence", help="column of texts (default: sentence)")
+    rec.add_argument("--prompt-column", help="column of prompts put before each text (not counted)")
+    rec.add_argument("--sequence-pooling", choices=("mean", "last"), help="one hidden-state row per text")
+    for flag, default in (("--logprob-dtype", "float32"), ("--hidden-dtype", "float32")):
+        rec.add_argument(flag, choices=("float32", "float16"), default=default, help="storage precision (default float32)")
+    rec.add_argument("--batch-size", type=_positive_int, default=32, help="texts per batch (default 32)")
+    rec.add_argument("--max-examples", type=_positive_int, help="record only the first N texts")
+    rec.add_argument("--max-length", type=_positive_int, help="truncate texts to this many tokens (default: model limit)")
+    rec.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no", help="run the teacher in low precision")
+    rec.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the hub")
+    rec.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 # --- commands -------------------------------------------------------------------------------------------
@@ -491,7 +524,10 @@ def cmd_default(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = _load_dataset(args.dataset, args.split, args.dataset_config)
-    if args.task == "causal-lm":  # token-level report of two causal LMs (knowledge_retention/lm_report.py)
+    from .extraction.tasks.recorded import is_recording
+
+    # token-level report of two causal LMs (knowledge_retention/lm_report.py); a recorded teacher is one
+    if args.task == "causal-lm" or is_recording(args.teacher):
         from .lm_report import run_cli
 
         run_cli(args, dataset)
@@ -645,8 +681,29 @@ def _user_message(err: BaseException, parser: argparse.ArgumentParser, command: 
     return as_flags(message, _flags_of(parser, command))
 
 
+def cmd_record_teacher(args: argparse.Namespace) -> int:
+    from .extraction import record_teacher
+
+    parts = [p.strip() for p in args.layers.split(",")]
+    try:
+        layers: Any = args.layers if args.layers in ("final", "all") else [int(p) for p in parts]
+    except ValueError:
+        raise UserError(f"--layers: expected final, all or hidden-state indices like 0,2,-1; got {args.layers!r}") from None
+    manifest = record_teacher(
+        args.teacher, _load_dataset(args.dataset, args.split, args.dataset_config), args.out_dir,
+        top_k=None if args.full_vocabulary else args.top_k, layers=layers, batch_size=args.batch_size,
+        progress=not args.quiet, logprob_dtype=args.logprob_dtype, hidden_dtype=args.hidden_dtype,
+        text_column=args.text_column, prompt_column=args.prompt_column, sequence_pooling=args.sequence_pooling,
+        max_examples=args.max_examples, max_length=args.max_length, trust_remote_code=args.trust_remote_code,
+        mixed_precision=None if args.mixed_precision == "no" else args.mixed_precision,
+        distributed=int(os.environ.get("WORLD_SIZE", "1")) > 1)
+    print(f"recorded {manifest['num_tokens']:,} tokens of {manifest['num_examples']:,} texts (top-{manifest['top_k']} of "
+          f"{manifest['vocab_size']:,}, {manifest['bytes_per_token'] or 0:,.0f} bytes a token) in {args.out_dir}")
+    return EXIT_OK
+
+
 COMMANDS = {"default": cmd_default, "evaluate": cmd_evaluate, "arrays": cmd_arrays, "reproduce-sst2": cmd_reproduce,
-            "export-hub": cmd_export_hub, "export-space": cmd_export_space}
+            "export-hub": cmd_export_hub, "export-space": cmd_export_space, "record-teacher": cmd_record_teacher}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -57,8 +57,9 @@ from .lm_inputs import CountedBatch, _head_size, _LMRunner
 
 __all__ = ["RECORDING_OPTIONS", "RecordedTeacherTask", "RecordingTask", "is_recording"]
 
-#: the extraction options a recording was made with that an evaluation against it must share
-RECORDING_OPTIONS = ("text_column", "prompt_column", "max_length", "max_examples", "sequence_pooling")
+#: what an evaluation against a recording must share with it besides the texts (their fingerprint) and the
+#: vocabulary: the options that change the counted tokens or the rows, and the prompts' fingerprint
+RECORDING_OPTIONS = ("max_length", "sequence_pooling", "prompts")
 _LAYER_PRESETS = ("final", "all")
 
 
@@ -76,6 +77,21 @@ def is_recording(teacher: Any) -> bool:
         except (OSError, UnicodeDecodeError, ValueError, AttributeError):
             return False
     return any(path.glob("rank*-part*.safetensors"))
+
+
+def _checked_options(opts: EvalOptions, source: Any) -> dict[str, Any]:
+    """The values of :data:`RECORDING_OPTIONS` for this evaluation (``prompts``: SHA-256 of the prompts, or None)."""
+    prompts = None
+    if opts.prompt_column is not None:
+        import hashlib
+
+        digest = hashlib.sha256()
+        for lo in range(0, len(source), 4096):
+            for prompt in source.batch(range(lo, min(lo + 4096, len(source))))[1]:
+                data = prompt.encode("utf-8")
+                digest.update(len(data).to_bytes(8, "little") + data)
+        prompts = digest.hexdigest()
+    return {"max_length": opts.max_length, "sequence_pooling": opts.sequence_pooling, "prompts": prompts}
 
 
 def _targets(run: CountedBatch, rows: np.ndarray, tgt: np.ndarray) -> np.ndarray:
@@ -195,7 +211,8 @@ class RecordingTask(CausalLMTask):
     def finish_teacher_stream(self, payloads: list[Any], runtime: Any) -> None:
         """The main process writes the manifest once every process closed its shards; all wait for it."""
         opts, t_info = self.opts, self.t_info
-        options = {name: getattr(opts, name) for name in RECORDING_OPTIONS}
+        options: dict[str, Any] = {"text_column": opts.text_column, "prompt_column": opts.prompt_column,
+                                   "max_examples": opts.max_examples, **_checked_options(opts, self.source)}
         truncated = sum(int(p["counters"]["teacher_truncated"]) for p in payloads)
         options.update(limit=self.limit(opts), num_hidden_states=int(t_info["n_states"]),
                        widths=[int(w) for w in t_info["widths"]], temperature=1.0,
@@ -265,8 +282,9 @@ class RecordedTeacherTask(CausalLMTask):
                    "temperature": "the recording holds temperature-1 log-probabilities"}
         for name, reason in refused.items():
             if not opts.is_default(name):
-                raise InputError(f"`{name}={getattr(opts, name)!r}` cannot be used with a recorded `teacher` ({reason}); "
-                                 "leave it unset.")
+                value = getattr(opts, name)
+                shown = repr(value) if isinstance(value, (str, int, float, dict)) else type(value).__name__
+                raise InputError(f"`{name}={shown}` cannot be used with a recorded `teacher` ({reason}); leave it unset.")
         self.opts = opts
 
     def make_source(self, dataset: Any, opts: EvalOptions) -> Any:
@@ -283,10 +301,10 @@ class RecordedTeacherTask(CausalLMTask):
                 raise _named(err, folder) from None
             accelerator = getattr(device, "accelerator", None)
             where = accelerator.device if accelerator is not None else torch.device("cpu")
-            runner = _RecordedRunner(torch.nn.Module(), None, "teacher", where, reader=reader)
-            runner.path, runner.model_limit = str(folder), reader.manifest["options"].get("limit")
-            self.runners.append(runner)
-            return runner
+            recorded = _RecordedRunner(torch.nn.Module(), None, "teacher", where, reader=reader)
+            recorded.path, recorded.model_limit = str(folder), reader.manifest["options"].get("limit")
+            self.runners.append(recorded)
+            return recorded
         runner = super().load(spec, opts, device)
         if self.teacher_runner.tokenizer is None:  # the texts are encoded by the (first) student's tokenizer
             self.teacher_runner.tokenizer = runner.tokenizer
@@ -299,7 +317,7 @@ class RecordedTeacherTask(CausalLMTask):
         try:
             reader.check_compatible(tokenizer=student.tokenizer, texts_fingerprint=self._texts,
                                     vocab_size=_head_size(student.model),
-                                    options={name: getattr(self.opts, name) for name in RECORDING_OPTIONS})
+                                    options=_checked_options(self.opts, self.source))
         except InputError as err:
             raise _named(err, reader.folder) from None
 
