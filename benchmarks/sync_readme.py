@@ -11,6 +11,7 @@ Sections and their sources:
 * ``sst2-krs``   ``results/sst2/cpu_krs_during_training/results.json`` (``reproduce-sst2 ... --krs-every 25``)
 * ``benchmarks`` ``benchmarks/results/{cka_scaling,extraction_overhead,evaluate_overhead,lm_memory,teacher_once,threads_under_load}.md``
 * ``lm``         ``results/lm/{training.json,demo.md}`` (``python -m knowledge_retention.lm_demo all``)
+* ``recorded-teacher`` ``benchmarks/results/recorded_teacher.md`` (``python benchmarks/recorded_teacher.py``)
 """
 
 from __future__ import annotations
@@ -263,8 +264,15 @@ def lm_section(root: Path = ROOT) -> str:
     return "\n".join(lines) + "\n"
 
 
+def recorded_teacher_section(root: Path = ROOT) -> str:
+    path = root / "benchmarks" / "results" / "recorded_teacher.md"
+    if not path.is_file():
+        return _missing("benchmarks/results/recorded_teacher.md", "python benchmarks/recorded_teacher.py")
+    return path.read_text(encoding="utf-8").strip() + "\n"
+
+
 SECTIONS = {"main-job": main_job_section, "sst2": sst2_section, "sst2-krs": sst2_krs_section,
-            "benchmarks": benchmarks_section, "lm": lm_section}
+            "benchmarks": benchmarks_section, "lm": lm_section, "recorded-teacher": recorded_teacher_section}
 
 
 def render(readme: str, root: Path = ROOT) -> str:
