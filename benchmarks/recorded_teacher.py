@@ -70,7 +70,7 @@ def measure(checkpoints: Path, max_dev: int | None, batch_size: int) -> dict[str
                                       progress=False)
             record_s = time.perf_counter() - tick
             tick = time.perf_counter()
-            got = evaluate_students(folder, students, dev, **{k2: v for k2, v in common.items() if k2 != "task"})
+            got = evaluate_students(str(folder), students, dev, **{k2: v for k2, v in common.items() if k2 != "task"})
             score_s = time.perf_counter() - tick
             out["pair"]["vocab_size"] = int(manifest["vocab_size"])
             hidden = sum(int(w) for w in manifest["hidden_widths"].values()) * 4

@@ -234,7 +234,7 @@ def _recorded_run(ckpt: Path, dev: list[str], batch_size: int, out: dict[str, An
     pairs = out["before"]["teacher_forced"]["layer_pairs"]
     manifest = record_teacher(str(ckpt / "teacher"), dev, folder, top_k=top_k, batch_size=batch_size, progress=False,
                               layers=sorted({p["teacher"] for p in pairs}))
-    got = evaluate_students(folder, {name: str(ckpt / f"student_{name}") for name in ("before", "after")}, dev,
+    got = evaluate_students(str(folder), {name: str(ckpt / f"student_{name}") for name in ("before", "after")}, dev,
                             layers="uniform", batch_size=batch_size, progress=False)
     keys = ("krs", "fss", "aoag", "mean_kl", "js", "top1_agreement")
     return {"top_k": top_k, "vocab_size": manifest["vocab_size"], "num_tokens": manifest["num_tokens"],
