@@ -54,7 +54,8 @@ def evaluate_pair(
     Args:
         teacher: a model object, or a local path / hub name loaded with
             ``AutoModelForSequenceClassification`` when its config names a classification head and
-            with ``AutoModel`` otherwise (then there are no logits: no AOAg, no KRS; see ``notes``).
+            with ``AutoModel`` otherwise (then there are no logits: no AOAg, no KRS; see ``notes``); or a
+            causal-LM teacher's folder written by :func:`record_teacher` (the teacher is then not loaded).
         student: likewise.
         dataset: a ``datasets.Dataset``, a list of strings, or a dict of columns.
         student_tokenizer: the student's own tokenizer (each model tokenises the texts itself).
@@ -106,7 +107,8 @@ def evaluate_students(
     equals :func:`evaluate_pair` on that pair (same options) up to float64 summation order.
 
     Args:
-        teacher: a model object, or a local path / hub name (see :func:`evaluate_pair`).
+        teacher: a model object, a local path / hub name, or a :func:`record_teacher` folder (see
+            :func:`evaluate_pair`).
         students: ``{name: model or path}``, at least one.
         dataset: a ``datasets.Dataset``, a list of strings, or a dict of columns.
         student_tokenizers: None (each student's own, from its path), one tokenizer for every
