@@ -106,6 +106,16 @@ def table(out: dict[str, Any]) -> str:
                          f"{got['aoag'] - ex['aoag']:+.4f} | {got['mean_kl'] - ex['mean_kl']:+.4f} | "
                          f"{got['top1_agreement'] - ex['top1_agreement']:+.4f} |")
     took = ", ".join(f"{r['record_s']:.0f} s (k = {k})" for k, r in out["k"].items())
+    demo = out.get("committed_demo") or {}
+    if demo:
+        same = all(abs(demo[n] - out["exact"][n]["krs"]) < 1e-12 for n in STUDENTS)
+        here = ", ".join(f"{n} {out['exact'][n]['krs']:.4f}" for n in STUDENTS)
+        there = ", ".join(f"{n} {demo[n]:.4f}" for n in STUDENTS)
+        lines += ["", "The exact KRS above are those of `results/lm/demo.json` (same checkpoints)." if same else
+                  "These checkpoints were retrained with `python -m knowledge_retention.lm_demo train` (the committed ones "
+                  "are not in the repository and training is not bit-reproducible here): their exact KRS "
+                  f"({here}) differ from `results/lm/demo.json`'s ({there}); the gaps "
+                  "compare the recorded and the live teacher on the same checkpoints."]
     lines += ["", f"Recording took {took}; "
               f"scoring both students against a recording {min(r['score_s'] for r in out['k'].values()):.0f}–"
               f"{max(r['score_s'] for r in out['k'].values()):.0f} s, against the live teacher {out['exact_s']:.0f} s "
@@ -127,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     out = measure(args.checkpoints, args.max_dev, args.batch_size)
+    committed = ROOT / "results" / "lm" / "demo.json"
+    if committed.is_file() and args.max_dev is None:
+        demo = json.loads(committed.read_text(encoding="utf-8"))
+        out["committed_demo"] = {n: demo[n]["teacher_forced"]["krs"] for n in STUDENTS}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "recorded_teacher.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     (args.out / "recorded_teacher.md").write_text(table(out), encoding="utf-8")
