@@ -697,8 +697,9 @@ def cmd_record_teacher(args: argparse.Namespace) -> int:
         max_examples=args.max_examples, max_length=args.max_length, trust_remote_code=args.trust_remote_code,
         mixed_precision=None if args.mixed_precision == "no" else args.mixed_precision,
         distributed=int(os.environ.get("WORLD_SIZE", "1")) > 1)
-    print(f"recorded {manifest['num_tokens']:,} tokens of {manifest['num_examples']:,} texts (top-{manifest['top_k']} of "
-          f"{manifest['vocab_size']:,}, {manifest['bytes_per_token'] or 0:,.0f} bytes a token) in {args.out_dir}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under accelerate launch / torchrun: the main process says it
+            print(f"recorded {manifest['num_tokens']:,} tokens of {manifest['num_examples']:,} texts (top-{manifest['top_k']} of "
+              f"{manifest['vocab_size']:,}, {manifest['bytes_per_token'] or 0:,.0f} bytes a token) in {args.out_dir}")
     return EXIT_OK
 
 
