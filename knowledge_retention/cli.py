@@ -698,7 +698,7 @@ def cmd_record_teacher(args: argparse.Namespace) -> int:
         mixed_precision=None if args.mixed_precision == "no" else args.mixed_precision,
         distributed=int(os.environ.get("WORLD_SIZE", "1")) > 1)
     if int(os.environ.get("RANK", "0")) == 0:  # under accelerate launch / torchrun: the main process says it
-            print(f"recorded {manifest['num_tokens']:,} tokens of {manifest['num_examples']:,} texts (top-{manifest['top_k']} of "
+        print(f"recorded {manifest['num_tokens']:,} tokens of {manifest['num_examples']:,} texts (top-{manifest['top_k']} of "
               f"{manifest['vocab_size']:,}, {manifest['bytes_per_token'] or 0:,.0f} bytes a token) in {args.out_dir}")
     return EXIT_OK
 
