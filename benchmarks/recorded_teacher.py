@@ -4,7 +4,7 @@ The pair is the causal-LM demonstration's (``python -m knowledge_retention.lm_de
 teacher of 4 blocks, width 256, vocabulary 2,048, and its two 2-block students, before and after token
 KD), on the 872 SST-2 dev sentences, teacher-forced, ``layers="uniform"`` as in ``results/lm/``. For each k
 the teacher is recorded once (``record_teacher(top_k=k)``, the teacher layers the uniform pairing needs,
-float32) and both students are scored against the folder (``evaluate_students``); the exact numbers are
+float32) and the students are scored against the folder (``evaluate_students``); the exact numbers are
 the live teacher's (``evaluate_students`` with the teacher). With k < V the recorded KL can only be
 lower and AOAg / KRS only higher (the tail is one bucket); top-1 agreement is exact.
 
@@ -38,7 +38,7 @@ def _numbers(result: Any) -> dict[str, float]:
     return {key: float(getattr(result, key)) for key in _KEYS}
 
 
-def measure(checkpoints: Path, max_dev: int | None, batch_size: int) -> dict[str, Any]:
+def measure(checkpoints: Path, max_dev: int | None, batch_size: int, names: tuple[str, ...] = STUDENTS) -> dict[str, Any]:
     import torch
 
     from knowledge_retention.extraction import evaluate_students, record_teacher, resolve_layer_pairs
@@ -47,16 +47,16 @@ def measure(checkpoints: Path, max_dev: int | None, batch_size: int) -> dict[str
     torch.set_num_threads(1)
     dev = _sentences("validation")[:max_dev]
     teacher = str(checkpoints / "teacher")
-    students = {name: str(checkpoints / f"student_{name}") for name in STUDENTS}
+    students = {name: str(checkpoints / f"student_{name}") for name in names}
     common = {"task": "causal-lm", "layers": "uniform", "batch_size": batch_size, "progress": False}
     tick = time.perf_counter()
     exact = evaluate_students(teacher, students, dev, **common)
     exact_s = time.perf_counter() - tick
-    first = exact["before"]
+    first = exact[names[0]]
     n_t, n_s = len(first.teacher_layer_names), len(first.student_layer_names)
     t_layers = sorted({t for t, _ in resolve_layer_pairs("uniform", n_t, n_s)})
     out: dict[str, Any] = {
-        "pair": {"teacher": "lm_demo teacher (GPT-2 style, 4 blocks, width 256)", "students": list(STUDENTS),
+        "pair": {"teacher": "lm_demo teacher (GPT-2 style, 4 blocks, width 256)", "students": list(names),
                  "vocab_size": None, "texts": len(dev), "num_tokens": int(first.lm["num_tokens"]), "layers": "uniform",
                  "recorded_teacher_layers": t_layers},
         "exact": {name: _numbers(r) for name, r in exact.items()}, "exact_s": exact_s, "k": {},
@@ -79,7 +79,7 @@ def measure(checkpoints: Path, max_dev: int | None, batch_size: int) -> dict[str
                 "bytes_per_token_outputs": manifest["bytes_per_token_outputs"],
                 "bytes_per_token_hidden": hidden, "storage_bytes": manifest["storage_bytes"],
                 "num_tokens": manifest["num_tokens"], "record_s": record_s, "score_s": score_s,
-                "mean_tail_mass": got["before"].options["recorded_teacher"]["mean_tail_mass"],
+                "mean_tail_mass": got[names[0]].options["recorded_teacher"]["mean_tail_mass"],
                 "students": {name: _numbers(r) for name, r in got.items()},
             }
     return out
@@ -87,18 +87,19 @@ def measure(checkpoints: Path, max_dev: int | None, batch_size: int) -> dict[str
 
 def table(out: dict[str, Any]) -> str:
     pair = out["pair"]
+    names = pair["students"]
     lines = [
         f"The LM demo pair (`knowledge_retention/lm_demo.py`, vocabulary {pair['vocab_size']:,}), {pair['texts']} SST-2 dev "
         f"sentences teacher-forced ({pair['num_tokens']:,} counted tokens), `layers=\"uniform\"` (teacher hidden states "
         f"{pair['recorded_teacher_layers']} recorded, float32). Each k: the teacher recorded once with "
-        "`record_teacher(top_k=k)`, both students scored against the folder; *gap* = recorded − exact (live teacher).",
+        "`record_teacher(top_k=k)`, the students scored against the folder; *gap* = recorded − exact (live teacher).",
         "",
         "| k | bytes / token (top-k + tail + ids) | bytes / token with hidden states | mean tail mass | student | "
         "KRS exact | KRS gap | AOAg gap | KL gap (nats) | top-1 gap |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k, row in out["k"].items():
-        for i, name in enumerate(STUDENTS):
+        for i, name in enumerate(names):
             ex, got = out["exact"][name], row["students"][name]
             head = (f"| {k} | {row['bytes_per_token_outputs']:,} | {row['bytes_per_token']:,.0f} | "
                     f"{row['mean_tail_mass']:.4f} |" if i == 0 else "| | | | |")
@@ -108,16 +109,16 @@ def table(out: dict[str, Any]) -> str:
     took = ", ".join(f"{r['record_s']:.0f} s (k = {k})" for k, r in out["k"].items())
     demo = out.get("committed_demo") or {}
     if demo:
-        same = all(abs(demo[n] - out["exact"][n]["krs"]) < 1e-12 for n in STUDENTS)
-        here = ", ".join(f"{n} {out['exact'][n]['krs']:.4f}" for n in STUDENTS)
-        there = ", ".join(f"{n} {demo[n]:.4f}" for n in STUDENTS)
+        same = all(abs(demo[n] - out["exact"][n]["krs"]) < 1e-12 for n in names)
+        here = ", ".join(f"{n} {out['exact'][n]['krs']:.4f}" for n in names)
+        there = ", ".join(f"{n} {demo[n]:.4f}" for n in names)
         lines += ["", "The exact KRS above are those of `results/lm/demo.json` (same checkpoints)." if same else
                   "These checkpoints were retrained with `python -m knowledge_retention.lm_demo train` (the committed ones "
                   "are not in the repository and training is not bit-reproducible here): their exact KRS "
                   f"({here}) differ from `results/lm/demo.json`'s ({there}); the gaps "
                   "compare the recorded and the live teacher on the same checkpoints."]
     lines += ["", f"Recording took {took}; "
-              f"scoring both students against a recording {min(r['score_s'] for r in out['k'].values()):.0f}–"
+              f"scoring the students against a recording {min(r['score_s'] for r in out['k'].values()):.0f}–"
               f"{max(r['score_s'] for r in out['k'].values()):.0f} s, against the live teacher {out['exact_s']:.0f} s "
               f"(CPU, {out['machine']['cpus']} shared cores, load average {out['machine']['load_average']:.1f}: "
               "indicative). Script: `python benchmarks/recorded_teacher.py`.", ""]
@@ -130,17 +131,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="the demo's checkpoints (python -m knowledge_retention.lm_demo train)")
     parser.add_argument("--max-dev", type=int, default=None, help="only the first N dev sentences")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--students", nargs="+", choices=STUDENTS, default=list(STUDENTS),
+                        help="the demo students to score (default: both)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if not (args.checkpoints / "teacher").is_dir():
         print(f"no demo checkpoints in {args.checkpoints}: run `python -m knowledge_retention.lm_demo train` first",
               file=sys.stderr)
         return 2
-    out = measure(args.checkpoints, args.max_dev, args.batch_size)
+    out = measure(args.checkpoints, args.max_dev, args.batch_size, tuple(args.students))
     committed = ROOT / "results" / "lm" / "demo.json"
     if committed.is_file() and args.max_dev is None:
         demo = json.loads(committed.read_text(encoding="utf-8"))
-        out["committed_demo"] = {n: demo[n]["teacher_forced"]["krs"] for n in STUDENTS}
+        out["committed_demo"] = {n: demo[n]["teacher_forced"]["krs"] for n in args.students}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "recorded_teacher.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     (args.out / "recorded_teacher.md").write_text(table(out), encoding="utf-8")
