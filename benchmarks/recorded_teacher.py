@@ -114,7 +114,7 @@ def table(out: dict[str, Any]) -> str:
         there = ", ".join(f"{n} {demo[n]:.4f}" for n in names)
         lines += ["", "The exact KRS above are those of `results/lm/demo.json` (same checkpoints)." if same else
                   "These checkpoints were retrained with `python -m knowledge_retention.lm_demo train` (the committed ones "
-                  "are not in the repository and training is not bit-reproducible here): their exact KRS "
+                  "are not in the repository, and retraining here gave other weights): their exact KRS "
                   f"({here}) differ from `results/lm/demo.json`'s ({there}); the gaps "
                   "compare the recorded and the live teacher on the same checkpoints."]
     lines += ["", f"Recording took {took}; "
@@ -134,7 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--students", nargs="+", choices=STUDENTS, default=list(STUDENTS),
                         help="the demo students to score (default: both)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--render", action="store_true", help="only rewrite the .md from the .json")
     args = parser.parse_args(argv)
+    if args.render:
+        out = json.loads((args.out / "recorded_teacher.json").read_text(encoding="utf-8"))
+        (args.out / "recorded_teacher.md").write_text(table(out), encoding="utf-8")
+        return 0
     if not (args.checkpoints / "teacher").is_dir():
         print(f"no demo checkpoints in {args.checkpoints}: run `python -m knowledge_retention.lm_demo train` first",
               file=sys.stderr)
