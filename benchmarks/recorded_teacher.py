@@ -113,10 +113,12 @@ def table(out: dict[str, Any]) -> str:
         here = ", ".join(f"{n} {out['exact'][n]['krs']:.4f}" for n in names)
         there = ", ".join(f"{n} {demo[n]:.4f}" for n in names)
         lines += ["", "The exact KRS above are those of `results/lm/demo.json` (same checkpoints)." if same else
-                  "These checkpoints were retrained with `python -m knowledge_retention.lm_demo train` (the committed ones "
-                  "are not in the repository, and retraining here gave other weights): their exact KRS "
+                  "These checkpoints were retrained (the committed ones are not in the repository, and retraining here "
+                  "gave other weights): their exact KRS "
                   f"({here}) differ from `results/lm/demo.json`'s ({there}); the gaps "
                   "compare the recorded and the live teacher on the same checkpoints."]
+    if out.get("note"):
+        lines += ["", out["note"]]
     lines += ["", f"Recording took {took}; "
               f"scoring the students against a recording {min(r['score_s'] for r in out['k'].values()):.0f}–"
               f"{max(r['score_s'] for r in out['k'].values()):.0f} s, against the live teacher {out['exact_s']:.0f} s "
@@ -135,9 +137,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="the demo students to score (default: both)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--render", action="store_true", help="only rewrite the .md from the .json")
+    parser.add_argument("--note", help="where the checkpoints come from (kept in the results and shown under the table)")
     args = parser.parse_args(argv)
     if args.render:
         out = json.loads((args.out / "recorded_teacher.json").read_text(encoding="utf-8"))
+        if args.note:
+            out["note"] = args.note
+            (args.out / "recorded_teacher.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
         (args.out / "recorded_teacher.md").write_text(table(out), encoding="utf-8")
         return 0
     if not (args.checkpoints / "teacher").is_dir():
@@ -145,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     out = measure(args.checkpoints, args.max_dev, args.batch_size, tuple(args.students))
+    if args.note:
+        out["note"] = args.note
     committed = ROOT / "results" / "lm" / "demo.json"
     if committed.is_file() and args.max_dev is None:
         demo = json.loads(committed.read_text(encoding="utf-8"))
