@@ -12,6 +12,8 @@ Subcommands:
 * ``reproduce-vision`` — the paper's image-classification experiment on the UCI digits (ResNet teacher,
   ResNet/ViT students before and after vanilla KD / FitNet) at a scale.
 * ``export-hub``      — a self-contained evaluate metric folder (no need for this package), for the Hub.
+* ``record-teacher``  — a causal-LM teacher's top-k log-probabilities and hidden states, written once to a
+  folder that ``evaluate --teacher FOLDER`` then takes instead of the teacher.
 
 Exit codes: 0 success; 2 bad arguments or input (argparse's errors and the package's own
 ``InputError``/``InputTypeError``: one line naming the flag, no stack trace); 3 a model or dataset

@@ -136,6 +136,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def evaluate_dataset(args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
     """``evaluate`` on a loaded dataset: every task's one path (the report dict; ``{}`` off the main process)."""
+    from ..extraction.tasks.recorded import is_recording
+
+    if is_recording(args.teacher):  # a record-teacher folder: a causal-LM teacher, replayed
+        args.task = "causal-lm"
     _refuse_flags(args)
     students = _students_arg(args.student)
     extraction = {
@@ -297,4 +301,26 @@ def cmd_reproduce_vision(args: argparse.Namespace) -> int:
                                progress=not args.quiet, command=command.strip())
     print((Path(output_dir) / results["files"]["table"]).read_text(encoding="utf-8"))
     print("Written: " + ", ".join(str(Path(output_dir) / f) for f in results["files"].values()))
+    return EXIT_OK
+
+
+def cmd_record_teacher(args: argparse.Namespace) -> int:
+    from ..extraction import record_teacher
+
+    parts = [p.strip() for p in args.layers.split(",")]
+    try:
+        layers: Any = args.layers if args.layers in ("final", "all") else [int(p) for p in parts]
+    except ValueError:
+        raise UserError(f"--layers: expected final, all or hidden-state indices like 0,2,-1; got {args.layers!r}") from None
+    manifest = record_teacher(
+        args.teacher, _load_dataset(args.dataset, args.split, args.dataset_config), args.out_dir,
+        top_k=None if args.full_vocabulary else args.top_k, layers=layers, batch_size=args.batch_size,
+        progress=not args.quiet, logprob_dtype=args.logprob_dtype, hidden_dtype=args.hidden_dtype,
+        text_column=args.text_column, prompt_column=args.prompt_column, sequence_pooling=args.sequence_pooling,
+        max_examples=args.max_examples, max_length=args.max_length, trust_remote_code=args.trust_remote_code,
+        mixed_precision=None if args.mixed_precision == "no" else args.mixed_precision,
+        distributed=int(os.environ.get("WORLD_SIZE", "1")) > 1)
+    if int(os.environ.get("RANK", "0")) == 0:  # under accelerate launch / torchrun: the main process says it
+        print(f"recorded {manifest['num_tokens']:,} tokens of {manifest['num_examples']:,} texts (top-{manifest['top_k']} of "
+              f"{manifest['vocab_size']:,}, {manifest['bytes_per_token'] or 0:,.0f} bytes a token) in {args.out_dir}")
     return EXIT_OK

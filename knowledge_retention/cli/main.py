@@ -16,6 +16,7 @@ from .commands import (
     cmd_evaluate,
     cmd_export_hub,
     cmd_export_space,
+    cmd_record_teacher,
     cmd_reproduce,
     cmd_reproduce_vision,
 )
@@ -78,7 +79,8 @@ def _user_message(err: BaseException, parser: argparse.ArgumentParser, command: 
 
 
 COMMANDS = {"default": cmd_default, "evaluate": cmd_evaluate, "arrays": cmd_arrays, "reproduce-sst2": cmd_reproduce,
-            "reproduce-vision": cmd_reproduce_vision, "export-hub": cmd_export_hub, "export-space": cmd_export_space}
+            "reproduce-vision": cmd_reproduce_vision, "export-hub": cmd_export_hub, "export-space": cmd_export_space,
+            "record-teacher": cmd_record_teacher}
 
 
 def _join_negative_layers(argv: list[str]) -> list[str]:

@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("evaluate", help="score a student against its teacher on a dataset and write the report",
                         description="Score a student against its teacher on a dataset and write the report.")
-    ev.add_argument("--teacher", required=True, help="local model folder or hub name (AutoModelForSequenceClassification)")
+    ev.add_argument("--teacher", required=True, help="local model folder or hub name (AutoModelForSequenceClassification), "
+                                                     "or a `record-teacher` folder (causal LMs; the teacher is not run)")
     ev.add_argument("--student", required=True, action="append", metavar="[NAME=]MODEL",
                     help="local model folder or hub name; repeat it to compare several students against the teacher "
                          "in one report (NAME=MODEL names a student; default: the folder's name)")
@@ -244,4 +245,34 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(PyPI alone): push DIR as a Gradio Space. Needs a source checkout.")
     space.add_argument("directory", type=Path, help="the folder to write")
     space.add_argument("--overwrite", action="store_true", help="replace the files of an existing folder")
+    _add_record_teacher(sub)
     return parser
+
+
+def _add_record_teacher(sub: Any) -> None:
+    rec = sub.add_parser("record-teacher", help="record a causal-LM teacher once (top-k log-probs, hidden states) "
+                                                "for `evaluate --teacher FOLDER` without the teacher",
+                         description="Run a causal-LM teacher over a dataset and write, per counted token, its top-k "
+                                     "next-token log-probabilities, the tail mass and the hidden states FSS needs, with "
+                                     "a manifest. Under `accelerate launch` every process writes its shards of one folder.")
+    rec.add_argument("--teacher", required=True, help="local causal-LM folder or hub name")
+    rec.add_argument("--dataset", required=True, help="as for evaluate: a local file or folder, or a hub name")
+    rec.add_argument("--dataset-config", help="hub dataset configuration")
+    rec.add_argument("--split", default="validation", help="split to record (default: validation)")
+    rec.add_argument("--out-dir", type=Path, required=True, help="the recording's folder (new or empty)")
+    rec.add_argument("--top-k", type=_positive_int, default=128,
+                     help="next tokens recorded per counted token (default 128); --full-vocabulary records all")
+    rec.add_argument("--full-vocabulary", action="store_true", help="record every token (k = V: exact scores)")
+    rec.add_argument("--layers", default="final", help="teacher hidden states recorded for FSS: final (default), all, "
+                                                       "or indices like 0,2,-1 (0 = embeddings)")
+    rec.add_argument("--text-column", default="sentence", help="column of texts (default: sentence)")
+    rec.add_argument("--prompt-column", help="column of prompts put before each text (not counted)")
+    rec.add_argument("--sequence-pooling", choices=("mean", "last"), help="one hidden-state row per text")
+    for flag, default in (("--logprob-dtype", "float32"), ("--hidden-dtype", "float32")):
+        rec.add_argument(flag, choices=("float32", "float16"), default=default, help="storage precision (default float32)")
+    rec.add_argument("--batch-size", type=_positive_int, default=32, help="texts per batch (default 32)")
+    rec.add_argument("--max-examples", type=_positive_int, help="record only the first N texts")
+    rec.add_argument("--max-length", type=_positive_int, help="truncate texts to this many tokens (default: model limit)")
+    rec.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no", help="run the teacher in low precision")
+    rec.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the hub")
+    rec.add_argument("--quiet", action="store_true", help="no progress bars")
