@@ -6,21 +6,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 
+import lm_fixtures as fx  # noqa: E402
 import numpy as np
 import pytest
 import torch
+from distributed import recording as launch  # noqa: E402  (the scenario of tests/distributed/launch.py)
 from scipy.special import log_softmax
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent / "distributed"))
-
-import krs_recording_launch as launch  # noqa: E402
-import lm_fixtures as fx  # noqa: E402
 
 from knowledge_retention import InputError, InputTypeError, evaluate_pair, evaluate_students, record_teacher  # noqa: E402
 from knowledge_retention.cli import main  # noqa: E402
@@ -214,16 +206,10 @@ def test_record_teacher_refusals(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_record_what_one_does(tmp_path):
-    from test_lm_extraction import _free_port
-
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "--main_process_port", str(_free_port()), launch.__file__, "--out-dir", str(tmp_path / "two")]
-    env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                        "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+def test_two_processes_record_what_one_does(tmp_path, torchrun):
+    ranks = torchrun("recording", tmp_path / "launch").ranks
+    assert [r["num_processes"] for r in ranks] == [2, 2]  # every process returns the manifest
+    (tmp_path / "launch" / "recording").rename(tmp_path / "two")
     one = launch.recording_case(tmp_path / "one")
     two = json.loads((tmp_path / "two" / "manifest.json").read_text())
     assert {p["rank"] for p in two["shards"]} == {0, 1} and two["options"]["num_processes"] == 2
