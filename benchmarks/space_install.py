@@ -25,8 +25,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "spaces_app"))  # export-space's builder is a checkout's tool (spaces_app/space_export.py)
 
-from knowledge_retention.space_export import _CPU_INDEX, space_requirements  # noqa: E402
+from space_export import _CPU_INDEX, space_requirements  # noqa: E402
 
 
 def _timed_pip(python: Path, args: list[str], log: Path) -> tuple[float, int, int]:

@@ -13,6 +13,7 @@ Sections and their sources:
 * ``lm``         ``results/lm/{training.json,demo.md}`` (``python -m knowledge_retention.lm_demo all``)
 * ``vision``     ``results/vision/digits/{table.md,results.json}`` (``knowledge-retention reproduce-vision --scale cpu``)
   and ``results/vision/segmentation_synthetic/table.md`` (``python -m knowledge_retention.distillation.vision.segmentation cpu``)
+* ``recorded-teacher`` ``benchmarks/results/recorded_teacher.md`` (``python benchmarks/recorded_teacher.py``)
 """
 
 from __future__ import annotations
@@ -274,6 +275,13 @@ def lm_section(root: Path = ROOT) -> str:
     return "\n".join(lines) + "\n"
 
 
+def recorded_teacher_section(root: Path = ROOT) -> str:
+    path = root / "benchmarks" / "results" / "recorded_teacher.md"
+    if not path.is_file():
+        return _missing("benchmarks/results/recorded_teacher.md", "python benchmarks/recorded_teacher.py")
+    return path.read_text(encoding="utf-8").strip() + "\n"
+
+
 VISION_RUN = Path("results") / "vision" / "digits"
 SEGMENTATION_RUN = Path("results") / "vision" / "segmentation_synthetic"
 
@@ -320,7 +328,8 @@ def vision_section(root: Path = ROOT) -> str:
 
 
 SECTIONS = {"main-job": main_job_section, "sst2": sst2_section, "sst2-krs": sst2_krs_section,
-            "benchmarks": benchmarks_section, "lm": lm_section, "vision": vision_section}
+            "benchmarks": benchmarks_section, "lm": lm_section, "vision": vision_section,
+            "recorded-teacher": recorded_teacher_section}
 
 
 def render(readme: str, root: Path = ROOT) -> str:

@@ -69,6 +69,7 @@ def module_path() -> str:
 _LAZY = {
     "evaluate_pair": ("knowledge_retention.extraction", "evaluate_pair"),
     "evaluate_students": ("knowledge_retention.extraction", "evaluate_students"),
+    "record_teacher": ("knowledge_retention.extraction", "record_teacher"),
     "TeacherCache": ("knowledge_retention.extraction", "TeacherCache"),
     "ExtractionResult": ("knowledge_retention.extraction", "ExtractionResult"),
     "EvalOptions": ("knowledge_retention.extraction", "EvalOptions"),
@@ -135,6 +136,7 @@ __all__ = [
     "output_agreement",
     "per_example_kl",
     "rbf_cka",
+    "record_teacher",
     "regression_agreement",
     "reproduce_sst2",
     "resolve_weights",

@@ -35,6 +35,7 @@ __all__ = ["evaluate_demo", "main", "train_demo"]
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "results" / "lm"
 MAX_TOKENS = 64
+RECORDED_TOP_K = 128  # the recorded-teacher run: top-128 log-probs per token, as DistillKit records
 
 
 def _sentences(split: str) -> list[str]:
@@ -214,9 +215,32 @@ def evaluate_demo(out_dir: Path = DEFAULT_OUT, *, batch_size: int = 64, generate
         out[name] = _relative({"teacher_forced": forced.to_dict(), "generated": gen.to_dict()}, out_dir)
         report = build_report(forced, options={"command": "python -m knowledge_retention.lm_demo evaluate"})
         write_report(_relative(report, out_dir), out_dir / f"report_{name}")
+    out["recorded_teacher"] = _recorded_run(ckpt, dev, batch_size, out)
     (out_dir / "demo.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     (out_dir / "demo.md").write_text(demo_table(out), encoding="utf-8")
     return out
+
+
+def _recorded_run(ckpt: Path, dev: list[str], batch_size: int, out: dict[str, Any], top_k: int = RECORDED_TOP_K) -> dict[str, Any]:
+    """The teacher recorded once (top ``top_k``, the layers of ``layers="uniform"``) and both students scored
+    against the recording, teacher-forced (``record_teacher``; the recording stays in the checkpoints folder)."""
+    import shutil
+
+    from .extraction import evaluate_students, record_teacher
+
+    folder = ckpt / f"teacher_recorded_top{top_k}"
+    if folder.exists():
+        shutil.rmtree(folder)
+    pairs = out["before"]["teacher_forced"]["layer_pairs"]
+    manifest = record_teacher(str(ckpt / "teacher"), dev, folder, top_k=top_k, batch_size=batch_size, progress=False,
+                              layers=sorted({p["teacher"] for p in pairs}))
+    got = evaluate_students(str(folder), {name: str(ckpt / f"student_{name}") for name in ("before", "after")}, dev,
+                            layers="uniform", batch_size=batch_size, progress=False)
+    keys = ("krs", "fss", "aoag", "mean_kl", "js", "top1_agreement")
+    return {"top_k": top_k, "vocab_size": manifest["vocab_size"], "num_tokens": manifest["num_tokens"],
+            "bytes_per_token": manifest["bytes_per_token"], "bytes_per_token_outputs": manifest["bytes_per_token_outputs"],
+            "mean_tail_mass": got["before"].options["recorded_teacher"]["mean_tail_mass"],
+            **{name: {key: getattr(r, key) for key in keys} for name, r in got.items()}}
 
 
 def _relative(value: Any, base: Path) -> Any:
@@ -264,6 +288,18 @@ def demo_table(out: dict[str, Any]) -> str:
             if b is None:
                 b, a = out["before"][mode]["lm"].get(key), out["after"][mode]["lm"].get(key)
             lines.append(f"| {label} | {fmt(b)} | {fmt(a)} |")
+        lines.append("")
+    rec = out.get("recorded_teacher")
+    if rec:
+        lines += [f"**recorded teacher** (`record_teacher(top_k={rec['top_k']})`: top-{rec['top_k']} of {rec['vocab_size']:,} "
+                  f"next tokens, {rec['bytes_per_token']:,.0f} bytes a token with the hidden states; mean tail mass "
+                  f"{rec['mean_tail_mass']:.3f}), teacher-forced: recorded / live teacher. KL and JS can only be lower, "
+                  "AOAg and KRS only higher; top-1 agreement is exact.", "",
+                  "| measure | student before: recorded / live | student after: recorded / live |", "|---|---|---|"]
+        for key, label in _ROWS[:6]:
+            live = {n: out[n]["teacher_forced"] for n in ("before", "after")}
+            cells = [f"{fmt(rec[n][key])} / {fmt(live[n].get(key, live[n]['lm'].get(key)))}" for n in ("before", "after")]
+            lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -162,7 +162,8 @@ def test_errors_name_the_flags_the_user_typed(tmp_path, arrays, capsys):
 
 
 def test_flag_translation_is_one_rule():
-    from knowledge_retention.cli import _flags_of, as_flags
+    from knowledge_retention.cli import as_flags
+    from knowledge_retention.cli.main import _flags_of
 
     flags = _flags_of(build_parser(), "arrays")
     assert flags["fss_method"] == "--fss-method" and flags["inputs"] == "--inputs"
@@ -265,7 +266,7 @@ def test_evaluate_load_errors_exit_3(saved_pair, tmp_path, capsys):
 
 def test_main_job_runs_on_the_default_pair(saved_pair, tmp_path, monkeypatch, capsys):
     """No arguments = the main job; the default pair (trained on first use) is replaced by tiny models."""
-    import knowledge_retention.cli as cli
+    import knowledge_retention.cli.commands as cli  # where the main job's helpers live
     import knowledge_retention.distillation.defaults as defaults
 
     root, _, labels = saved_pair
@@ -333,7 +334,7 @@ def test_a_hub_name_still_goes_to_the_hub(tmp_path, monkeypatch, capsys):
 @pytest.fixture
 def main_job_without_data(tmp_path, no_hub):
     """The main job where no SST-2 folder exists and the default pair is not trained yet (nothing may run)."""
-    import knowledge_retention.cli as cli
+    import knowledge_retention.cli.commands as cli  # where the main job's helpers live
     import knowledge_retention.distillation.data as data
     import knowledge_retention.distillation.defaults as defaults
 

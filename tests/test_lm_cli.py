@@ -52,3 +52,20 @@ def test_cli_generation_mode(saved, tmp_path):
     assert code == 0
     report = json.loads((out / "report.json").read_text())
     assert report["lm"]["mode"] == "generated" and report["lm"]["num_tokens"] <= 13 * 3
+
+
+def test_cli_causal_lm_replays_the_teacher_from_teacher_cache(saved, tmp_path, capsys):
+    """The one evaluate path gives a causal-LM pair the teacher cache: the second run replays the teacher
+    (same headline), and --generate-tokens with --teacher-cache is refused naming the flag."""
+    root, _ = saved
+    args = ["evaluate", "--task", "causal-lm", "--teacher", str(root / "teacher"), "--student", str(root / "student"),
+            "--dataset", str(root / "texts.jsonl"), "--text-column", "text", "--quiet", "--bootstrap", "0",
+            "--teacher-cache", str(tmp_path / "cache")]
+    assert main([*args, "--output-dir", str(tmp_path / "first")]) == 0
+    assert main([*args, "--output-dir", str(tmp_path / "second")]) == 0
+    first, second = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("first", "second"))
+    assert second["headline"]["krs"] == pytest.approx(first["headline"]["krs"], abs=1e-12)
+    assert "replayed from the teacher cache" in (tmp_path / "second" / "report.md").read_text()
+    capsys.readouterr()
+    assert main([*args, "--generate-tokens", "2", "--output-dir", str(tmp_path / "gen")]) == 2
+    assert "--teacher-cache" in capsys.readouterr().err

@@ -28,3 +28,9 @@ def test_demo_trains_and_scores_both_students(tmp_path):
         assert (tmp_path / f"report_{name}" / "agreement_by_position.png").is_file()
     table = (tmp_path / "demo.md").read_text()
     assert "| top-1 agreement |" in table and "greedy teacher continuations" in table
+    rec = saved["recorded_teacher"]  # the teacher recorded (top-128 of 300) and both students scored against it
+    assert rec["top_k"] == 128 and rec["num_tokens"] == out["before"]["teacher_forced"]["lm"]["num_tokens"]
+    for name in ("before", "after"):
+        live = out[name]["teacher_forced"]
+        assert rec[name]["top1_agreement"] == live["top1_agreement"] and rec[name]["aoag"] >= live["aoag"]
+    assert "**recorded teacher**" in table

@@ -50,11 +50,11 @@ def test_sync_replaces_only_between_markers(tmp_path):
     text = "intro\n<!-- BEGIN main-job -->\nold\n<!-- END main-job -->\n<!-- BEGIN sst2 -->\n<!-- END sst2 -->\n" \
            "<!-- BEGIN sst2-krs -->\n<!-- END sst2-krs -->\n" \
            "<!-- BEGIN benchmarks -->\n<!-- END benchmarks -->\n<!-- BEGIN lm -->\n<!-- END lm -->\n" \
-           "<!-- BEGIN vision -->\n<!-- END vision -->\nend\n"
+           "<!-- BEGIN vision -->\n<!-- END vision -->\n<!-- BEGIN recorded-teacher -->\n<!-- END recorded-teacher -->\nend\n"
     out = sync_readme.render(text, root=tmp_path)  # an empty tree: every section says how to measure it
     assert out.startswith("intro\n") and out.endswith("end\n") and "old" not in out
     assert "knowledge-retention reproduce-sst2 --scale cpu" in out and "python benchmarks/cka_scaling.py" in out
-    assert "python -m knowledge_retention.lm_demo all" in out
+    assert "python -m knowledge_retention.lm_demo all" in out and "python benchmarks/recorded_teacher.py" in out
     assert "knowledge-retention reproduce-vision --scale cpu" in out
     assert sync_readme.render(out, root=tmp_path) == out
 

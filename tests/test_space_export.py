@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from knowledge_retention import InputError
-from knowledge_retention.cli import _space_export, main
+from knowledge_retention.cli import main
+from knowledge_retention.cli.commands import _space_export
 
 _space = _space_export()  # spaces_app/space_export.py: a checkout's tool, not part of the installed package
 SPACE_FILES, export_space, space_requirements = _space.SPACE_FILES, _space.export_space, _space.space_requirements

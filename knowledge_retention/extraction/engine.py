@@ -81,6 +81,9 @@ def run(task: Task, teacher: Any, specs: Sequence[ModelSpec], dataset: Any, opts
                 t_layers = list(range(int(t_info["n_states"])))  # a recorded entry serves any later choice of layers
             else:
                 t_layers = sorted({t for plan in plans.values() for t in plan.t_layers})
+            t_stream = task.teacher_stream(t_info, opts, rt)  # the teacher's own outputs (record_teacher)
+            if t_stream is not None:
+                t_layers = sorted(set(t_layers) | set(t_stream.layers))
             t_info["layers"] = t_layers
             grouping_s = 0.0
             if replay is not None:
@@ -113,7 +116,8 @@ def run(task: Task, teacher: Any, specs: Sequence[ModelSpec], dataset: Any, opts
             accumulate_s = dict.fromkeys(plans, 0.0)
             n_batches = 0
             for item in tqdm(batches, total=n_batches_total, disable=not (opts.progress and rt.is_main),
-                             desc=f"knowledge retention: teacher vs {', '.join(plans)}", unit="batch", file=sys.stderr):
+                             desc=f"knowledge retention: teacher vs {', '.join(plans)}" if plans else
+                             "knowledge retention: recording the teacher", unit="batch", file=sys.stderr):
                 if replay is not None:
                     teacher_batch: TeacherBatch = item
                     indices = list(teacher_batch.indices)
@@ -127,6 +131,8 @@ def run(task: Task, teacher: Any, specs: Sequence[ModelSpec], dataset: Any, opts
                 if not batch.runs:
                     if recorder is not None:
                         recorder.add(TeacherBatch(indices, task.empty_teacher(t_info)))
+                    if t_stream is not None:
+                        t_stream.skip(batch)
                     for stream in streams.values():
                         stream.skip(batch)
                     continue
@@ -138,6 +144,8 @@ def run(task: Task, teacher: Any, specs: Sequence[ModelSpec], dataset: Any, opts
                     teacher_batch = TeacherBatch(indices, pooled)
                     if recorder is not None:
                         recorder.add(teacher_batch)
+                if t_stream is not None:
+                    t_stream.update(teacher_batch.pooled, None, batch)
                 teacher_pool_s = time.perf_counter() - tick
                 for spec in specs:
                     with autocast():
@@ -149,14 +157,14 @@ def run(task: Task, teacher: Any, specs: Sequence[ModelSpec], dataset: Any, opts
         for runner, mode in zip(runners, modes, strict=True):
             runner.model.train(mode)
     return _finish(task, source, specs, plans, streams, t_runner, s_runners, rt, opts, cache, key, parts, replay,
-                   recorder, t_info, names, notes, accumulate_s, grouping_s, n_batches, started)
+                   recorder, t_info, names, notes, accumulate_s, grouping_s, n_batches, started, t_stream)
 
 
 def _finish(task: Task, source: Any, specs: Sequence[ModelSpec], plans: dict[str, Plan], streams: dict[str, Any],
             t_runner: Any, s_runners: dict[str, Any], rt: Runtime, opts: EvalOptions, cache: TeacherCache | None,
             key: str | None, parts: dict[str, Any] | None, replay: Any, recorder: Any, t_info: dict[str, Any],
             names: dict[str, str], notes: list[str], accumulate_s: dict[str, float], grouping_s: float,
-            n_batches: int, started: float) -> dict[str, ExtractionResult]:
+            n_batches: int, started: float, t_stream: Any = None) -> dict[str, ExtractionResult]:
     """Gathers every process's streams, completes the teacher cache and builds each student's result."""
     if replay is not None:
         t_timing = {k: float(replay[0]["ranks"][rt.rank][k]) for k in ("truncated", "tokenize_s", "forward_s")}
@@ -174,7 +182,10 @@ def _finish(task: Task, source: Any, specs: Sequence[ModelSpec], plans: dict[str
         assert key is not None and parts is not None
         meta = new_meta(key, parts, t_info, rt.world)
         rank_info = recorder.close(meta, {**t_timing, "n_forward_batches": n_batches})
-    gathered = rt.gather({"students": payloads, "teacher_cache": rank_info})
+    t_payload = None if t_stream is None else t_stream.payload({"teacher_truncated": int(t_timing["truncated"])})
+    gathered = rt.gather({"students": payloads, "teacher_cache": rank_info, "teacher_stream": t_payload})
+    if t_stream is not None:
+        task.finish_teacher_stream([g["teacher_stream"] for g in gathered], rt)
     cache_state = None
     if cache is not None and key is not None:
         if recorder is not None:

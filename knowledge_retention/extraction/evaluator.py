@@ -19,7 +19,11 @@ from .options import EvalOptions, MixedPrecision
 from .result import ExtractionResult
 from .tasks import ModelSpec, Task, choose
 
-__all__ = ["MixedPrecision", "evaluate_pair", "evaluate_students", "task_for"]
+__all__ = ["MixedPrecision", "evaluate_pair", "evaluate_students", "record_teacher", "task_for"]
+
+#: the options of :class:`EvalOptions` that matter to a recorded teacher (the others concern students)
+RECORD_OPTIONS = ("text_column", "prompt_column", "max_length", "max_examples", "sequence_pooling", "accelerator",
+                  "distributed", "mixed_precision", "trust_remote_code", "group_by_length")
 
 
 def task_for(opts: EvalOptions, teacher: Any, students: Mapping[str, Any]) -> tuple[Task, EvalOptions]:
@@ -50,7 +54,8 @@ def evaluate_pair(
     Args:
         teacher: a model object, or a local path / hub name loaded with
             ``AutoModelForSequenceClassification`` when its config names a classification head and
-            with ``AutoModel`` otherwise (then there are no logits: no AOAg, no KRS; see ``notes``).
+            with ``AutoModel`` otherwise (then there are no logits: no AOAg, no KRS; see ``notes``); or a
+            causal-LM teacher's folder written by :func:`record_teacher` (the teacher is then not loaded).
         student: likewise.
         dataset: a ``datasets.Dataset``, a list of strings, or a dict of columns.
         student_tokenizer: the student's own tokenizer (each model tokenises the texts itself).
@@ -102,7 +107,8 @@ def evaluate_students(
     equals :func:`evaluate_pair` on that pair (same options) up to float64 summation order.
 
     Args:
-        teacher: a model object, or a local path / hub name (see :func:`evaluate_pair`).
+        teacher: a model object, a local path / hub name, or a :func:`record_teacher` folder (see
+            :func:`evaluate_pair`).
         students: ``{name: model or path}``, at least one.
         dataset: a ``datasets.Dataset``, a list of strings, or a dict of columns.
         student_tokenizers: None (each student's own, from its path), one tokenizer for every
@@ -208,3 +214,74 @@ def evaluate_students(
     ]
     task, opts = task_for(opts, teacher, students)
     return run(task, teacher, specs, dataset, opts)
+
+
+def record_teacher(
+    teacher: torch.nn.Module | str,
+    dataset: Any,
+    out_dir: Any,
+    *,
+    top_k: int | None = 128,
+    layers: Any = "final",
+    teacher_tokenizer: Any = None,
+    batch_size: int = 32,
+    progress: bool = True,
+    logprob_dtype: str = "float32",
+    hidden_dtype: str = "float32",
+    **options: Any,
+) -> dict[str, Any]:
+    r"""Records a causal-LM teacher's side of an evaluation once, for students scored later without it.
+
+    The teacher runs over the dataset through the same loop as :func:`evaluate_pair` (sharded over
+    the processes of ``accelerate launch``, grouped by length, under mixed precision), and ``out_dir``
+    receives, per counted token, the teacher's ``top_k`` most probable next tokens with their
+    log-probabilities, the log of the remaining mass, the log-probability of the true next token and
+    the hidden states of ``layers``, with a manifest (tokenizer, texts' fingerprint, options, k,
+    storage size); the format is :mod:`knowledge_retention.extraction.recorded`'s. Then
+    ``evaluate_pair(out_dir, student, dataset)`` / ``evaluate_students(out_dir, {...}, dataset)``
+    score students against it without the teacher (:mod:`.tasks.recorded`): with k < V, KL and JS
+    are lower bounds (the tail is one bucket), AOAg an upper bound and top-1 agreement exact; with
+    ``top_k=None`` (k = V) the numbers equal the live teacher's.
+
+    Args:
+        teacher: a causal LM (object, or a local path / hub name).
+        dataset: a ``datasets.Dataset``, a list of strings, or a dict of columns.
+        out_dir: the recording's folder (created; must be absent or empty).
+        top_k: k, next tokens recorded per counted token (default 128; None: the whole vocabulary).
+        layers: teacher hidden states recorded for FSS: ``"final"`` (default: serves ``layers="final"``),
+            ``"all"`` (serves any layer choice and the cross-layer matrix) or hidden-state indices.
+        teacher_tokenizer: the teacher's tokenizer (default: its path's).
+        batch_size: texts per batch (per process).
+        progress: a progress bar (main process only).
+        logprob_dtype: ``"float32"`` (default) or ``"float16"`` for the top-k log-probabilities.
+        hidden_dtype: ``"float32"`` (default) or ``"float16"`` for the hidden states.
+        **options: ``text_column``, ``prompt_column``, ``max_length``, ``max_examples``,
+            ``sequence_pooling`` (an evaluation against the recording must use the same values),
+            ``accelerator``, ``distributed``, ``mixed_precision``, ``trust_remote_code``,
+            ``group_by_length``, as in :func:`evaluate_students`.
+
+    Returns:
+        The manifest (``num_tokens``, ``storage_bytes``, ``bytes_per_token``, ...), on every process.
+
+    Raises:
+        TypeError / ValueError (:class:`~knowledge_retention.InputError`): an option that does not
+            concern the teacher, a ``top_k`` above the vocabulary, a non-empty ``out_dir``, ...
+
+    Example:
+        >>> from knowledge_retention import record_teacher, evaluate_pair  # doctest: +SKIP
+        >>> record_teacher("big-teacher/", texts, "teacher_rec/", top_k=128, layers="all")  # doctest: +SKIP
+        >>> evaluate_pair("teacher_rec/", "student/", texts).krs  # doctest: +SKIP
+    """
+    from .tasks.recorded import RecordingTask
+
+    for key in options:
+        if key not in RECORD_OPTIONS:
+            known = key in EvalOptions.names()
+            raise InputTypeError(f"record_teacher() got {'the student-side' if known else 'an unknown'} option `{key}`"
+                                 f"{' (it is given when students are scored)' if known else ''}; its options are "
+                                 f"{', '.join(RECORD_OPTIONS)}.")
+    opts = EvalOptions.build({**options, "teacher_tokenizer": teacher_tokenizer, "batch_size": batch_size,
+                              "progress": progress, "task": "causal-lm"}, where="record_teacher")
+    task = RecordingTask(out_dir, top_k=top_k, layers=layers, logprob_dtype=logprob_dtype, hidden_dtype=hidden_dtype)
+    run(task, teacher, [], dataset, opts)
+    return task.manifest

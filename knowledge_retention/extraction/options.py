@@ -130,7 +130,7 @@ class EvalOptions:
             check_choice(self.mixed_precision, "mixed_precision", _PRECISIONS)
         for name in ("keep_arrays", "distributed", "progress", "trust_remote_code", "group_by_length"):
             if not isinstance(getattr(self, name), bool):
-                raise InputTypeError(f"`{name}` must be True or False, got {getattr(self, name)!r}.")
+                raise InputTypeError(f"`{name}` must be a bool (True or False), got {getattr(self, name)!r}.")
         if self.teacher_load_kwargs is not None and not isinstance(self.teacher_load_kwargs, Mapping):
             raise InputTypeError("`teacher_load_kwargs` must be a dict of from_pretrained keyword arguments, got "
                                  f"{type(self.teacher_load_kwargs).__name__}.")

@@ -167,8 +167,30 @@ class KRSCallback(TrainerCallback):  # type: ignore[misc]
             callbacks.remove(self)
             callbacks.insert(0, self)
 
-    def on_init_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+    def on_init_end(self, args: Any, state: Any, control: Any, model: Any = None, processing_class: Any = None,
+                    **kwargs: Any) -> None:
+        """When the Trainer is built: what needs the student is checked now, not at the first evaluation."""
         self._attach()
+        if model is None:
+            return
+        if self.tokenizer is None and processing_class is None:
+            raise InputTypeError("KRSCallback needs the student's tokenizer: pass `tokenizer=` or give the Trainer a "
+                                 "processing_class.")
+        self._check_layers(model)
+
+    def _check_layers(self, student: Any) -> None:
+        """``layers`` against the two models' depths, read from their configs (``num_hidden_layers`` + 1 hidden
+        states, the embeddings included); skipped when a config does not say."""
+        from ..extraction.layers import resolve_layer_pairs
+
+        layers = self.options.get("layers", "final")
+        if isinstance(layers, str) and layers == "final":
+            return
+        teacher_config = (getattr(self.teacher, "config", None) if isinstance(self.teacher, torch.nn.Module)
+                          else model_config(self.teacher, "teacher"))
+        depths = [getattr(c, "num_hidden_layers", None) for c in (teacher_config, getattr(student, "config", None))]
+        if all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in depths):
+            resolve_layer_pairs(layers, depths[0] + 1, depths[1] + 1)  # type: ignore[operator]
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._attach()

@@ -240,9 +240,13 @@ CLI_CASES = [
             "--task"),
     CliCase("causal-lm with --label-column", ("--task", "causal-lm", "--teacher", "@lm_teacher", "--student",
                                               "@lm_student", "--label-column", "label"), EXIT_USAGE, "--label-column"),
-    CliCase("causal-lm with --teacher-cache", ("--task", "causal-lm", "--teacher", "@lm_teacher", "--student",
-                                               "@lm_student", "--teacher-cache", "@cache"), EXIT_USAGE,
-            "--teacher-cache"),
+    # a causal-LM pair takes --teacher-cache (tests/test_lm_cli.py); with --generate-tokens the teacher writes
+    # the continuations at every run, so there is nothing to replay
+    CliCase("causal-lm with --pooling", ("--task", "causal-lm", "--teacher", "@lm_teacher", "--student",
+                                         "@lm_student", "--pooling", "mean"), EXIT_USAGE, "--pooling"),
+    CliCase("causal-lm generation with --teacher-cache", ("--task", "causal-lm", "--teacher", "@lm_teacher",
+                                                          "--student", "@lm_student", "--teacher-cache", "@cache",
+                                                          "--generate-tokens", "2"), EXIT_USAGE, "--teacher-cache"),
     CliCase("causal-lm with a different vocabulary", ("--task", "causal-lm", "--teacher", "@lm_teacher", "--student",
                                                       "@lm_other_vocab"), EXIT_USAGE, "student"),
     CliCase("--generate-tokens under task nlp", ("--generate-tokens", "3"), EXIT_USAGE, "--generate-tokens"),
@@ -531,6 +535,41 @@ def test_callback_mistakes_are_refused_when_built(case: CallCase, m: Zoo, offlin
     assert isinstance(err.value, InputError)
 
 
+def _trainer(m: Zoo, tmp_path: Path, callback: KRSCallback, student: str = "student", **kwargs: Any) -> Any:
+    from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
+
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), report_to=[], use_cpu=True)
+    return Trainer(model=AutoModelForSequenceClassification.from_pretrained(getattr(m, student)), args=args,
+                   callbacks=[callback], **kwargs)
+
+
+TRAINER_CASES = [
+    CallCase("student layer out of range, told when the Trainer is built",
+             lambda m, tmp: _trainer(m, tmp, _callback(m, layers=[(4, 9)])), InputError,
+             "student layer 9 is out of range; the student has 3 hidden states"),
+    CallCase("teacher layer out of range, told when the Trainer is built",
+             lambda m, tmp: _trainer(m, tmp, _callback(m, layers=[(-6, 1)])), InputError, "teacher layer -6"),
+    CallCase("uniform with a deeper student, told when the Trainer is built",
+             lambda m, tmp: _trainer(m, tmp, _callback(m, layers="uniform"), student="deep"), InputError,
+             "`layers='uniform'`"),
+    CallCase("no student tokenizer anywhere",
+             lambda m, tmp: _trainer(m, tmp, KRSCallback(m.teacher, m.texts)), InputTypeError,
+             "needs the student's tokenizer"),
+]
+
+
+@pytest.mark.parametrize("case", TRAINER_CASES, ids=[c.id for c in TRAINER_CASES])
+def test_callback_mistakes_are_refused_when_the_trainer_is_built(case: CallCase, m: Zoo, tmp_path: Path) -> None:
+    with pytest.raises(case.error, match=case.match):
+        case.call(m, tmp_path)  # type: ignore[call-arg]
+
+
+def test_callback_accepts_what_the_models_allow(m: Zoo, tmp_path: Path) -> None:
+    callback = _callback(m, layers=[(4, 2), (-1, -1), (2, 1)])
+    trainer = _trainer(m, tmp_path, callback)
+    assert trainer.callback_handler.callbacks[0] is callback  # built, and first in line before the loggers
+
+
 def test_callback_score_equals_the_reference(m: Zoo) -> None:
     from transformers import AutoModelForSequenceClassification
 
@@ -599,10 +638,10 @@ def test_space_compare_models_equals_the_reference(m: Zoo, space: Any) -> None:
 
 def test_the_catalogue_covers_every_entry_point() -> None:
     """At least 60 refusals, and every entry point has cases (the tally the closing note gives)."""
-    tally = {"cli": len(CLI_CASES) + 6, "library": len(LIBRARY_CASES), "callback": len(CALLBACK_CASES),
+    tally = {"cli": len(CLI_CASES) + 6, "library": len(LIBRARY_CASES), "callback": len(CALLBACK_CASES) + len(TRAINER_CASES),
              "space": len(SPACE_CASES)}
     assert sum(tally.values()) >= 60 and min(tally.values()) >= 10, tally
-    for cases in (CLI_CASES, LIBRARY_CASES, CALLBACK_CASES, SPACE_CASES):
+    for cases in (CLI_CASES, LIBRARY_CASES, CALLBACK_CASES, TRAINER_CASES, SPACE_CASES):
         assert len({c.id for c in cases}) == len(cases)  # unique ids: a case is never silently replaced
 
 

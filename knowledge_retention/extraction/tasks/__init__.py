@@ -7,6 +7,8 @@
 * :mod:`.causal_lm` - causal language models (``task="causal-lm"``): which positions are counted
   (every next token that is a real token of the text), token-level hidden states for FSS, the
   token-level agreement accumulator, teacher-generated continuations, and the same-vocabulary check.
+* :mod:`.recorded` - a causal-LM teacher recorded to a folder (``record_teacher``) and students scored
+  against that folder, given where a teacher goes (the teacher is not loaded).
 
 :data:`TASKS` is the registry (as transformers' ``SUPPORTED_TASKS``): :func:`choose` asks each
 registered task whether it claims a pair (:meth:`~.base.Task.claims`), in order, and falls back to the
@@ -22,14 +24,17 @@ from .base import Batch, ModelSpec, Plan, Task
 from .causal_lm import CausalLMTask
 from .detection import ObjectDetectionTask
 from .image import ImageClassificationTask
+from .recorded import RecordedTeacherTask, RecordingTask
 from .segmentation import SemanticSegmentationTask
 from .text import TextClassificationTask
 
 __all__ = ["TASKS", "Batch", "CausalLMTask", "ImageClassificationTask", "ModelSpec", "ObjectDetectionTask", "Plan",
-           "SemanticSegmentationTask", "Task", "TextClassificationTask", "choose"]
+           "RecordedTeacherTask", "RecordingTask", "SemanticSegmentationTask", "Task", "TextClassificationTask",
+           "choose"]
 
 #: registered tasks by name, asked in this order; the last one is the fallback
 TASKS: dict[str, type[Task]] = {
+    RecordedTeacherTask.name: RecordedTeacherTask,  # a recording folder where the teacher goes
     CausalLMTask.name: CausalLMTask,
     ObjectDetectionTask.name: ObjectDetectionTask,
     SemanticSegmentationTask.name: SemanticSegmentationTask,

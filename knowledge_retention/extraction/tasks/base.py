@@ -160,6 +160,16 @@ class Task:
         """A teacher batch of no rows (recorded for a batch that :attr:`Batch.runs` is False for)."""
         raise NotImplementedError
 
+    def teacher_stream(self, t_info: dict[str, Any], opts: EvalOptions, runtime: Any) -> Any:
+        """A stream of the teacher's own outputs (None by default; ``record_teacher``'s task writes them):
+        ``layers`` (teacher layers it needs besides the students'), ``update(teacher, None, batch)``,
+        ``skip(batch)`` and ``payload(counters)``, gathered from every process into
+        :meth:`finish_teacher_stream`."""
+        return None
+
+    def finish_teacher_stream(self, payloads: list[Any], runtime: Any) -> None:
+        """Completes the teacher stream from every process's payload (called on every process)."""
+
     def new_stream(self, plan: Plan, spec: ModelSpec, opts: EvalOptions, *, capacity: int) -> Any:
         """One student's stream: ``update(teacher, student, batch)``, ``skip(batch)``, ``payload(counters)``."""
         raise NotImplementedError

@@ -178,7 +178,7 @@ class _Streams:
                 self.cross.update([tf[i] for i in self.t_layers], [sf[j] for j in self.s_layers])
         targets = torch.as_tensor([run.ids[r][k] for r, k in zip(rows.tolist(), tgt.tolist(), strict=True)],
                                   dtype=torch.long)
-        stats = token_step(t.logits, s.logits, targets, temperature=self.tokens.temperature, top_k=self.tokens.top_k)
+        stats = self.statistics(t.logits, s.logits, targets)
         stats_np = {k: v.double().cpu().numpy() for k, v in stats.items()}
         starts = np.asarray(run.starts)
         positions = tgt - starts[rows]
@@ -204,6 +204,10 @@ class _Streams:
                     "teacher_nll": float(stats_np["teacher_nll"][k]), "student_nll": float(stats_np["student_nll"][k]),
                 })
         self.tokens.update_statistics(stats_np, examples, positions, worst)
+
+    def statistics(self, teacher: Any, student: Any, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-token statistics of the counted tokens (a recorded teacher's stream overrides it)."""
+        return token_step(teacher, student, targets, temperature=self.tokens.temperature, top_k=self.tokens.top_k)
 
     def payload(self, counters: dict[str, Any]) -> dict[str, Any]:
         kept = None

@@ -291,5 +291,8 @@ def _architectures(path: Any) -> list[str] | None:
         return None
     import json
 
-    with open(config, encoding="utf-8") as handle:
-        return [str(a) for a in json.load(handle).get("architectures") or []]
+    try:
+        with open(config, encoding="utf-8") as handle:
+            return [str(a) for a in json.load(handle).get("architectures") or []]
+    except (OSError, ValueError, AttributeError):  # a damaged config: the loader names it (LoadError, exit 3)
+        return None
