@@ -9,7 +9,7 @@ Sections and their sources:
 * ``main-job``   ``results/main_job/report.json`` (``knowledge-retention --output-dir results/main_job``)
 * ``sst2``       ``results/sst2/cpu/table.md`` (``knowledge-retention reproduce-sst2 --scale cpu``)
 * ``sst2-krs``   ``results/sst2/cpu_krs_during_training/results.json`` (``reproduce-sst2 ... --krs-every 25``)
-* ``benchmarks`` ``benchmarks/results/{cka_scaling,extraction_overhead,evaluate_overhead,lm_memory,lm_cost,lm_recorded,teacher_once,threads_under_load,image_extraction}.md``
+* ``benchmarks`` ``benchmarks/results/{cka_scaling,extraction_overhead,evaluate_overhead,lm_memory,lm_cost,teacher_once,threads_under_load,image_extraction}.md``
 * ``lm``         ``results/lm/{training.json,demo.md}`` (``python -m knowledge_retention.lm_demo all``)
 * ``vision``     ``results/vision/digits/{table.md,results.json}`` (``knowledge-retention reproduce-vision --scale cpu``)
   and ``results/vision/segmentation_synthetic/table.md`` (``python -m knowledge_retention.distillation.vision.segmentation cpu``)
@@ -33,7 +33,6 @@ BENCHMARKS = (
     ("lm_memory", "Causal-LM evaluation: memory against counted tokens and vocabulary, time over two forward passes"),
     ("lm_cost", "Causal-LM scoring at real vocabularies and widths: time over the two bare forward passes, before and "
                 "after the one-pass step"),
-    ("lm_recorded", "A recorded teacher (top-k log-probs + tail): bytes per token and the gap to the exact KRS"),
     ("teacher_once", "The teacher runs once: several students, length grouping, training-time KRS, the report"),
     ("threads_under_load", "Torch threads per process: why the cpu-scale reproduction trains with one"),
     ("image_extraction", "Image models: overhead over the bare forward passes, memory against N, flatten's memory"),
