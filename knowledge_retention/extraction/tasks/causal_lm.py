@@ -51,7 +51,7 @@ from ..result import ExtractionResult
 from ..runtime import model_device
 from ..streams import PooledBatch
 from ..teacher_cache import CACHE_VERSION, model_fingerprint, texts_fingerprint, tokenizer_fingerprint
-from ..token_step import token_step
+from ..token_step import HEAD_BUDGET, token_step
 from .base import Batch, ModelSpec, Plan, Task, _load_kwargs
 from .lm_inputs import (
     _PROBE_POSITIONS,
@@ -269,12 +269,19 @@ class LazyLogits:
         return self.runner.head(self.final[lo:hi])
 
     def materialize(self) -> torch.Tensor:
-        """All rows ``(n, V)`` float32 (for the teacher cache), made in blocks of :data:`LOGIT_BUDGET` values."""
+        """All rows ``(n, V)`` float32 (for the teacher cache), made by the head in blocks of
+        :data:`~knowledge_retention.extraction.token_step.HEAD_BUDGET` values (enough rows per matrix product)."""
         n = int(self.final.shape[0])
-        if n == 0:
-            return self.runner.head(self.final[:0])
-        chunk = max(1, LOGIT_BUDGET // int(self(0, 1).shape[-1]))
-        return torch.cat([self(lo, min(n, lo + chunk)) for lo in range(0, n, chunk)])
+        first = self(0, min(n, 1))
+        if n <= 1:
+            return first
+        vocab = int(first.shape[-1])
+        out = torch.empty((n, vocab), dtype=first.dtype, device=first.device)
+        out[:1] = first
+        chunk = max(1, HEAD_BUDGET // vocab)
+        for lo in range(1, n, chunk):
+            out[lo : min(n, lo + chunk)] = self(lo, min(n, lo + chunk))
+        return out
 
 
 class CausalLMTask(Task):
