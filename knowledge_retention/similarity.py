@@ -328,13 +328,17 @@ class CrossLayerCKAAccumulator:
                     f"Cannot merge cross-layer CKA states of {len(self.tt)}x{len(self.ss)} and "
                     f"{len(other.tt)}x{len(other.ss)} layers."
                 )
-            other = other._copy()
-            for side, count in (("t", len(self.tt)), ("s", len(self.ss))):
-                for i in range(count):
-                    scale = _merged_layer_scale(self, other, side, i)
-                    self._rescale_layer(side, i, scale)
-                    other._rescale_layer(side, i, scale)
-            other = other._reshifted(self.shift_t, self.shift_s)
+            # the streaming case - a batch about this state's own shifts and scales - adds as it is: the copy,
+            # the rescaling and the re-shift by a zero difference below would only add zeros (three outer
+            # products per matrix per batch)
+            if not (self._same_frame(other)):
+                other = other._copy()
+                for side, count in (("t", len(self.tt)), ("s", len(self.ss))):
+                    for i in range(count):
+                        scale = _merged_layer_scale(self, other, side, i)
+                        self._rescale_layer(side, i, scale)
+                        other._rescale_layer(side, i, scale)
+                other = other._reshifted(self.shift_t, self.shift_s)
             for mine, theirs in ((self.sum_t, other.sum_t), (self.sum_s, other.sum_s), (self.tt, other.tt), (self.ss, other.ss)):
                 for a, b in zip(mine, theirs, strict=True):
                     a += b
@@ -349,6 +353,12 @@ class CrossLayerCKAAccumulator:
         merged += self
         merged += other
         return merged
+
+    def _same_frame(self, other: CrossLayerCKAAccumulator) -> bool:
+        """Whether ``other``'s sums are about the same shifts and at the same scales as these."""
+        return (self._scales("t") == other._scales("t") and self._scales("s") == other._scales("s")
+                and all(a is b or np.array_equal(a, b) for a, b in zip(self.shift_t, other.shift_t, strict=True))
+                and all(a is b or np.array_equal(a, b) for a, b in zip(self.shift_s, other.shift_s, strict=True)))
 
     def _copy(self) -> CrossLayerCKAAccumulator:
         return CrossLayerCKAAccumulator() + self if self.n else CrossLayerCKAAccumulator()
