@@ -300,16 +300,22 @@ def run_models(
     fss_method: str,
     aoag_method: str,
     temperature: float,
+    images: str = "",
     progress: gr.Progress = gr.Progress(),  # noqa: B008 - gradio's documented idiom
 ) -> tuple[Any, ...]:
-    """Callback of "Compare models": run both models on the texts through ``knowledge_retention.extraction``."""
-    texts, labels, origin = space_compare.texts_for(text_source, sentences, int(sample_size))
+    """Callback of "Compare models": run both models on the texts (or the images of ``images``, an image
+    folder, for image classifiers) through ``knowledge_retention.extraction``."""
+    images = (images or "").strip()
+    if images:
+        texts, labels, origin = [], None, f"the images of {images}"
+    else:
+        texts, labels, origin = space_compare.texts_for(text_source, sentences, int(sample_size))
     choices = MODEL_CHOICES
     teacher, student = _model_path(teacher), _model_path(student)
     result = space_compare.compare_models(
         teacher, student, texts, labels, task=task, alpha=float(alpha), layers=layers, fss_method=fss_method,
         aoag_method=aoag_method, temperature=float(temperature), source=origin, choices=choices,
-        progress=lambda fraction, message: progress(fraction, desc=message),
+        progress=lambda fraction, message: progress(fraction, desc=message), images=images or None,
     )
     teacher_name = space_compare.display_name(str(teacher), choices)
     student_name = space_compare.display_name(str(student), choices)
@@ -468,6 +474,9 @@ def build_demo() -> gr.Blocks:
                     sentences = gr.Textbox(lines=5, label="My sentences (one per line; optional TAB + label 0/1)",
                                            placeholder=space_compare.SENTENCE_PLACEHOLDER, visible=False,
                                            elem_id="models-sentences")
+                    images = gr.Textbox(label="Image folder (image classifiers: its images replace the texts)",
+                                        placeholder="a folder on this server with one subfolder per class",
+                                        elem_id="models-images")
                     m_task, m_alpha, m_fss, m_aoag, m_temperature = _options("models", "nlp")
                     compare_button = gr.Button("Compare models", variant="primary", elem_id="models-run")
                 with gr.Column(scale=3, min_width=420):
@@ -506,7 +515,7 @@ def build_demo() -> gr.Blocks:
             compare_button.click(
                 run_models,
                 inputs=[teacher, student, text_source, sample_size, sentences, m_task, m_alpha, layers, m_fss, m_aoag,
-                        m_temperature],
+                        m_temperature, images],
                 outputs=[models_state, m_status, m_summary, m_curve, m_heatmap, m_caption],
                 concurrency_limit=1, show_progress_on=[m_summary], api_name="compare_models",
             ).then(show_task, inputs=[models_state, m_task], outputs=m_task, show_progress="hidden", queue=False)

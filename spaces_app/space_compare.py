@@ -450,8 +450,9 @@ def compare_models(
     source: str = "",
     choices: Sequence[tuple[str, str]] | None = None,
     progress: Callable[[float, str], Any] | None = None,
+    images: str | None = None,
 ) -> ScoreResult:
-    """Runs ``evaluate_pair`` on the texts and packs its result for the page.
+    """Runs ``evaluate_pair`` on the texts (or the images of an image folder) and packs its result for the page.
 
     Args:
         layers: which layer pairs FSS averages: ``final`` (the report's setting, default), ``uniform``
@@ -459,6 +460,8 @@ def compare_models(
         fss_method: the FSS measure; the heatmap shows the same measure for every layer pair.
         choices: the listed ``(label, path)`` models (default :func:`model_choices`); anything else is
             refused unless ``KRS_ALLOW_CUSTOM_MODELS`` is set.
+        images: an image folder on this server (:func:`image_folder`) for a pair of image classifiers:
+            its images replace the texts, its class subfolders give the labels (linear CKA only).
 
     Raises:
         InputError: no model chosen, a model that is not listed or does not load, extraction
@@ -474,7 +477,7 @@ def compare_models(
                          f"causal-lm preset, not {task}.")
     if fss_method not in FSS_CHOICES or aoag_method not in AOAG_CHOICES or layers not in LAYER_CHOICES:
         raise InputError(f"Unknown option: layers {layers}, FSS {fss_method}, AOAg {aoag_method}.")
-    lm, lm_note = _lm_pair(teacher, student, task)
+    lm, lm_note = (False, None) if images else _lm_pair(teacher, student, task)
     if lm and fss_method not in LM_FSS_CHOICES:
         raise InputError(f"Causal-LM pairs are scored with {' or '.join(LM_FSS_CHOICES)}, not {fss_method}.")
     evaluate_pair, why = extraction_status()
@@ -482,16 +485,19 @@ def compare_models(
         raise InputError(why)
     if lm:
         task, labels = "causal-lm", None  # token by token: the sentences' labels are not used
-    dataset: dict[str, list[Any]] = {"text": list(texts)}
+    dataset: Any = {"text": list(texts)}
     if labels is not None:
         dataset["label"] = list(labels)
     if progress is not None:
-        progress(0.05, f"running {display_name(teacher, listed)} and {display_name(student, listed)} on the texts")
+        progress(0.05, f"running {display_name(teacher, listed)} and {display_name(student, listed)} on the "
+                       f"{'images' if images else 'texts'}")
     options: dict[str, Any] = dict(
         text_column="text", label_column="label" if labels is not None else None, layers=layers, cross_layer=True,
         task=task, alpha=float(alpha), fss_method=fss_method, aoag_method=None if aoag_method == "auto" else aoag_method,
         temperature=float(temperature), progress=False,
     )
+    if images:  # the images of a folder replace the texts
+        dataset, task = _image_dataset(images, task, fss_method, options)
     every_pair: list[tuple[int, int]] | None = None
     try:
         if fss_method != "linear_cka":
@@ -561,6 +567,36 @@ def compare_models(
         notes=tuple(notes),
         lm=lm_scores,
     )
+
+
+def image_folder(folder: str) -> tuple[str, str | None]:
+    """``(path, label column)`` of an image folder on this server that the Space may read: under one of
+    :func:`results_dirs` (anywhere with ``KRS_ALLOW_CUSTOM_MODELS``); its class subfolders give ``label``.
+
+    Raises:
+        InputError: no such folder, or a folder outside the results folders.
+    """
+    path = Path(folder).expanduser().resolve()
+    if not path.is_dir():
+        raise InputError(f"There is no image folder at {folder} on this server.")
+    roots = [root.expanduser().resolve() for root in results_dirs()]
+    if not custom_models_allowed() and not any(path == root or root in path.parents for root in roots):
+        raise InputError(f"The image folder must be under this Space's results folders "
+                         f"({', '.join(str(r) for r in roots)}).")
+    return str(path), "label" if any(p.is_dir() for p in path.iterdir()) else None
+
+
+def _image_dataset(images: str, task: str, fss_method: str, options: dict[str, Any]) -> tuple[str, str]:
+    """The image folder as ``evaluate_pair``'s dataset, and the task; ``options`` become the image options."""
+    if fss_method != "linear_cka":
+        raise InputError(f"Image pairs are scored with linear_cka here, not {fss_method}.")
+    folder, label_column = image_folder(images)
+    task = "classification" if task in ("nlp", "classification") else task
+    if task != "classification":
+        raise InputError(f"Image pairs are image classifiers here: use the classification preset, not {task}.")
+    del options["text_column"]
+    options.update(image_column="image", label_column=label_column, task=task)
+    return folder, task
 
 
 #: The FSS measures the causal-lm task offers.

@@ -56,6 +56,7 @@ from ._common import (
 )
 from .schema import OPTIONAL_SECTIONS, PAIR_KEYS, SCHEMA_VERSION
 from .sections import baseline_section, efficiency_section, layers_section, tradeoff_section
+from .thumbnails import add_thumbnails
 
 __all__ = ["build_report", "is_results_mapping"]
 
@@ -98,6 +99,7 @@ def build_report(
     dataset: Any = None,
     text_column: str = "sentence",
     texts: Sequence[str] | None = None,
+    image_column: str | None = None,
     efficiency: Mapping[str, Any] | None = None,
     bootstrap: int = 1000,
     feature_bootstrap: int = 200,
@@ -129,6 +131,9 @@ def build_report(
             example indices) when ``texts`` and ``result.texts`` are absent.
         text_column: the text column of ``dataset``.
         texts: the N input texts, in the result's row order.
+        image_column: the image column of ``dataset`` (default: the result's ``options["image_column"]``,
+            set by an image task): the worst examples are then thumbnails of ``dataset[image_column][i]``
+            (:mod:`.thumbnails`), saved by :func:`.write_report` as ``examples/<index>.png``.
         efficiency: precomputed ``{"teacher": {"parameters", "disk_bytes", "seconds_per_batch",
             "examples_per_second"}, "student": {...}}``; replaces measuring.
         bootstrap: replicates for the logit-based intervals (0: no intervals).
@@ -173,6 +178,7 @@ def build_report(
         "feature_resampling": feature_resampling, "confidence_level": confidence_level, "seed": seed,
         "top_k": top_k, "n_bins": n_bins, "thresholds": dataclasses.asdict(bars), "measure_speed": measure_speed,
         "batch_size": batch_size, "latency_batches": latency_batches, "text_column": text_column,
+        "image_column": image_column,
     }
     return _build_pair(result, baseline=baseline, teacher=teacher, student=student,
                        baseline_student=baseline_student, dataset=dataset, texts=texts, efficiency=efficiency,
@@ -199,9 +205,10 @@ def _build_pair(
     temperature = float(get(result, "temperature", ext_options.get("temperature", 1.0)))
     num_examples = int(get(result, "num_examples", 0) or (0 if teacher_logits is None else len(teacher_logits)))
     text_column = report_options["text_column"]
+    image_column = report_options.get("image_column") or ext_options.get("image_column")
     if texts is None:
         texts = get(result, "texts")
-    if texts is None and dataset is not None and indices is not None and not lm_task:
+    if texts is None and dataset is not None and indices is not None and not lm_task and not image_column:
         try:
             texts = texts_from(dataset, text_column, indices.tolist())
         except (KeyError, TypeError, IndexError, ValueError) as err:
@@ -210,6 +217,8 @@ def _build_pair(
     headline = _headline(result, task, aoag_method, temperature, ext_options)
     diag = _diagnostics(teacher_logits, student_logits, labels, texts, indices, task, temperature,
                         report_options, notes, absent, lm_task)
+    if image_column and dataset is not None:
+        add_thumbnails(diag["errors"]["top_disagreements"], dataset, str(image_column), notes)
     lm_sections = causal_lm.sections(result) if lm_task else {"tokens": None, "lm": None, "quality": None}
     if lm_task:
         diag["quality"] = lm_sections["quality"]

@@ -235,10 +235,12 @@ def _errors(report: Mapping[str, Any]) -> list[str]:
         lines += ["Needs class logits (and gold labels for the breakdown).", ""]
     if top:
         lines += [f"Where the student departs most from the teacher (top {len(top)} by KL):", ""]
+        images = any(r.get("image") for r in top)  # an image task: the thumbnails in place of the texts
         lines += table(
-            ["index", "KL", "teacher → p", "student → p", "label", "text"],
+            ["index", "KL", "teacher → p", "student → p", "label", "image" if images else "text"],
             [[r["index"], f(r["kl"]), f"{r['teacher_prediction']} ({f(r['teacher_confidence'], 2)})",
-              f"{r['student_prediction']} ({f(r['student_confidence'], 2)})", f(r["label"]), r["text"] or ""]
+              f"{r['student_prediction']} ({f(r['student_confidence'], 2)})", f(r["label"]),
+              (f"![example {r['index']}]({r['image']})" if r.get("image") else "") if images else r["text"] or ""]
              for r in top],
         )
     return lines

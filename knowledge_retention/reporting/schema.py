@@ -34,7 +34,8 @@ key                      content
 ``agreement``            mean KL, AOAg (kl, js), top-1 agreement, confidence rank correlations
 ``calibration``          ``{"n_bins", "teacher": {"ece", "bins"}, "student": {...}}``; ``bins`` holds
                          lists ``bin_lower``, ``bin_upper``, ``confidence``, ``accuracy``, ``count``
-``errors``               ``{"breakdown": {"num_examples", "counts", "rates"}, "top_disagreements": [...]}``
+``errors``               ``{"breakdown": {"num_examples", "counts", "rates"}, "top_disagreements": [...]}``;
+                         an image task's rows add ``image`` (``examples/<index>.png``, the thumbnail)
 ``layers``               ``{"pairs": [{"teacher", "student", "teacher_layer", "student_layer", "score",
                          "linear_cka"}], "cross_layer_cka": {"teacher_layers", "student_layers",
                          "matrix"}}``

@@ -12,6 +12,7 @@ from .. import plots
 from .._json import jsonable
 from . import causal_lm
 from .markdown import render_markdown
+from .thumbnails import write_thumbnails
 
 __all__ = ["home_relative", "write_figures", "write_report"]
 
@@ -74,7 +75,9 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> 
     """Writes ``report.json``, ``report.md`` and the PNG figures into ``out_dir`` (created if needed).
 
     A comparison (``kind == "comparison"``) also writes each student's own report into
-    ``out_dir/<student name>/``. Absolute paths under the home folder are written as ``~/...``.
+    ``out_dir/<student name>/``. Absolute paths under the home folder are written as ``~/...``. An image
+    task's worst examples are saved as thumbnails, ``out_dir/examples/<index>.png`` (:mod:`.thumbnails`);
+    ``report.json`` keeps their index and relative path.
 
     Returns:
         ``{"json": path, "markdown": path, <figure name>: path, ...}``.
@@ -82,8 +85,10 @@ def write_report(report: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     figures = write_figures(report, out)
-    final = home_relative(dict(report))  # no machine-specific /home/<user>/... in files meant to be shared
+    final = home_relative(write_thumbnails(report, out))  # no machine-specific /home/<user>/... in files meant to be shared
     final["figures"] = {name: path.name for name, path in figures.items()}
+    if report.get("kind") == "comparison" and final.get("reports"):  # each student's thumbnails: in its own folder
+        final["reports"] = {name: write_thumbnails(pair, None) for name, pair in final["reports"].items()}
     json_path = out / "report.json"
     json_path.write_text(json.dumps(jsonable(final), indent=2, allow_nan=False, ensure_ascii=False) + "\n", encoding="utf-8")
     md_path = out / "report.md"
