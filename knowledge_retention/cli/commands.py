@@ -16,19 +16,10 @@ from .run import _SST2_FILES, _SST2_HINT, _load_dataset, _run_report
 
 
 def _hub_unreachable() -> str | None:
-    """Why the Hub cannot be used right now (offline mode set, or no connection within 3 s), or None."""
-    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
-        if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
-            return f"{name} is set"
-    import socket
-    from urllib.parse import urlparse
+    """Why the Hub cannot serve the main job's data or models now (offline mode set, or no connection), or None."""
+    from ..extraction.inputs import hub_unreachable
 
-    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
-    try:
-        with socket.create_connection((endpoint.hostname or "huggingface.co", endpoint.port or 443), timeout=3):
-            return None
-    except OSError as err:
-        return f"{endpoint.hostname} is unreachable ({err.__class__.__name__})"
+    return hub_unreachable(("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
 
 
 def _default_pair_missing() -> bool:

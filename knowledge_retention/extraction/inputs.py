@@ -167,9 +167,10 @@ class _NoModelFolder(LoadError, FileNotFoundError):
     """A model path that names no folder (and is not a Hub name that could be tried)."""
 
 
-def hub_unreachable() -> str | None:
-    """Why the Hugging Face Hub cannot be used now (offline mode set, or no connection within 3 s), or None."""
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+def hub_unreachable(offline_variables: Sequence[str] = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")) -> str | None:
+    """Why the Hugging Face Hub cannot be used now (one of ``offline_variables`` set, or no connection
+    within 3 s), or None."""
+    for name in offline_variables:
         if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on"):
             return f"{name} is set"
     import socket
