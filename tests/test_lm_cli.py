@@ -69,3 +69,30 @@ def test_cli_causal_lm_replays_the_teacher_from_teacher_cache(saved, tmp_path, c
     capsys.readouterr()
     assert main([*args, "--generate-tokens", "2", "--output-dir", str(tmp_path / "gen")]) == 2
     assert "--teacher-cache" in capsys.readouterr().err
+
+
+def test_cli_teacher_device_map_offloads_the_teacher_with_the_same_numbers(saved, tmp_path, capsys):
+    """--teacher-device-map auto --max-memory cpu=1KB --offload-folder DIR: the teacher's blocks go to disk
+    (accelerate's big-model inference) and the report's numbers are the in-memory teacher's."""
+    root, _ = saved
+    args = ["evaluate", "--task", "causal-lm", "--teacher", str(root / "teacher"), "--student", str(root / "student"),
+            "--dataset", str(root / "texts.jsonl"), "--text-column", "text", "--quiet", "--bootstrap", "0"]
+    assert main([*args, "--output-dir", str(tmp_path / "memory")]) == 0
+    assert main([*args, "--output-dir", str(tmp_path / "disk"), "--teacher-device-map", "auto",
+                 "--max-memory", "cpu=1KB", "--offload-folder", str(tmp_path / "offload")]) == 0
+    # what the flags ask transformers for puts every block of this teacher on disk (safetensors weights are
+    # read from the checkpoint itself, so the offload folder may stay empty)
+    from transformers import AutoModelForCausalLM
+
+    probe = AutoModelForCausalLM.from_pretrained(root / "teacher", device_map="auto", max_memory={"cpu": "1KB"},
+                                                 offload_folder=str(tmp_path / "offload"))
+    assert set(probe.hf_device_map.values()) == {"disk"}
+    memory, disk = (json.loads((tmp_path / d / "report.json").read_text())["headline"] for d in ("memory", "disk"))
+    for key in ("krs", "fss", "aoag"):
+        assert disk[key] == memory[key], key
+    capsys.readouterr()
+    assert main([*args, "--output-dir", str(tmp_path / "bad"), "--max-memory", "cpu=1KB"]) == 2
+    assert "--max-memory applies with --teacher-device-map" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse: a --max-memory that is not DEVICE=SIZE pairs
+        main([*args, "--output-dir", str(tmp_path / "bad"), "--teacher-device-map", "auto", "--max-memory", "cpu"])
+    assert exit_info.value.code == 2 and "--max-memory" in capsys.readouterr().err

@@ -125,6 +125,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _teacher_load_kwargs(args: argparse.Namespace) -> dict[str, Any] | None:
+    """``--teacher-device-map``, ``--max-memory``, ``--offload-folder`` as ``from_pretrained`` keyword arguments."""
+    if args.teacher_device_map is None:
+        for flag, value in (("--max-memory", args.max_memory), ("--offload-folder", args.offload_folder)):
+            if value is not None:
+                raise UserError(f"{flag} applies with --teacher-device-map (accelerate's big-model inference); "
+                                "add --teacher-device-map auto or leave it out")
+        return None
+    kwargs: dict[str, Any] = {"device_map": args.teacher_device_map}
+    if args.max_memory is not None:
+        kwargs["max_memory"] = args.max_memory
+    if args.offload_folder is not None:
+        kwargs["offload_folder"] = str(args.offload_folder)
+    return kwargs
+
+
 def evaluate_dataset(args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
     """``evaluate`` on a loaded dataset: every task's one path (the report dict; ``{}`` off the main process)."""
     from ..extraction.tasks.recorded import is_recording
@@ -138,6 +154,7 @@ def evaluate_dataset(args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
         "max_examples": args.max_examples, "max_length": args.max_length,
         "mixed_precision": None if args.mixed_precision == "no" else args.mixed_precision,
         "trust_remote_code": args.trust_remote_code, "teacher_cache": args.teacher_cache,
+        "teacher_load_kwargs": _teacher_load_kwargs(args),
     }
     if args.image_column is not None:  # image models: their own preprocessing, mean pooling unless asked
         for flag, given in (("--max-length", args.max_length is not None),

@@ -56,6 +56,17 @@ def _unit_float(value: str) -> float:
     return number
 
 
+def _max_memory_arg(value: str) -> dict[Any, str]:
+    """``0=20GiB,cpu=60GiB`` as accelerate's ``max_memory`` (GPU indices as ints)."""
+    memory: dict[Any, str] = {}
+    for part in value.split(","):
+        device, sep, size = part.strip().partition("=")
+        if not sep or not device or not size:
+            raise argparse.ArgumentTypeError(f"expected DEVICE=SIZE pairs like 0=20GiB,cpu=60GiB; got {value!r}")
+        memory[int(device) if device.isdigit() else device] = size
+    return memory
+
+
 def _positive_int(value: str) -> int:
     try:
         number = int(value)
@@ -113,6 +124,13 @@ def _add_extraction_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no",
                        help="run the models in low precision on GPU (accumulation stays float64)")
     group.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the hub (off by default)")
+    group.add_argument("--teacher-device-map", metavar="MAP",
+                       help="load the teacher with accelerate's big-model inference: auto, balanced, sequential or cpu "
+                            "(a teacher larger than the device: its blocks spread over GPUs, CPU and disk)")
+    group.add_argument("--max-memory", type=_max_memory_arg, metavar="DEV=SIZE,...",
+                       help="with --teacher-device-map: the memory each device may hold, e.g. 0=20GiB,cpu=60GiB")
+    group.add_argument("--offload-folder", type=Path, metavar="DIR",
+                       help="with --teacher-device-map: where the teacher's blocks that fit nowhere else are offloaded")
     group.add_argument("--teacher-cache", type=Path, metavar="DIR",
                        help="record the teacher's pooled outputs here (safetensors + fingerprint) and reuse them "
                             "when teacher, tokenizer, data and options match: the teacher is then not run")
