@@ -417,7 +417,7 @@ def test_models_tab_like_a_person(app_url: str, artifacts: Path, tiny_models: Pa
             # server path: the dropdowns hold names, the folders stay on the server
             stream = _api_call(app_url, "compare_models", [
                 teacher, "/etc", "Built-in sentences (16, labelled)", 16, "", "nlp", 0.5,
-                "final", "linear_cka", "auto", 1.0])
+                "final", "linear_cka", "auto", 1.0, ""])  # the last input: the image folder (empty: texts)
             assert stream.startswith("event: error") and "/etc is not in the list of choices" in stream
             assert str(tiny_models) not in stream and "site-packages" not in stream and "Traceback" not in stream
 
