@@ -183,3 +183,31 @@ def test_a_teacher_offloaded_to_disk_by_accelerate_gives_the_in_memory_numbers(t
     cached = evaluate_pair(offloaded, student, texts, teacher_cache=tmp_path / "cache", **options)
     again = evaluate_pair(offloaded, student, texts, teacher_cache=tmp_path / "cache", **options)
     assert again.options["teacher_cache"]["reused"] is True and again.krs == pytest.approx(cached.krs, abs=1e-12)
+
+
+def test_causal_lm_measures_skip_what_is_not_asked_and_keep_the_rest_exact():
+    """``measures=`` reaches the token step: the measures asked for equal the full run's, the others are NaN and
+    the notes say so; the AOAg method's measure cannot be left out; classifiers refuse the option."""
+    teacher, student = fx.tiny_llama(layers=3, seed=0), fx.tiny_llama(layers=2, seed=1)
+    full = evaluate_pair(teacher, student, TEXTS, **OPTIONS)
+    some = evaluate_pair(teacher, student, TEXTS, measures=["kl", "top1"], keep_arrays=True, **OPTIONS)
+    assert some.aoag == full.aoag and some.mean_kl == full.mean_kl and some.krs == full.krs
+    assert some.top1_agreement == full.top1_agreement and some.fss == full.fss
+    for name in ("js", "topk_overlap", "logprob_gap", "teacher_perplexity"):
+        assert np.isnan(getattr(some, name)), name
+    assert some.lm["measures"] == ["kl", "top1"] and full.lm["measures"] == ["kl", "js", "top1", "topk", "nll"]
+    assert any("skipped (measures=...): js, topk, nll" in note for note in some.notes)
+    assert np.all(np.isnan(some.lm["rows"]["js"])) and float(np.mean(some.lm["rows"]["exp_neg_kl"])) == pytest.approx(
+        full.aoag, abs=1e-9)
+    with pytest.raises(InputError, match="leaves out 'kl'"):
+        evaluate_pair(teacher, student, TEXTS, measures=["top1"], **OPTIONS)
+    with pytest.raises(InputError, match="must be a non-empty subset"):
+        evaluate_pair(teacher, student, TEXTS, measures=["bogus"], **OPTIONS)
+    from transformers import BertConfig, BertForSequenceClassification
+
+    classifier = BertForSequenceClassification(BertConfig(vocab_size=fx.vocab_size(), hidden_size=16,
+                                                          num_hidden_layers=1, num_attention_heads=2,
+                                                          intermediate_size=32)).eval()
+    with pytest.raises(InputError, match="`measures` apply to task='causal-lm' only"):
+        evaluate_pair(classifier, classifier, TEXTS, teacher_tokenizer=TOK, student_tokenizer=TOK, progress=False,
+                      measures=["kl"])

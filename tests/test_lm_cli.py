@@ -96,3 +96,17 @@ def test_cli_teacher_device_map_offloads_the_teacher_with_the_same_numbers(saved
     with pytest.raises(SystemExit) as exit_info:  # argparse: a --max-memory that is not DEVICE=SIZE pairs
         main([*args, "--output-dir", str(tmp_path / "bad"), "--teacher-device-map", "auto", "--max-memory", "cpu"])
     assert exit_info.value.code == 2 and "--max-memory" in capsys.readouterr().err
+
+
+def test_cli_measures_skip_token_measures_and_are_refused_for_classifiers(saved, tmp_path, capsys):
+    root, _ = saved
+    args = ["evaluate", "--task", "causal-lm", "--teacher", str(root / "teacher"), "--student", str(root / "student"),
+            "--dataset", str(root / "texts.jsonl"), "--text-column", "text", "--quiet", "--bootstrap", "0"]
+    assert main([*args, "--output-dir", str(tmp_path / "all")]) == 0
+    assert main([*args, "--output-dir", str(tmp_path / "some"), "--measures", "kl,top1"]) == 0
+    full, some = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("all", "some"))
+    assert some["headline"]["krs"] == full["headline"]["krs"] and some["lm"]["measures"] == ["kl", "top1"]
+    assert "skipped (measures=...)" in (tmp_path / "some" / "report.md").read_text()
+    capsys.readouterr()
+    assert main([*args[:2], "nlp", *args[3:], "--output-dir", str(tmp_path / "nlp"), "--measures", "kl"]) == 2
+    assert "--measures" in capsys.readouterr().err

@@ -171,8 +171,10 @@ def evaluate_dataset(args: argparse.Namespace, dataset: Any) -> dict[str, Any]:
         extraction.pop("pooling")
         extraction["prompt_column"] = args.prompt_column
         extraction["generate"] = None if not args.generate_tokens else {"max_new_tokens": args.generate_tokens}
-    elif args.prompt_column is not None or args.generate_tokens is not None:
-        flag = "--prompt-column" if args.prompt_column is not None else "--generate-tokens"
+        extraction["measures"] = args.measures
+    elif args.prompt_column is not None or args.generate_tokens is not None or args.measures is not None:
+        flag = ("--prompt-column" if args.prompt_column is not None else
+                "--generate-tokens" if args.generate_tokens is not None else "--measures")
         raise InputError(f"{flag}: applies to --task causal-lm only; got --task {args.task}")
     task = None if args.image_column is not None and args.task == "nlp" else args.task  # images: their own preset
     scoring = {"task": task, "alpha": args.alpha, "beta": args.beta, "fss_method": args.fss_method,

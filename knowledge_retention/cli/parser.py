@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--prompt-column", help="--task causal-lm: column of prompts put before each text (not counted)")
     ev.add_argument("--generate-tokens", type=_positive_int, metavar="N",
                     help="--task causal-lm: the teacher continues each text greedily by N tokens; only those are scored")
+    ev.add_argument("--measures", type=lambda v: [m.strip() for m in v.split(",") if m.strip()], metavar="M,...",
+                    help="--task causal-lm: the token measures to compute, of kl,js,top1,topk,nll (default: all; "
+                         "the others are skipped, reported as NaN, and cost nothing)")
     _add_extraction_options(ev)
     _add_scoring_options(ev, default_task="nlp")
     _add_report_options(ev, "krs_report")

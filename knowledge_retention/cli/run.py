@@ -169,13 +169,15 @@ def _print_summary(report: dict[str, Any], paths: dict[str, Any]) -> None:
             print(report["three_way"]["sentence"])
     else:
         headline = report.get("headline", {})
-        nan = float("nan")
         print(_headline_line(headline, report))
         tokens = report.get("tokens")
         if tokens:
-            print(f"top-1 {tokens.get('top1_agreement', nan):.3f}  top-k {tokens.get('topk_overlap', nan):.3f}  "
-                  f"perplexity teacher {tokens.get('teacher_perplexity', nan):.2f} / student "
-                  f"{tokens.get('student_perplexity', nan):.2f}")
+            def shown(key: str, digits: int) -> str:  # a measure skipped with --measures is null: "n/a"
+                value = tokens.get(key)
+                return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+
+            print(f"top-1 {shown('top1_agreement', 3)}  top-k {shown('topk_overlap', 3)}  "
+                  f"perplexity teacher {shown('teacher_perplexity', 2)} / student {shown('student_perplexity', 2)}")
         verdict = report.get("verdict")
         if verdict:
             print(f"Verdict ({verdict.get('preset')} preset): {(verdict.get('level') or 'none').upper()} — "

@@ -73,6 +73,8 @@ class EvalOptions:
     top_k: int = 5
     average: str = "token"
     sequence_pooling: str | None = None
+    #: which token-level measures to compute (a subset of token_agreement.TOKEN_MEASURES; None: all)
+    measures: Any = None
     # image tasks (extraction/tasks/image.py, detection.py, segmentation.py)
     image_column: str = "image"
     flatten_grid: int | None = None

@@ -43,7 +43,7 @@ from ..._validation import InputError, InputTypeError, check_choice
 from ...methods import CLASSIFICATION_METHODS, STREAMING_FSS_METHODS
 from ...score import knowledge_retention_score, resolve_weights
 from ...similarity import CrossLayerCKAAccumulator, LinearCKAAccumulator
-from ...token_agreement import TOKEN_AVERAGES, TokenAgreementAccumulator
+from ...token_agreement import TOKEN_AVERAGES, TOKEN_MEASURES, TokenAgreementAccumulator, resolve_measures
 from ..inputs import TextSource, load_tokenizer, model_max_length
 from ..layers import layer_names, resolve_layer_pairs
 from ..options import EvalOptions
@@ -146,11 +146,17 @@ class _Streams:
     """
 
     def __init__(self, pairs: list[tuple[int, int]], t_layers: list[int], s_layers: list[int], *, cross: bool,
-                 debiased: bool, temperature: float, top_k: int, keep_worst: int, keep_arrays: bool = False) -> None:
+                 debiased: bool, temperature: float, top_k: int, keep_worst: int, keep_arrays: bool = False,
+                 measures: tuple[str, ...] | None = None) -> None:
         self.pairs, self.t_layers, self.s_layers = pairs, t_layers, s_layers
         self.cka = [LinearCKAAccumulator(track_debiased=debiased) for _ in pairs]
         self.cross = CrossLayerCKAAccumulator() if cross else None
-        self.tokens = TokenAgreementAccumulator(temperature=temperature, top_k=top_k, keep_worst=keep_worst)
+        # the most-disagreeing tokens are ranked by KL and show both top-1 tokens and NLLs: kept when those ran
+        if measures is not None and not {"kl", "top1", "nll"} <= set(measures):
+            keep_worst = 0
+        self.measures = measures
+        self.tokens = TokenAgreementAccumulator(temperature=temperature, top_k=top_k, keep_worst=keep_worst,
+                                                measures=measures)
         self.indices: list[np.ndarray] = []
         self.keep_arrays = keep_arrays
         self.kept: dict[str, list[Any]] = {"teacher": [], "student": [], "row_example": [], "token_example": [],
@@ -190,8 +196,8 @@ class _Streams:
             self.kept["student"].append({j: sf[j] for _, j in self.pairs})
             self.kept["row_example"].append(row_examples)
             self.kept["token_example"].append(examples)
-            for key in ("exp_neg_kl", "kl", "js", "top1"):
-                self.kept[key].append(stats_np[key])
+            for key in ("exp_neg_kl", "kl", "js", "top1"):  # NaN for a measure that was not computed
+                self.kept[key].append(stats_np.get(key, np.full(examples.shape[0], np.nan)))
         worst = []
         if self.tokens.keep_worst:
             for k in np.argsort(-stats_np["kl"], kind="stable")[: self.tokens.keep_worst].tolist():
@@ -207,7 +213,8 @@ class _Streams:
 
     def statistics(self, teacher: Any, student: Any, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-token statistics of the counted tokens (a recorded teacher's stream overrides it)."""
-        return token_step(teacher, student, targets, temperature=self.tokens.temperature, top_k=self.tokens.top_k)
+        return token_step(teacher, student, targets, temperature=self.tokens.temperature, top_k=self.tokens.top_k,
+                          measures=self.measures)
 
     def payload(self, counters: dict[str, Any]) -> dict[str, Any]:
         kept = None
@@ -323,6 +330,10 @@ class CausalLMTask(Task):
             raise InputError("`teacher_cache` cannot replay `generate`: the teacher writes the continuations at "
                              "every call; leave teacher_cache unset.")
         self.weights = resolve_weights(TASK, opts.alpha, opts.beta)
+        self.measures = None if opts.measures is None else resolve_measures(opts.measures)
+        if self.measures is not None and self.method not in self.measures:
+            raise InputError(f"`measures={list(self.measures)}` leaves out {self.method!r}, which `aoag_method="
+                             f"{self.method!r}` needs; add it (or choose another aoag_method).")
 
     def make_source(self, dataset: Any, opts: EvalOptions) -> TextSource:
         try:  # the prompts are read as TextSource's second column
@@ -458,7 +469,7 @@ class CausalLMTask(Task):
     def new_stream(self, plan: Plan, spec: ModelSpec, opts: EvalOptions, *, capacity: int) -> _Streams:
         return _Streams(plan.pairs, plan.t_layers, plan.s_layers, cross=spec.cross_layer,
                         debiased=opts.fss_method == "debiased_cka", temperature=opts.temperature, top_k=opts.top_k,
-                        keep_worst=_KEEP_WORST, keep_arrays=opts.keep_arrays)
+                        keep_worst=_KEEP_WORST, keep_arrays=opts.keep_arrays, measures=self.measures)
 
     def merge(self, payloads: list[dict[str, Any]]) -> dict[str, Any]:
         return _merge(payloads)
@@ -520,6 +531,10 @@ def lm_result(task: CausalLMTask, merged: dict[str, Any], plan: Plan, context: d
         if context["is_main"] and message not in context["warned"]:
             context["warned"].add(message)
             warnings.warn(message, UserWarning, stacklevel=5)
+    if task.measures is not None and len(task.measures) < len(TOKEN_MEASURES):
+        skipped = [m for m in TOKEN_MEASURES if m not in task.measures]
+        notes.append(f"Token measures computed: {', '.join(task.measures)}; skipped (measures=...): "
+                     f"{', '.join(skipped)}, reported as NaN.")
     num_examples, dropped = scored_examples(len(context["source"]), tokens.n_sequences)
     if dropped:
         notes.append(dropped)
@@ -527,6 +542,7 @@ def lm_result(task: CausalLMTask, merged: dict[str, Any], plan: Plan, context: d
     lm = {
         "num_tokens": tokens.n_tokens, "num_sequences": tokens.n_sequences, "average": opts.average,
         "top_k": opts.top_k, "mode": "generated" if task.max_new is not None else "teacher_forced",
+        "measures": list(task.measures or TOKEN_MEASURES),
         "token_average": tokens.compute("token"), "sequence_average": tokens.compute("sequence"),
         "by_position": tokens.by_position(), "most_disagreeing": [_decoded(r, t_tok) for r in tokens.worst],
     }

@@ -279,7 +279,8 @@ class RecordedTeacherTask(CausalLMTask):
         refused = {"generate": "the teacher cannot continue the texts: it is not run",
                    "teacher_cache": "the recording already holds the teacher's outputs",
                    "teacher_tokenizer": "the students' tokenizers are checked against the recording's vocabulary",
-                   "temperature": "the recording holds temperature-1 log-probabilities"}
+                   "temperature": "the recording holds temperature-1 log-probabilities",
+                   "measures": "the recorded step computes every measure from the top-k buckets"}
         for name, reason in refused.items():
             if not opts.is_default(name):
                 value = getattr(opts, name)

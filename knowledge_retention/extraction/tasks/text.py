@@ -42,7 +42,7 @@ __all__ = ["TextClassificationTask", "cka_or_nan", "cross_matrix"]
 #: the agreement measures of per-example outputs that stream (classes, or one regression output)
 _STREAMING_AOAG = (*CLASSIFICATION_METHODS, "mse")
 #: options of the causal-lm task (refused here when set)
-LM_ONLY = ("prompt_column", "generate", "top_k", "average", "sequence_pooling")
+LM_ONLY = ("prompt_column", "generate", "top_k", "average", "sequence_pooling", "measures")
 
 
 def cka_or_nan(acc: LinearCKAAccumulator) -> float:
