@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -214,11 +214,19 @@ def tabulate(results: Mapping[str, Any], output_dir: str | os.PathLike[str]) -> 
     Returns:
         The results with ``files`` (paths relative to ``output_dir``).
     """
+    return write_run(results, output_dir, figures=_figures, render=render_table)
+
+
+def write_run(results: Mapping[str, Any], output_dir: str | os.PathLike[str], *,
+              figures: Callable[[dict[str, Any], Path], dict[str, str]],
+              render: Callable[[Mapping[str, Any]], str]) -> dict[str, Any]:
+    """A reproduction's figures (``figures(results, out)``), ``table.md`` (``render(results)``) and
+    ``results.json`` with ``files`` relative to ``output_dir``: the writing every reproduction shares."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = dict(results)
-    files = _figures(results, out)
-    (out / "table.md").write_text(render_table(results), encoding="utf-8")
+    files = figures(results, out)
+    (out / "table.md").write_text(render(results), encoding="utf-8")
     files["table"] = str(out / "table.md")
     files["results"] = str(out / "results.json")
     results["files"] = {k: os.path.relpath(v, out) for k, v in files.items()}

@@ -38,6 +38,18 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "voc
                     "spiece.model", "sentencepiece.bpe.model", "merges.txt")
 
 
+def read_rows(arrow: Any, columns: Mapping[str, Sequence[Any]] | None, value_column: str, label_column: str | None,
+              indices: Sequence[int]) -> tuple[list[Any], list[Any] | None]:
+    """The values and labels (None without a label column) of the given example indices, from an Arrow
+    dataset (``arrow``) or a dict of columns (``columns``): what the text and image sources read."""
+    if arrow is not None:
+        rows = arrow[list(indices)]
+        return list(rows[value_column]), list(rows[label_column]) if label_column else None
+    assert columns is not None
+    values = [columns[value_column][i] for i in indices]
+    return values, [columns[label_column][i] for i in indices] if label_column else None
+
+
 class TextSource:
     """Random access to the texts (and optional labels) of a dataset, by example index.
 
@@ -140,13 +152,7 @@ class TextSource:
 
     def batch(self, indices: Sequence[int]) -> tuple[list[str], list[Any] | None]:
         """The texts and labels (None without a label column) of the given example indices."""
-        if self._arrow is not None:
-            rows = self._arrow[list(indices)]
-            texts, labels = rows[self.text_column], rows[self.label_column] if self.label_column else None
-        else:
-            assert self._columns is not None
-            texts = [self._columns[self.text_column][i] for i in indices]
-            labels = [self._columns[self.label_column][i] for i in indices] if self.label_column else None
+        texts, labels = read_rows(self._arrow, self._columns, self.text_column, self.label_column, indices)
         for i, text in zip(indices, texts, strict=True):
             if not isinstance(text, str):
                 what = "empty (a missing value)" if text is None else f"a {type(text).__name__} ({text!r:.40})"

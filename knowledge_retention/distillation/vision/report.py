@@ -10,7 +10,6 @@ constants :data:`PAPER_FIGURE3` and :data:`PAPER_PEARSON_R`, typed from the pape
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -501,13 +500,6 @@ def _figures(results: Mapping[str, Any], out: Path) -> dict[str, str]:
 
 def tabulate(results: Mapping[str, Any], output_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Figures, ``table.md`` and ``results.json`` (with ``files``, relative to ``output_dir``)."""
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    results = dict(results)
-    files = _figures(results, out)
-    (out / "table.md").write_text(render_table(results), encoding="utf-8")
-    files["table"] = str(out / "table.md")
-    files["results"] = str(out / "results.json")
-    results["files"] = {k: os.path.relpath(v, out) for k, v in files.items()}
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    return results
+    from ..sst2_tables import write_run
+
+    return write_run(results, output_dir, figures=_figures, render=render_table)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..._validation import InputError, InputTypeError
+from ..inputs import read_rows
 from ..layers import LAYER_PRESETS, LayerSpec, resolve_layer_pairs, uniform_layer_mapping
 from .image_models import ImageOutputs
 
@@ -131,13 +132,7 @@ class ImageSource:
 
     def batch(self, indices: Sequence[int]) -> tuple[list[Any], list[Any] | None]:
         """The PIL images and labels (None without a label column) of the given example indices."""
-        if self._arrow is not None:
-            rows = self._arrow[list(indices)]
-            values, labels = rows[self.image_column], rows[self.label_column] if self.label_column else None
-        else:
-            assert self._columns is not None
-            values = [self._columns[self.image_column][i] for i in indices]
-            labels = [self._columns[self.label_column][i] for i in indices] if self.label_column else None
+        values, labels = read_rows(self._arrow, self._columns, self.image_column, self.label_column, indices)
         images = [_to_image(v, f"`dataset[{self.image_column!r}][{i}]`") for i, v in zip(indices, values, strict=True)]
         return images, None if labels is None else list(labels)
 
