@@ -168,7 +168,7 @@ def _krs_during_training(manifest: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _figures(results: Mapping[str, Any], out: Path) -> dict[str, str]:
-    from ..plots import plot_alpha_sensitivity_curves, plot_cross_layer_cka, plot_krs_during_training
+    from ..plots import plot_alpha_sensitivity_curves, plot_krs_during_training
 
     paths: dict[str, str] = {}
     curves = {f"{r['name']}-{r['variant']}": (r["fss"], r["aoag"]) for r in results["students"]}
@@ -187,6 +187,17 @@ def _figures(results: Mapping[str, Any], out: Path) -> dict[str, str]:
             {label: run["history"] for label, run in during.items()}, out / "krs_during_training.png",
             title="SST-2: KRS on the dev set while each student trains\n(KRSCallback; dashed = before, solid = after)",
             names=_DISPLAY))
+    paths.update(cross_layer_heatmaps(results, out, lambda row: (
+        f"Cross-layer linear CKA, teacher vs {_DISPLAY.get(row['name'], row['name'])} ({row['variant']})")))
+    return paths
+
+
+def cross_layer_heatmaps(results: Mapping[str, Any], out: Path, title: Callable[[Mapping[str, Any]], str]) -> dict[str, str]:
+    """One cross-layer CKA heatmap per student row that carries the matrix: ``{"cka_<name>-<variant>": path}``
+    (the SST-2 and the digits reproductions alike; ``title(row)`` names the figure)."""
+    from ..plots import plot_cross_layer_cka
+
+    paths = {}
     for row in results["students"]:
         ext = row["extraction"]
         cross = ext.get("cross_layer_cka")
@@ -196,8 +207,7 @@ def _figures(results: Mapping[str, Any], out: Path) -> dict[str, str]:
         paths[f"cka_{label}"] = str(plot_cross_layer_cka(
             cross["matrix"], out / f"cka_{label}.png",
             teacher_layers=cross["teacher_layers"], student_layers=cross["student_layers"],
-            pairs=[(p["teacher"], p["student"]) for p in ext.get("layer_pairs", [])],
-            title=f"Cross-layer linear CKA, teacher vs {_DISPLAY.get(row['name'], row['name'])} ({row['variant']})"))
+            pairs=[(p["teacher"], p["student"]) for p in ext.get("layer_pairs", [])], title=title(row)))
     return paths
 
 

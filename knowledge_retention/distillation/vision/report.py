@@ -466,7 +466,7 @@ def render_table(results: Mapping[str, Any]) -> str:
 
 
 def _figures(results: Mapping[str, Any], out: Path) -> dict[str, str]:
-    from ...plots import plot_alpha_sensitivity_curves, plot_cross_layer_cka
+    from ...plots import plot_alpha_sensitivity_curves
     from .figures import plot_krs_vs_accuracy, plot_paper_comparison
 
     paths: dict[str, str] = {}
@@ -482,17 +482,11 @@ def _figures(results: Mapping[str, Any], out: Path) -> dict[str, str]:
         paths[f"alpha_sensitivity_{method}"] = str(plot_alpha_sensitivity_curves(
             curves, out / f"alpha_sensitivity_{method}.png", alpha=0.3,
             title=f"Digits, mean over seeds: dashed = before, solid = {_METHOD_DISPLAY[method]}"))
-    for row in results["students"]:
-        ext = row["extraction"]
-        cross = ext.get("cross_layer_cka")
-        if cross is None:
-            continue
-        label = f"{row['name']}-{row['variant']}"
-        paths[f"cka_{label}"] = str(plot_cross_layer_cka(
-            cross["matrix"], out / f"cka_{label}.png", teacher_layers=cross["teacher_layers"],
-            student_layers=cross["student_layers"], pairs=[(p["teacher"], p["student"]) for p in ext.get("layer_pairs", [])],
-            title=f"Cross-layer linear CKA, ResNet teacher vs\n{_DISPLAY.get(row['name'], row['name'])} "
-                  f"({_METHOD_DISPLAY[row['variant']]}), seed {row['seed']}"))
+    from ..sst2_tables import cross_layer_heatmaps
+
+    paths.update(cross_layer_heatmaps(results, out, lambda row: (
+        f"Cross-layer linear CKA, ResNet teacher vs\n{_DISPLAY.get(row['name'], row['name'])} "
+        f"({_METHOD_DISPLAY[row['variant']]}), seed {row['seed']}")))
     paths["krs_vs_accuracy"] = str(plot_krs_vs_accuracy(results, out / "krs_vs_accuracy.png", display=_DISPLAY))
     paths["paper_comparison"] = str(plot_paper_comparison(results, out / "paper_comparison.png", display=_DISPLAY))
     return paths
