@@ -36,6 +36,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     result = function(args.out_dir, extra)
     rank = int(os.environ.get("RANK", "0"))
     (args.out_dir / f"rank{rank}.json").write_text(json.dumps(result), encoding="utf-8")
+    # leave the process group before the interpreter exits: gloo's threads torn down at exit can abort a
+    # finished process ("terminate called without an active exception", exit -6), seen once in CI
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
