@@ -328,3 +328,27 @@ def test_logits_that_are_not_the_head_fall_back_to_the_models_own():
     _check(result, ref, cka)
     plain = evaluate_pair(base, student, TEXTS, teacher_tokenizer=tok, student_tokenizer=tok, progress=False)
     assert plain.notes == [] and plain.aoag != pytest.approx(result.aoag)
+
+
+def test_a_cross_layer_matrix_beyond_the_budget_is_skipped_with_a_note(monkeypatch):
+    from knowledge_retention.extraction.tasks import causal_lm
+
+    teacher, student = fx.tiny_llama(layers=2, seed=21), fx.tiny_llama(layers=1, seed=22)
+    tok = fx.tokenizer(bos=True, pad="<pad>")
+    kwargs = dict(teacher_tokenizer=tok, student_tokenizer=tok, progress=False, layers=[(2, 1), (1, 1)])
+    full = evaluate_pair(teacher, student, TEXTS, **kwargs)
+    assert full.cross_layer_cka is not None and full.options["cross_layer"] is True
+    width = teacher.config.hidden_size
+    state = 8 * (3 * width) * (2 * student.config.hidden_size)  # 3 x 2 hidden states
+    assert causal_lm.cross_layer_skipped([width] * 3, [student.config.hidden_size] * 2) is None
+    monkeypatch.setattr(causal_lm, "CROSS_LAYER_STATE_BUDGET", state - 1)
+    with pytest.warns(UserWarning, match="cross-layer CKA matrix was not computed"):
+        cut = evaluate_pair(teacher, student, TEXTS, **kwargs)
+    assert cut.cross_layer_cka is None and cut.options["cross_layer"] is False
+    assert any("cross-layer CKA matrix was not computed: 3 x 2 hidden states" in note for note in cut.notes)
+    # the pairs asked for are computed as before, from their own sums (not the matrix's): equal to rounding
+    for key in ("krs", "fss", "aoag", "mean_kl", "js", "top1_agreement"):
+        assert getattr(cut, key) == pytest.approx(getattr(full, key), rel=1e-9, abs=1e-12), key
+    assert cut.layer_pairs == full.layer_pairs == [(2, 1), (1, 1)]
+    np.testing.assert_allclose(cut.pair_scores, full.pair_scores, rtol=1e-9)
+    np.testing.assert_allclose([full.cross_layer_cka[2][1], full.cross_layer_cka[1][1]], full.pair_scores, rtol=1e-12)

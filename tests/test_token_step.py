@@ -95,6 +95,60 @@ def test_head_blocks_follow_the_budget(monkeypatch):
     assert module._first_rows() == 128 and 128 * 151_936 <= module.HEAD_BUDGET
 
 
+def test_head_blocks_are_even_when_the_callable_tells_the_vocabulary(monkeypatch):
+    v = 64
+    monkeypatch.setattr(module, "HEAD_BUDGET", 20 * v)
+    zt, zs, y = _logits(n=45, v=v, seed=4)
+    sizes = []
+
+    class Head:
+        vocab_size = v  # what LazyLogits carries once the probe has told the number of logits
+
+        def __call__(self, lo, hi):
+            sizes.append(hi - lo)
+            return zt[lo:hi]
+
+    out = token_step(Head(), lambda lo, hi: zs[lo:hi], y, temperature=1.0, top_k=3)
+    assert sizes == [15, 15, 15]  # 45 rows within 20 a block: three blocks of 15, not 20 + 20 + 5
+    for key, value in token_step(zt, zs, y, temperature=1.0, top_k=3).items():
+        torch.testing.assert_close(out[key], value, rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.parametrize("vocab", [20_480, 50_021, 151_936])
+def test_wide_rows_rank_like_torch(vocab):
+    # wide rows take the block-maxima path of _top_k / _argmax: the same ids as torch.topk / torch.argmax,
+    # with the largest values in the narrow last block, ties across blocks and -inf logits
+    gen = torch.Generator().manual_seed(vocab)
+    z = torch.randn(9, vocab, generator=gen) * 4
+    z[1, -1] = z[1].max() + 1.0  # the maximum in the last (narrow) block
+    z[2, 5], z[2, vocab - 3] = 50.0, 50.0  # a tie at the top, far apart: the lowest id wins
+    z[3, :1000] = float("-inf")
+    z[4, 300:310] = 60.0  # ten equal largest values in one block
+    z[5, [7, 4_000, 9_000, 13_000, 17_000]] = torch.tensor([30.0, 29.0, 28.0, 27.0, 26.0])  # the top 5 in 5 blocks
+    assert vocab >= 16 * 5 * module._RANK_BLOCK
+    np.testing.assert_array_equal(module._argmax(z).numpy(), z.argmax(dim=-1).numpy())
+    values, ids = module._top_k(z, 5)
+    ref_values, ref_ids = z.topk(5, dim=-1)
+    torch.testing.assert_close(values, ref_values, rtol=0, atol=0)
+    for row in (0, 1, 3, 5, 6, 7, 8):  # rows without ties among their top 5: the same ids in the same order
+        assert ids[row].tolist() == ref_ids[row].tolist(), row
+    assert set(ids[4].tolist()) <= set(range(300, 310))
+    assert ids[5].tolist() == [7, 4_000, 9_000, 13_000, 17_000]
+
+
+def test_wide_rows_match_the_numpy_reference():
+    vocab = 30_011  # not a multiple of the rank blocks
+    zt, zs, y = _logits(n=6, v=vocab, seed=8)
+    zs[0, 17] = zt[0, 17] = zt[0].max() + 2.0  # one row where teacher and student agree
+    out = token_step(zt, zs, y, temperature=1.0, top_k=5)
+    ref = token_statistics(zt.double().numpy(), zs.double().numpy(), y.numpy(), temperature=1.0, top_k=5)
+    for key in ("kl", "exp_neg_kl", "js", "teacher_nll", "student_nll"):
+        np.testing.assert_allclose(out[key].double().numpy(), ref[key], rtol=2e-5, atol=2e-6, err_msg=key)
+    for key in ("top1", "topk", "teacher_top1", "student_top1"):
+        np.testing.assert_array_equal(out[key].numpy(), ref[key], err_msg=key)
+    assert out["top1"][0] == 1
+
+
 @pytest.mark.parametrize("measures", [["kl"], ["js"], ["top1"], ["topk"], ["nll"], ["kl", "nll"], ["js", "topk", "top1"]])
 @pytest.mark.parametrize("temperature", [1.0, 2.0])
 def test_a_subset_of_measures_gives_the_same_values(measures, temperature):

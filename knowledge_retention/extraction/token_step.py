@@ -9,27 +9,30 @@ every requested measure (:data:`~knowledge_retention.token_agreement.TOKEN_MEASU
 =========  ==================================================  ==========================================
 measure    keys returned (``(n,)`` each)                       what it needs per element of V
 =========  ==================================================  ==========================================
-``kl``     ``kl``, ``exp_neg_kl``                              both log-softmaxes, ``exp`` of the teacher's
-``js``     ``js``                                              both log-softmaxes and ``exp``, the mixture
+``kl``     ``kl``, ``exp_neg_kl``                              both softmaxes and log-softmaxes
+``js``     ``js``                                              the same, and the log of the mixture
 ``top1``   ``top1``, ``teacher_top1``, ``student_top1``        an argmax of each (ties: the lowest id)
 ``topk``   ``topk``                                            a top-k of each (only when ``top_k > 1``)
 ``nll``    ``teacher_nll``, ``student_nll``                    the temperature-1 log-softmaxes
 =========  ==================================================  ==========================================
 
-Nothing is computed twice: a log-softmax at temperature 1 serves both the log-likelihoods and the
-distribution measures (a second one runs only for ``temperature != 1``); ``exp`` of the student's runs
-only for JS; top-k only for ``top_k > 1`` (with ``k = 1`` the overlap is the top-1 match).
+Nothing is computed twice: one softmax per model gives both the probabilities and the log-probabilities
+(``log p = (z - max z) + log max p``), which at temperature 1 also serve the log-likelihoods; the
+argmax and the top-k read each row once, ranking only the blocks of 256 ids whose maxima lead
+(:func:`_top_k`, :func:`_argmax`); top-k runs only for ``top_k > 1`` (with ``k = 1`` the overlap is the
+top-1 match). Every subset of measures gives the values of the full run, bit for bit.
 
-Cost and memory. The logits are made by the output layer in *head blocks* of ``chunk`` rows
-(:data:`HEAD_BUDGET` float32 values): a matrix product is only as fast as the forward pass's when it
-has enough rows (with a few rows per call, packing the whole ``(V, D)`` weight dominates each call). The
-vocabulary maths then runs on *sub-blocks* of :data:`MATH_BUDGET` values, which stay in the CPU's cache,
-with every ``(rows, V)`` temporary written into buffers allocated once per call (``out=``, in-place ops).
-Memory is ``O(chunk * V)`` whatever n: never a ``(B, T, V)`` array. ``benchmarks/lm_cost.py`` measures
-the whole evaluation against the two bare forward passes, with this step and with the one it replaced.
+Cost and memory. The logits are made by the output layer in *head blocks* of at most ``chunk`` rows
+(:data:`HEAD_BUDGET` float32 values), of equal sizes: a matrix product is only as fast as the forward
+pass's when it has enough rows (with a few rows per call, packing the whole ``(V, D)`` weight dominates
+each call). The vocabulary maths then runs on *sub-blocks* of :data:`MATH_BUDGET` values, which stay in
+the CPU's cache, with every ``(rows, V)`` temporary written into buffers allocated once per call
+(``out=``, in-place ops). Memory is ``O(chunk * V)`` whatever n: never a ``(B, T, V)`` array.
+``benchmarks/lm_cost.py`` measures the whole evaluation against the two bare forward passes, with this
+step and with the one it replaced.
 
-Precision. The log-softmaxes and the per-token sums over V are float32 (the same operations, in the
-same order, as the step before this module: results agree with it to float32 rounding); the caller
+Precision. The (log-)softmaxes and the per-token sums over V are float32 (results agree with the step
+before this module, and with a float64 NumPy reference, to float32 rounding); the caller
 sums the per-token values in float64. The top-1/top-k matches are exact counts (float64).
 """
 
@@ -105,25 +108,16 @@ def token_step(
     for key in measure_keys(wanted):
         dtype = torch.float32 if key in _FLOAT32_KEYS else torch.long if key in _INDEX_KEYS else torch.float64
         out[key] = torch.empty(n, dtype=dtype, device=device)
-    get_t, get_s = _blocks(teacher_logits), _blocks(student_logits)
-    if chunk is None and not callable(teacher_logits):
-        chunk = max(1, HEAD_BUDGET // max(1, int(teacher_logits.shape[-1])))
+    get_s = _blocks(student_logits)
     maths: _BlockMaths | None = None
-    lo = 0
     # The outputs above are allocated once and filled block by block: small tensors kept between the
     # (chunk, V) temporaries would pin the heap above them and RSS would grow with n.
-    while lo < n:
-        zt = get_t(lo, min(n, lo + (_first_rows() if chunk is None else chunk)))
-        hi = lo + int(zt.shape[0])
+    for lo, hi, zt in _row_blocks(teacher_logits, n, chunk):
         zs = get_s(lo, hi)
         if maths is None:
-            vocab = int(zt.shape[-1])
-            maths = _BlockMaths(wanted, vocab, zt.device, temperature=temperature, top_k=top_k)
-            if chunk is None:  # a callable's first block told the vocabulary size
-                chunk = max(1, HEAD_BUDGET // vocab)
+            maths = _BlockMaths(wanted, int(zt.shape[-1]), zt.device, temperature=temperature, top_k=top_k)
         maths.run(zt, zs, targets[lo:hi].to(zt.device), out, lo)
         del zt, zs
-        lo = hi
     return out
 
 
@@ -148,7 +142,7 @@ class _BlockMaths:
         self.temperature, self.top_k = float(temperature), int(top_k)
         self.rows = max(2, MATH_BUDGET // vocab)
         dist = self.kl or self.js
-        need = {"lt": dist or self.nll, "ls": dist or self.nll, "pt": dist, "ps": self.js, "diff": dist,
+        need = {"lt": dist or self.nll, "ls": dist or self.nll, "pt": dist or self.nll, "ps": dist or self.nll, "diff": dist,
                 "mix": self.js, "scaled": dist and self.temperature != 1.0}
         self.buf = {name: torch.empty((self.rows, vocab), dtype=torch.float32, device=device)
                     for name, used in need.items() if used}
@@ -163,50 +157,103 @@ class _BlockMaths:
         m = int(zt.shape[0])
         buf = {name: b[:m] for name, b in self.buf.items()}
         dist = self.kl or self.js
-        if self.nll or (dist and self.temperature == 1.0):
-            lt = torch.log_softmax(zt, -1, out=buf["lt"])
-            ls = torch.log_softmax(zs, -1, out=buf["ls"])
-            if self.nll:
+        # One way of making each log-probability (even where a cheaper one would do, e.g. the student's
+        # probabilities serve JS only) keeps every subset of measures equal to the full run's, bit for bit.
+        if self.nll and (not dist or self.temperature != 1.0):  # temperature-1 log-probs of their own
+            out["teacher_nll"][lo:hi] = _probs(zt, 1.0, buf["pt"], buf["lt"])[1].gather(1, y).squeeze(1).neg_()
+            out["student_nll"][lo:hi] = _probs(zs, 1.0, buf["ps"], buf["ls"])[1].gather(1, y).squeeze(1).neg_()
+        if dist:
+            pt, lt = _probs(zt, self.temperature, buf["pt"], buf["lt"], buf.get("scaled"))
+            ps, ls = _probs(zs, self.temperature, buf["ps"], buf["ls"], buf.get("scaled"))
+            if self.nll and self.temperature == 1.0:
                 out["teacher_nll"][lo:hi] = lt.gather(1, y).squeeze(1).neg_()
                 out["student_nll"][lo:hi] = ls.gather(1, y).squeeze(1).neg_()
-        if dist and self.temperature != 1.0:  # the temperature-1 ones are used up (or not wanted): overwrite
-            lt = torch.log_softmax(torch.div(zt, self.temperature, out=buf["scaled"]), -1, out=buf["lt"])
-            ls = torch.log_softmax(torch.div(zs, self.temperature, out=buf["scaled"]), -1, out=buf["ls"])
-        if dist:
-            self._divergences(lt, ls, buf, out, lo, hi)
-        kt = ks = None
+            self._divergences(pt, lt, ps, ls, buf, out, lo, hi)
         if self.topk and self.top_k > 1:
-            (vt, kt), (vs, ks) = zt.topk(self.top_k, dim=-1), zs.topk(self.top_k, dim=-1)
+            (vt, kt), (vs, ks) = _top_k(zt, self.top_k), _top_k(zs, self.top_k)
             out["topk"][lo:hi] = (kt.unsqueeze(2) == ks.unsqueeze(1)).any(dim=2).sum(dim=1).double() / self.top_k
-        if self.top1 or self.topk:
-            if kt is None or ks is None:
-                t1, s1 = zt.argmax(dim=-1), zs.argmax(dim=-1)
-            else:  # the top-k's first, but a tie at the top goes to the lowest id (argmax's, the NumPy reference's)
+            if self.top1:  # the top-k's first, but a tie at the top goes to the lowest id (argmax's)
                 t1, s1 = _lowest_argmax(zt, vt, kt), _lowest_argmax(zs, vs, ks)
-            if self.topk and self.top_k == 1:
+        elif self.top1 or self.topk:
+            t1, s1 = _argmax(zt), _argmax(zs)
+            if self.topk:  # with k = 1 the overlap is the top-1 match
                 out["topk"][lo:hi] = t1 == s1
-            if self.top1:
-                out["top1"][lo:hi] = t1 == s1  # exact counts: float64
-                out["teacher_top1"][lo:hi] = t1
-                out["student_top1"][lo:hi] = s1
+        if self.top1:
+            out["top1"][lo:hi] = t1 == s1  # exact counts: float64
+            out["teacher_top1"][lo:hi] = t1
+            out["student_top1"][lo:hi] = s1
 
-    def _divergences(self, lt: torch.Tensor, ls: torch.Tensor, buf: dict[str, torch.Tensor],
-                     out: dict[str, torch.Tensor], lo: int, hi: int) -> None:
-        """KL(p_t || p_s) = sum p_t (log p_t - log p_s) and JS in bits, from the log-softmaxes (float32 sums
-        over V: ``(a * b).sum(-1)``, what ``torch.linalg.vecdot`` computes, without its product temporary)."""
-        pt = torch.exp(lt, out=buf["pt"])
+    def _divergences(self, pt: torch.Tensor, lt: torch.Tensor, ps: torch.Tensor, ls: torch.Tensor,
+                     buf: dict[str, torch.Tensor], out: dict[str, torch.Tensor], lo: int, hi: int) -> None:
+        """KL(p_t || p_s) = sum p_t (log p_t - log p_s) and JS in bits, from the (log-)probabilities (float32
+        sums over V: ``(a * b).sum(-1)``, what ``torch.linalg.vecdot`` computes, without its product temporary)."""
         diff = buf["diff"]
         if self.kl:
             kl = torch.sub(lt, ls, out=diff).mul_(pt).sum(-1).clamp_(min=0.0)
             out["kl"][lo:hi] = kl
             out["exp_neg_kl"][lo:hi] = kl.neg_().exp_()
         if self.js:
-            ps = torch.exp(ls, out=buf["ps"])
             mix = torch.logaddexp(lt, ls, out=buf["mix"]).sub_(_LOG2)  # log of the mixture (p + q) / 2
             js = torch.sub(lt, mix, out=diff).mul_(pt).sum(-1).mul_(0.5)
             js += torch.sub(ls, mix, out=diff).mul_(ps).sum(-1).mul_(0.5)
             js /= _LOG2
             out["js"][lo:hi] = js.clamp_(0.0, 1.0)
+
+
+def _probs(z: torch.Tensor, temperature: float, p: torch.Tensor, logp: torch.Tensor,
+           scaled: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax and log-softmax of ``z / temperature`` into two buffers: ``p = softmax(z)`` and
+    ``log p = (z - max z) + log max p`` (``max p = 1 / sum exp(z - max z)``: the log of the sum a log-softmax
+    subtracts): one softmax and three light passes, cheaper than a log-softmax and an exp (the sum is not
+    made twice)."""
+    if temperature != 1.0:
+        assert scaled is not None
+        z = torch.div(z, temperature, out=scaled)
+    top = z.amax(dim=-1, keepdim=True)
+    torch.softmax(z, -1, out=p)
+    return p, torch.sub(z, top, out=logp).add_(p.amax(dim=-1, keepdim=True).log_())
+
+
+#: width of the blocks whose maxima :func:`_top_k` and :func:`_argmax` rank first (wide rows only)
+_RANK_BLOCK = 256
+
+
+def _block_maxima(z: torch.Tensor) -> torch.Tensor:
+    """``(m, ceil(V / _RANK_BLOCK))`` the largest logit of each block of :data:`_RANK_BLOCK` ids of each row."""
+    m, vocab = int(z.shape[0]), int(z.shape[1])
+    whole = vocab // _RANK_BLOCK * _RANK_BLOCK
+    maxima = z[:, :whole].reshape(m, whole // _RANK_BLOCK, _RANK_BLOCK).amax(dim=-1)
+    if whole < vocab:
+        maxima = torch.cat([maxima, z[:, whole:].amax(dim=-1, keepdim=True)], dim=1)
+    return maxima
+
+
+def _top_k(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``z.topk(k, dim=-1)`` of a wide row read once: the k largest values of a row lie in the k blocks with
+    the largest maxima (each holds one value at least as large), so only those k blocks are ranked
+    (a fifth of a full top-k's time at V = 151,936). Narrow rows go to :meth:`torch.Tensor.topk`."""
+    vocab = int(z.shape[1])
+    if vocab < 16 * k * _RANK_BLOCK or not z.is_contiguous():
+        return z.topk(k, dim=-1)
+    blocks = _block_maxima(z).topk(k, dim=-1).indices  # (m, k)
+    ids = (blocks.unsqueeze(2) * _RANK_BLOCK + torch.arange(_RANK_BLOCK, device=z.device)).reshape(z.shape[0], -1)
+    outside = ids >= vocab  # the last block may be narrower
+    values = z.gather(1, ids.clamp(max=vocab - 1)).masked_fill_(outside, float("-inf"))
+    top, where = values.topk(k, dim=-1)
+    return top, ids.gather(1, where)
+
+
+def _argmax(z: torch.Tensor) -> torch.Tensor:
+    """``z.argmax(dim=-1)`` (the lowest id among equal largest values) of a wide row: the first block
+    holding the row's largest value, then the first position of that value in it."""
+    vocab = int(z.shape[1])
+    if vocab < 16 * _RANK_BLOCK or not z.is_contiguous():
+        return z.argmax(dim=-1)
+    block = _block_maxima(z).argmax(dim=-1, keepdim=True)  # (m, 1): the first block reaching the maximum
+    ids = block * _RANK_BLOCK + torch.arange(_RANK_BLOCK, device=z.device)
+    outside = ids >= vocab
+    values = z.gather(1, ids.clamp(max=vocab - 1)).masked_fill_(outside, float("-inf"))
+    return ids.gather(1, values.argmax(dim=-1, keepdim=True)).squeeze(1)
 
 
 def _lowest_argmax(z: torch.Tensor, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -222,15 +269,21 @@ def _lowest_argmax(z: torch.Tensor, values: torch.Tensor, indices: torch.Tensor)
 
 # ------------------------------------------------------------------------------ a recorded teacher
 def _row_blocks(logits: Any, n: int, chunk: int | None) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """``(lo, hi, (hi - lo, V) float32 block)`` over n rows, head blocks as in :func:`token_step`."""
+    """``(lo, hi, (hi - lo, V) float32 block)`` over n rows in head blocks of at most ``chunk`` rows (default
+    ``HEAD_BUDGET // V``), of equal sizes (a short last block would cost more per row). V is read from a
+    tensor's shape or a callable's ``vocab_size`` attribute; a callable without one tells V by its first
+    block, made with :func:`_first_rows` rows."""
     get = _blocks(logits)
-    if chunk is None and not callable(logits):
-        chunk = max(1, HEAD_BUDGET // max(1, int(logits.shape[-1])))
+    vocab = int(logits.shape[-1]) if not callable(logits) else getattr(logits, "vocab_size", None)
     lo = 0
     while lo < n:
-        z = get(lo, min(n, lo + (_first_rows() if chunk is None else chunk)))
-        if chunk is None:
-            chunk = max(1, HEAD_BUDGET // int(z.shape[-1]))
+        if chunk is None and vocab is None:
+            z = get(lo, min(n, lo + _first_rows()))
+            vocab = int(z.shape[-1])
+        else:
+            limit = chunk if chunk is not None else max(1, HEAD_BUDGET // max(1, int(vocab or 1)))
+            blocks = -(-(n - lo) // limit)
+            z = get(lo, lo + -(-(n - lo) // blocks))
         hi = lo + int(z.shape[0])
         yield lo, hi, z
         lo = hi

@@ -93,6 +93,7 @@ _AOAG = CLASSIFICATION_METHODS
 _CONTEXT_TOKENS = 12  # tokens of context kept with each most-disagreeing token
 _LENGTH_CHUNK = 256  # texts tokenised per call when measuring lengths for the grouping
 _KEEP_WORST = 20  # most-disagreeing tokens kept, with context, for the report
+_PROBE_TOKENS = 4 * _PROBE_POSITIONS  # leading tokens of the first text the probe runs (a full text costs a batch row)
 
 
 # ---------------------------------------------------------------------------------------- streams
@@ -149,8 +150,11 @@ class _Streams:
                  debiased: bool, temperature: float, top_k: int, keep_worst: int, keep_arrays: bool = False,
                  measures: tuple[str, ...] | None = None) -> None:
         self.pairs, self.t_layers, self.s_layers = pairs, t_layers, s_layers
-        self.cka = [LinearCKAAccumulator(track_debiased=debiased) for _ in pairs]
         self.cross = CrossLayerCKAAccumulator() if cross else None
+        # a pair the cross-layer matrix holds reads its (biased) CKA sums there instead of making them twice
+        self.cka: list[LinearCKAAccumulator | None] = [
+            None if cross and not debiased and i in t_layers and j in s_layers else LinearCKAAccumulator(track_debiased=debiased)
+            for i, j in pairs]
         # the most-disagreeing tokens are ranked by KL and show both top-1 tokens and NLLs: kept when those ran
         if measures is not None and not {"kl", "top1", "nll"} <= set(measures):
             keep_worst = 0
@@ -179,7 +183,8 @@ class _Streams:
         sf = {j: s.features[j].double().cpu().numpy() for j in self.s_layers}
         if tf[self.t_layers[0]].shape[0] > 0:
             for acc, (i, j) in zip(self.cka, self.pairs, strict=True):
-                acc.update(tf[i], sf[j])
+                if acc is not None:
+                    acc.update(tf[i], sf[j])
             if self.cross is not None:
                 self.cross.update([tf[i] for i in self.t_layers], [sf[j] for j in self.s_layers])
         targets = torch.as_tensor([run.ids[r][k] for r, k in zip(rows.tolist(), tgt.tolist(), strict=True)],
@@ -225,7 +230,8 @@ class _Streams:
                 **{k: _cat(self.kept[k]) for k in ("row_example", "token_example", "exp_neg_kl", "kl", "js", "top1")},
             }
         return {
-            "cka": [acc.state_dict() for acc in self.cka], "cross": self.cross, "tokens": self.tokens,
+            "cka": [None if acc is None else acc.state_dict() for acc in self.cka], "cross": self.cross,
+            "pairs": self.pairs, "layers": (self.t_layers, self.s_layers), "tokens": self.tokens,
             "index": np.concatenate(self.indices) if self.indices else np.zeros(0, dtype=np.int64),
             "counters": counters, "kept": kept,
         }
@@ -237,17 +243,22 @@ def _cat(parts: list[np.ndarray]) -> np.ndarray:
 
 def _merge(payloads: list[dict[str, Any]]) -> dict[str, Any]:
     first = payloads[0]
-    cka = [LinearCKAAccumulator.from_state_dict(state) for state in first["cka"]]
+    cka = [None if state is None else LinearCKAAccumulator.from_state_dict(state) for state in first["cka"]]
     cross, tokens = first["cross"], first["tokens"]
     counters = dict(first["counters"])
     for p in payloads[1:]:
         for k, state in enumerate(p["cka"]):
-            cka[k] += LinearCKAAccumulator.from_state_dict(state)
+            if state is not None:
+                cka[k] += LinearCKAAccumulator.from_state_dict(state)  # type: ignore[operator]
         if cross is not None:
             cross += p["cross"]
         tokens += p["tokens"]
         for key, value in p["counters"].items():
             counters[key] = counters.get(key, 0) + value
+    t_layers, s_layers = first["layers"]
+    for k, (i, j) in enumerate(first["pairs"]):  # a pair the cross-layer matrix holds: its entry, once merged
+        if cka[k] is None:
+            cka[k] = LinearCKAAccumulator() if cross.n == 0 else cross.pair(t_layers.index(i), s_layers.index(j))
     index = np.sort(np.concatenate([p["index"] for p in payloads]))
     features: dict[str, dict[int, np.ndarray]] = {"teacher": {}, "student": {}}
     rows = None
@@ -265,12 +276,38 @@ def _merge(payloads: list[dict[str, Any]]) -> dict[str, Any]:
             "features": features, "rows": rows}
 
 
+#: the largest streamed state of the cross-layer CKA matrix of a causal-LM pair, in bytes (see cross_layer_skipped)
+CROSS_LAYER_STATE_BUDGET = 256 << 20
+
+
+def cross_layer_skipped(teacher_widths: Sequence[int], student_widths: Sequence[int]) -> str | None:
+    """Why a causal-LM pair's cross-layer CKA matrix is not computed, or None when it is.
+
+    Every counted token adds to ``(sum of teacher widths) x (sum of student widths)`` float64 sums, as many
+    multiply-adds per token: beyond :data:`CROSS_LAYER_STATE_BUDGET` (256 MiB) this costs more than the
+    forward passes (SmolLM-360M against SmolLM-135M, 33 x 31 hidden states: 4.5 GB of sums, and 11 times the
+    time of the two forward passes in ``benchmarks/lm_cost.py``'s deep shape on a CPU).
+
+    Example:
+        >>> cross_layer_skipped([256] * 5, [256] * 3) is None  # the LM demo pair: 7.9 MB
+        True
+    """
+    state = 8 * sum(int(w) for w in teacher_widths) * sum(int(w) for w in student_widths)
+    if state <= CROSS_LAYER_STATE_BUDGET:
+        return None
+    return (f"The cross-layer CKA matrix was not computed: {len(teacher_widths)} x {len(student_widths)} hidden states "
+            f"would stream {state / 2**30:.1f} GiB of float64 sums, as many multiply-adds for every counted token (more "
+            f"than the forward passes; the limit is {CROSS_LAYER_STATE_BUDGET >> 20} MiB). FSS and the layer pairs of "
+            "`layers` are computed as usual: name the pairs to compare with layers=[(teacher, student), ...].")
+
+
 # ------------------------------------------------------------------------------------------ the task
 class LazyLogits:
     """The logits of counted tokens, made ``(hi - lo, V)`` rows at a time by the model's output layer."""
 
-    def __init__(self, final: torch.Tensor, runner: _LMRunner) -> None:
+    def __init__(self, final: torch.Tensor, runner: _LMRunner, vocab_size: int | None = None) -> None:
         self.final, self.runner = final, runner
+        self.vocab_size = vocab_size  # the number of logits, when the probe told it (token_step plans its blocks)
 
     def __call__(self, lo: int, hi: int) -> torch.Tensor:
         return self.runner.head(self.final[lo:hi])
@@ -370,10 +407,14 @@ class CausalLMTask(Task):
         limit = self.limit(opts)
         if self.max_new is not None and limit is not None and limit <= self.max_new:
             raise InputError(f"`generate['max_new_tokens']` ({self.max_new}) leaves no room for a prompt within {limit} tokens.")
-        probe = self.prepare(source, [0], opts).data["batch"]
-        probe_ids = [row if len(row) > 1 else row * 2 for row in probe.ids]
+        # the first tokens of the first text (no generation, no truncation): enough to tell the layers, widths
+        # and the number of logits, and to check the output layer on _PROBE_POSITIONS positions
+        texts, prompts = source.batch([0])
+        ids, _ = _encode(self.teacher_runner.tokenizer, texts, prompts)
+        probe_ids = [row[:_PROBE_TOKENS] if len(row) > 1 else row * 2 for row in ids]
         hidden, full, _ = runner(probe_ids, keep_logits=_PROBE_POSITIONS)
         runner.full_logits = not _head_matches(runner, hidden, full)
+        runner.num_outputs = int(full.shape[-1])
         return {"n_states": len(hidden), "widths": [int(h.shape[-1]) for h in hidden],
                 "num_outputs": int(full.shape[-1]), "full_logits": runner.full_logits}
 
@@ -384,11 +425,15 @@ class CausalLMTask(Task):
             runner.num_truncated = 0
         n_t, n_s = int(t_info["n_states"]), int(s_info["n_states"])
         pairs = resolve_layer_pairs(opts.layers, n_t, n_s)
-        if spec.cross_layer:
+        skipped = cross_layer_skipped(t_info["widths"], s_info["widths"]) if spec.cross_layer else None
+        if spec.cross_layer and skipped is None:
             tl, sl = list(range(n_t)), list(range(n_s))
         else:
             tl, sl = sorted({t for t, _ in pairs}), sorted({s for _, s in pairs})
-        return Plan(pairs, layer_names(n_s), tl, sl)
+        plan = Plan(pairs, layer_names(n_s), tl, sl)
+        if skipped is not None:
+            plan.extra.update(no_cross=True, warn=[f"{names.get(spec.name, spec.name)}: {skipped}"], cross_note=skipped)
+        return plan
 
     def lengths(self, source: TextSource, teacher: _LMRunner, opts: EvalOptions) -> np.ndarray:
         lengths = np.empty(len(source), dtype=np.int64)
@@ -453,7 +498,7 @@ class CausalLMTask(Task):
         del hidden, logits
         if runner.full_logits:
             return PooledBatch(reduced.features, reduced.final.float())
-        lazy = LazyLogits(reduced.final, runner)
+        lazy = LazyLogits(reduced.final, runner, runner.num_outputs)
         return PooledBatch(reduced.features, lazy.materialize() if materialize else lazy)  # type: ignore[arg-type]
 
     def teacher(self, runner: _LMRunner, batch: Batch, layers: list[int], opts: EvalOptions, *, record: bool) -> PooledBatch:
@@ -467,7 +512,7 @@ class CausalLMTask(Task):
         return PooledBatch(features, torch.zeros((0, int(t_info["num_outputs"]))))
 
     def new_stream(self, plan: Plan, spec: ModelSpec, opts: EvalOptions, *, capacity: int) -> _Streams:
-        return _Streams(plan.pairs, plan.t_layers, plan.s_layers, cross=spec.cross_layer,
+        return _Streams(plan.pairs, plan.t_layers, plan.s_layers, cross=spec.cross_layer and not plan.extra.get("no_cross"),
                         debiased=opts.fss_method == "debiased_cka", temperature=opts.temperature, top_k=opts.top_k,
                         keep_worst=_KEEP_WORST, keep_arrays=opts.keep_arrays, measures=self.measures)
 
@@ -519,6 +564,8 @@ def lm_result(task: CausalLMTask, merged: dict[str, Any], plan: Plan, context: d
     krs = knowledge_retention_score(fss, aoag, alpha=a, beta=b)
     cross = None if merged["cross"] is None else cross_matrix(merged["cross"])
     notes = list(context["notes"])
+    if plan.extra.get("cross_note"):
+        notes.append(plan.extra["cross_note"])
     roles = [("teacher", bool(t_info.get("full_logits"))), (context["s_runner"].role, context["s_runner"].full_logits)]
     for role, full in roles:
         if full:
@@ -568,7 +615,7 @@ def lm_result(task: CausalLMTask, merged: dict[str, Any], plan: Plan, context: d
             "task": TASK, "fss_method": opts.fss_method, "aoag_method": task.method, "temperature": opts.temperature,
             "top_k": opts.top_k, "average": opts.average,
             "generate": None if task.max_new is None else {"max_new_tokens": task.max_new},
-            "cross_layer": spec.cross_layer, "keep_arrays": opts.keep_arrays, "mixed_precision": context["precision"],
+            "cross_layer": spec.cross_layer and not plan.extra.get("no_cross"), "keep_arrays": opts.keep_arrays, "mixed_precision": context["precision"],
             "num_processes": context["world"], "device": str(context["s_runner"].device),
             "group_by_length": opts.group_by_length, "teacher_cache": context["cache_state"],
         },

@@ -141,7 +141,9 @@ def check_same_vocabulary(
     Raises:
         InputError: one message naming both sizes (and the first differing token when the sizes match).
     """
-    t_vocab, s_vocab = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
+    # one tokenizer object for both (the usual case of a shared tokenizer): nothing to compare
+    t_vocab = teacher_tokenizer.get_vocab()
+    s_vocab = t_vocab if student_tokenizer is teacher_tokenizer else student_tokenizer.get_vocab()
     tail = ("Teacher and student must share one tokenizer vocabulary: token-level agreement compares the "
             "same next token; cross-tokenizer distillation is not scored.")
     if len(t_vocab) != len(s_vocab):
@@ -226,6 +228,7 @@ class _LMRunner:
     device: torch.device
     forward_s: float = 0.0
     full_logits: bool = False
+    num_outputs: int | None = None  # the number of logits, set by the probe
     tokenize_s: float = 0.0
     num_truncated: int = 0
     path: str | None = None
