@@ -2,14 +2,17 @@
 
 A naive evaluation runs the teacher and the student with full ``(B, T, V)`` logits. Scoring a pair
 (``evaluate_pair(..., task="causal-lm")`` with its defaults: final-layer CKA on every counted token, KL, JS,
-top-1, top-5, the log-likelihoods and the cross-layer CKA matrix) should cost little more than that. Three
-shapes of random Llama-style models built from ``LlamaConfig``, with 2 teacher blocks and 1 student block: the
-output layer and the softmax over V weigh more than in a deep model, while the default cross-layer CKA
-matrix, whose cost grows with the product of the two models' numbers of layers, weighs less:
+top-1, top-5, the log-likelihoods and the cross-layer CKA matrix when its state fits
+``CROSS_LAYER_STATE_BUDGET``) should cost little more than that. Four shapes of random Llama-style models
+built from ``LlamaConfig``; the first three with 2 teacher blocks and 1 student block (the output layer and
+the softmax over V weigh more than in a deep model), the fourth at full depth:
 
 * ``demo-like``: V = 2,048, widths 256 / 256 (the LM demo pair's shape);
 * ``SmolLM-like``: V = 49,152, teacher width 960 (SmolLM-360M), student 576 (SmolLM-135M);
-* ``Qwen-like``: V = 151,936 (Qwen2.5's vocabulary), teacher width 896 (Qwen2.5-0.5B), student 576.
+* ``Qwen-like``: V = 151,936 (Qwen2.5's vocabulary), teacher width 896 (Qwen2.5-0.5B), student 576;
+* ``SmolLM-deep``: SmolLM-like with SmolLM-360M's 32 blocks and SmolLM-135M's 30: its cross-layer matrix
+  (33 x 31 hidden states, 4.5 GB of float64 sums) is beyond the budget and skipped with a note; what it would
+  cost, the default before the budget, is measured once with the budget lifted.
 
 In one process per shape the three runs alternate ``--repeats`` times on the same texts: the bare forward
 passes (teacher then student, full logits, ``torch.inference_mode``), the evaluation with the per-token step
@@ -37,22 +40,30 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results"
-#: name: (V, teacher width, student width, teacher MLP, student MLP, texts, tokens per text, batch size)
-SHAPES: dict[str, tuple[int, int, int, int, int, int, int, int]] = {
-    "demo-like": (2_048, 256, 256, 1_024, 1_024, 64, 64, 32),
-    "SmolLM-like": (49_152, 960, 576, 2_560, 1_536, 8, 128, 4),
-    "Qwen-like": (151_936, 896, 576, 4_864, 1_536, 4, 128, 4),
+#: name: (V, teacher width, student width, teacher MLP, student MLP, texts, tokens per text, batch size,
+#: teacher blocks, student blocks)
+SHAPES: dict[str, tuple[int, int, int, int, int, int, int, int, int, int]] = {
+    "demo-like": (2_048, 256, 256, 1_024, 1_024, 64, 64, 32, 2, 1),
+    "SmolLM-like": (49_152, 960, 576, 2_560, 1_536, 32, 128, 4, 2, 1),
+    "Qwen-like": (151_936, 896, 576, 4_864, 1_536, 32, 128, 4, 2, 1),
+    "SmolLM-deep": (49_152, 960, 576, 2_560, 1_536, 8, 128, 4, 32, 30),
 }
 _KV_HEADS = {256: 1, 576: 3, 896: 2, 960: 5}  # SmolLM-135M: 9 / 3 heads, SmolLM-360M: 15 / 5, Qwen2.5-0.5B: 14 / 2
+#: measures in [0, 1] (compared by their absolute difference) and unbounded ones (by their relative difference)
+BOUNDED = ("krs", "fss", "aoag", "js", "top1_agreement", "topk_overlap")
 COMPARED = ("krs", "fss", "aoag", "mean_kl", "js", "top1_agreement", "topk_overlap", "logprob_gap",
             "teacher_perplexity", "student_perplexity")
 
 
 def _token_step_e97f089(teacher_logits: Any, student_logits: Any, targets: Any, *, temperature: float, top_k: int,
-                        chunk: int | None = None) -> dict[str, Any]:
+                        chunk: int | None = None, measures: Any = None) -> dict[str, Any]:
     """``knowledge_retention/extraction/tasks/causal_lm.py::token_step`` at commit e97f089 (its code; comments
-    dropped, ``LOGIT_BUDGET`` inlined)."""
+    dropped, ``LOGIT_BUDGET`` inlined). It computes every measure: ``measures`` (which the engine passes since
+    ``measures=`` exists) must be the default."""
     import torch
+
+    if measures is not None:
+        raise ValueError("the step of commit e97f089 computes every measure")
 
     logit_budget = 1 << 20
     n = int(targets.shape[0])
@@ -159,9 +170,10 @@ def child(shape: str, repeats: int) -> dict[str, Any]:
     import knowledge_retention.extraction.tasks.causal_lm  # noqa: F401  (the module the step is patched into)
     from knowledge_retention.extraction import evaluate_pair
 
-    vocab, d_t, d_s, mlp_t, mlp_s, n_texts, length, batch = SHAPES[shape]
+    vocab, d_t, d_s, mlp_t, mlp_s, n_texts, length, batch, blocks_t, blocks_s = SHAPES[shape]
     tok = _tokenizer(vocab)
-    teacher, student = _model(vocab, d_t, mlp_t, 2, 0, length), _model(vocab, d_s, mlp_s, 1, 1, length)
+    teacher = _model(vocab, d_t, mlp_t, blocks_t, 0, length)
+    student = _model(vocab, d_s, mlp_s, blocks_s, 1, length)
     rng = np.random.default_rng(0)
     texts = [" ".join(f"w{i}" for i in rng.integers(3, vocab, size=length)) for _ in range(n_texts)]
 
@@ -226,6 +238,20 @@ def child(shape: str, repeats: int) -> dict[str, Any]:
             print(f"{shape} {name}: cpu {cpu:.2f} s, wall {wall:.2f} s", file=sys.stderr, flush=True)
             if value is not None:
                 results[name] = value
+    # a pair whose cross-layer CKA matrix is beyond the budget scores without it (a note says so): what computing
+    # it anyway would cost, the default before that budget, is measured once with the budget lifted
+    from knowledge_retention.extraction.tasks import causal_lm
+
+    with_matrix = None
+    if results["after"].cross_layer_cka is None:
+        budget = causal_lm.CROSS_LAYER_STATE_BUDGET
+        causal_lm.CROSS_LAYER_STATE_BUDGET = 1 << 62
+        try:
+            cpu, wall, forced = _clock(evaluate)
+        finally:
+            causal_lm.CROSS_LAYER_STATE_BUDGET = budget
+        with_matrix = {"cpu_s": cpu, "wall_s": wall, "fss_difference": abs(forced.fss - results["after"].fss)}
+        print(f"{shape} with the cross-layer matrix: cpu {cpu:.2f} s, wall {wall:.2f} s", file=sys.stderr, flush=True)
     agree = {key: abs(getattr(results["after"], key) - getattr(results["before"], key)) for key in COMPARED}
     counted = results["after"].lm["num_tokens"]
     best = min(range(repeats), key=lambda i: times["after"][i][0])  # the breakdown of the fastest `after`
@@ -236,9 +262,14 @@ def child(shape: str, repeats: int) -> dict[str, Any]:
         "cpu_s": {name: min(c for c, _ in t) for name, t in times.items()},
         "wall_s": {name: min(w for _, w in t) for name, t in times.items()},
         "all_cpu_s": {name: [c for c, _ in t] for name, t in times.items()},
-        "max_abs_difference": max(agree.values()), "aoag": results["after"].aoag,
+        "max_abs_difference": max(agree.values()), "aoag": results["after"].aoag, "differences": agree,
+        "bounded_abs_difference": max(agree[k] for k in BOUNDED),
+        "unbounded_rel_difference": max(agree[k] / max(abs(getattr(results["before"], k)), 1e-300)
+                                        for k in COMPARED if k not in BOUNDED),
         "after_cpu_s": {"forward": forward, "token_step": step, "rest": times["after"][best][0] - forward - step},
         "bare_forward_cpu_s": min(f for f, _ in parts["bare"]),
+        "blocks": [blocks_t, blocks_s], "cross_layer_matrix": results["after"].cross_layer_cka is not None,
+        "with_cross_layer_matrix": with_matrix,
     }
 
 
@@ -283,30 +314,44 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _difference(row: dict[str, Any]) -> str:
+    if "bounded_abs_difference" not in row:  # a run before the two were told apart
+        return f"{row['max_abs_difference']:.1e} (absolute)"
+    return f"{row['bounded_abs_difference']:.1e} / {row['unbounded_rel_difference']:.1e}"
+
+
 def table(record: dict[str, Any]) -> str:
     """The Markdown summary of ``lm_cost.json``."""
     lines = [
         "| shape | V | widths teacher / student | counted tokens | two bare forward passes (s) | scoring before (s) "
         "| before / bare | scoring after (s) | after / bare | after: forward passes / token step / rest (s) "
-        "| largest difference, after vs before |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| largest difference, after vs before: absolute / relative | cross-layer matrix |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in record["rows"]:
         c, a = r["cpu_s"], r["after_cpu_s"]
+        blocks = r.get("blocks", [2, 1])
+        forced = r.get("with_cross_layer_matrix")
+        matrix = ("computed" if forced is None else
+                  f"skipped (computed anyway: {forced['cpu_s']:.2f} s, {forced['cpu_s'] / c['bare']:.2f}x)")
         lines.append(
-            f"| {r['shape']} | {r['vocab']:,} | {r['teacher_width']} / {r['student_width']} | {r['counted_tokens']:,} | "
+            f"| {r['shape']} ({blocks[0]} / {blocks[1]} blocks) | {r['vocab']:,} | {r['teacher_width']} / "
+            f"{r['student_width']} | {r['counted_tokens']:,} | "
             f"{c['bare']:.2f} | {c['before']:.2f} | {c['before'] / c['bare']:.2f}x | {c['after']:.2f} | "
             f"**{c['after'] / c['bare']:.2f}x** | {a['forward']:.2f} / {a['token_step']:.2f} / {a['rest']:.2f} | "
-            f"{r['max_abs_difference']:.1e} |"
+            f"{_difference(r)} | {matrix} |"
         )
     lines += [
         "",
         "Scoring = `evaluate_pair(teacher, student, texts, ...)` with its defaults (final-layer token CKA, KL, JS, "
-        "top-1, top-5, log-likelihoods, cross-layer CKA) on random Llama-style models with 2 teacher blocks and 1 "
-        "student block (the output layer weighs more than in a deep model; the cross-layer CKA matrix, which grows "
-        "with both depths, less); *before* is the per-token step of commit e97f089, *after* the one-pass step of "
-        "`knowledge_retention/extraction/token_step.py`; the last column is the largest absolute difference between "
-        "the two results' measures (KRS, FSS, AOAg, KL, JS, top-1, top-5, log-prob gap, perplexities). The "
+        "top-1, top-5, log-likelihoods, and the cross-layer CKA matrix when its streamed state fits 256 MiB) on "
+        "random Llama-style models (2 teacher blocks and 1 student block: the output layer weighs more than in a "
+        "deep model; the deep shape has SmolLM-360M's and SmolLM-135M's depths); *before* is the per-token step of "
+        "commit e97f089, *after* the one-pass step of `knowledge_retention/extraction/token_step.py`; *largest "
+        "difference* is the largest absolute difference of the two results' measures in [0, 1] (KRS, FSS, AOAg, JS, "
+        "top-1, top-5) and the largest relative difference of the others (KL, log-prob gap, perplexities). The last "
+        "column: whether the cross-layer matrix was computed, and where it was skipped, the time of scoring with it "
+        "(the default before the budget; measured once). The "
         "breakdown of *after*: CPU time inside the two models' forward calls (hidden states, no full logits), inside "
         "the token step (the output layer on the counted tokens and the vocabulary maths), and the rest (linear and "
         "cross-layer CKA sums in float64, tokenisation, gathering).",

@@ -119,9 +119,10 @@ def table(out: dict[str, Any]) -> str:
                   "compare the recorded and the live teacher on the same checkpoints."]
     if out.get("note"):
         lines += ["", out["note"]]
+    low, high = (f"{f(r['score_s'] for r in out['k'].values()):.0f}" for f in (min, max))
     lines += ["", f"Recording took {took}; "
-              f"scoring the students against a recording {min(r['score_s'] for r in out['k'].values()):.0f}–"
-              f"{max(r['score_s'] for r in out['k'].values()):.0f} s, against the live teacher {out['exact_s']:.0f} s "
+              f"scoring the students against a recording {low if low == high else low + '–' + high} s, against the "
+              f"live teacher {out['exact_s']:.0f} s "
               f"(CPU, {out['machine']['cpus']} shared cores, load average {out['machine']['load_average']:.1f}: "
               "indicative). Script: `python benchmarks/recorded_teacher.py`.", ""]
     return "\n".join(lines)

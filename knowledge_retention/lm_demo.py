@@ -204,24 +204,52 @@ def evaluate_demo(out_dir: Path = DEFAULT_OUT, *, batch_size: int = 64, generate
     ckpt = out_dir / "checkpoints"
     dev = _sentences("validation")[:max_dev]
     prompts = [" ".join(s.split()[:prompt_tokens]) for s in dev]
-    out: dict[str, Any] = {"dev_sentences": len(dev), "generate": {"max_new_tokens": generate_tokens,
+    out: dict[str, Any] = {"dev_sentences": len(dev), "batch_size": batch_size, "generate": {"max_new_tokens": generate_tokens,
                                                                      "prompt_words": prompt_tokens}}
+    timing: dict[str, Any] = {"bare_forward": _clocked(lambda: _bare_forward(ckpt, dev, batch_size))[0]}
     for name in ("before", "after"):
-        forced = evaluate_pair(str(ckpt / "teacher"), str(ckpt / f"student_{name}"), dev, task="causal-lm",
-                               layers="uniform", batch_size=batch_size, progress=False)
+        clock, forced = _clocked(lambda: evaluate_pair(
+            str(ckpt / "teacher"), str(ckpt / f"student_{name}"), dev, task="causal-lm", layers="uniform",
+            batch_size=batch_size, progress=False))
+        timing[f"score_{name}"] = clock
         gen = evaluate_pair(str(ckpt / "teacher"), str(ckpt / f"student_{name}"), prompts, task="causal-lm",
                             layers="uniform", batch_size=batch_size, progress=False,
                             generate={"max_new_tokens": generate_tokens})
         out[name] = _relative({"teacher_forced": forced.to_dict(), "generated": gen.to_dict()}, out_dir)
         report = build_report(forced, options={"command": "python -m knowledge_retention.lm_demo evaluate"})
         write_report(_relative(report, out_dir), out_dir / f"report_{name}")
-    out["recorded_teacher"] = _recorded_run(ckpt, dev, batch_size, out)
+    out["recorded_teacher"] = _recorded_run(ckpt, dev, batch_size, out, timing)
+    out["timing"] = timing
     (out_dir / "demo.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     (out_dir / "demo.md").write_text(demo_table(out), encoding="utf-8")
     return out
 
 
-def _recorded_run(ckpt: Path, dev: list[str], batch_size: int, out: dict[str, Any], top_k: int = RECORDED_TOP_K) -> dict[str, Any]:
+def _clocked(run: Any) -> tuple[dict[str, float], Any]:
+    """``({"wall_s", "cpu_s"}, value)`` of ``run()``: wall clock and the process's CPU time (every thread)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    value = run()
+    return {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}, value
+
+
+def _bare_forward(ckpt: Path, texts: list[str], batch_size: int) -> None:
+    """What any evaluation runs at least: the teacher and a student over the texts, full logits, nothing kept."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(ckpt / "teacher")
+    models = [AutoModelForCausalLM.from_pretrained(ckpt / name).eval() for name in ("teacher", "student_after")]
+    tok.pad_token = tok.pad_token or tok.eos_token
+    with torch.inference_mode():
+        for lo in range(0, len(texts), batch_size):
+            enc = tok(texts[lo : lo + batch_size], return_tensors="pt", padding=True, truncation=True,
+                      max_length=MAX_TOKENS)
+            for model in models:
+                model(**enc)
+
+
+def _recorded_run(ckpt: Path, dev: list[str], batch_size: int, out: dict[str, Any], timing: dict[str, Any],
+                  top_k: int = RECORDED_TOP_K) -> dict[str, Any]:
     """The teacher recorded once (top ``top_k``, the layers of ``layers="uniform"``) and both students scored
     against the recording, teacher-forced (``record_teacher``; the recording stays in the checkpoints folder)."""
     import shutil
@@ -232,10 +260,12 @@ def _recorded_run(ckpt: Path, dev: list[str], batch_size: int, out: dict[str, An
     if folder.exists():
         shutil.rmtree(folder)
     pairs = out["before"]["teacher_forced"]["layer_pairs"]
-    manifest = record_teacher(str(ckpt / "teacher"), dev, folder, top_k=top_k, batch_size=batch_size, progress=False,
-                              layers=sorted({p["teacher"] for p in pairs}))
-    got = evaluate_students(str(folder), {name: str(ckpt / f"student_{name}") for name in ("before", "after")}, dev,
-                            layers="uniform", batch_size=batch_size, progress=False)
+    timing["record"], manifest = _clocked(lambda: record_teacher(
+        str(ckpt / "teacher"), dev, folder, top_k=top_k, batch_size=batch_size, progress=False,
+        layers=sorted({p["teacher"] for p in pairs})))
+    timing["score_recorded_both"], got = _clocked(lambda: evaluate_students(
+        str(folder), {name: str(ckpt / f"student_{name}") for name in ("before", "after")}, dev, layers="uniform",
+        batch_size=batch_size, progress=False))
     keys = ("krs", "fss", "aoag", "mean_kl", "js", "top1_agreement")
     return {"top_k": top_k, "vocab_size": manifest["vocab_size"], "num_tokens": manifest["num_tokens"],
             "bytes_per_token": manifest["bytes_per_token"], "bytes_per_token_outputs": manifest["bytes_per_token_outputs"],
@@ -288,6 +318,24 @@ def demo_table(out: dict[str, Any]) -> str:
             if b is None:
                 b, a = out["before"][mode]["lm"].get(key), out["after"][mode]["lm"].get(key)
             lines.append(f"| {label} | {fmt(b)} | {fmt(a)} |")
+        lines.append("")
+    timing = out.get("timing")
+    if timing:
+        bare = timing["bare_forward"]["cpu_s"]
+        rows = (("bare_forward", "the two bare forward passes (teacher, student after; full logits, nothing kept)"),
+                ("score_before", "scoring student before against the live teacher (`evaluate_pair`)"),
+                ("score_after", "scoring student after against the live teacher (`evaluate_pair`)"),
+                ("record", f"recording the teacher once (`record_teacher(top_k={out['recorded_teacher']['top_k']})`)"),
+                ("score_recorded_both", "scoring both students against the recording (`evaluate_students`)"))
+        lines += [f"**time, teacher-forced dev set** ({out['dev_sentences']} sentences, batches of "
+                  f"{out.get('batch_size', 64)}; CPU time of the process over every thread, and wall clock). The bare "
+                  "passes run the texts in their order, padded to each batch's longest, with logits at every "
+                  "position, as a naive evaluation does; scoring groups texts of similar lengths and makes logits "
+                  "only where a token is counted, which is why it can cost less.", "",
+                  "| run | CPU (s) | wall (s) | CPU / bare forward passes |", "|---|---|---|---|"]
+        for key, label in rows:
+            t = timing[key]
+            lines.append(f"| {label} | {t['cpu_s']:.1f} | {t['wall_s']:.1f} | {t['cpu_s'] / bare:.2f}x |")
         lines.append("")
     rec = out.get("recorded_teacher")
     if rec:
