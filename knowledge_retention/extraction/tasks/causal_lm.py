@@ -285,8 +285,8 @@ def cross_layer_skipped(teacher_widths: Sequence[int], student_widths: Sequence[
 
     Every counted token adds to ``(sum of teacher widths) x (sum of student widths)`` float64 sums, as many
     multiply-adds per token: beyond :data:`CROSS_LAYER_STATE_BUDGET` (256 MiB) this costs more than the
-    forward passes (SmolLM-360M against SmolLM-135M, 33 x 31 hidden states: 4.5 GB of sums, and 11 times the
-    time of the two forward passes in ``benchmarks/lm_cost.py``'s deep shape on a CPU).
+    forward passes (SmolLM-360M against SmolLM-135M, 33 x 31 hidden states: 4.5 GB of sums, and several times
+    the two forward passes: ``benchmarks/results/lm_cost.md``, the deep shape).
 
     Example:
         >>> cross_layer_skipped([256] * 5, [256] * 3) is None  # the LM demo pair: 7.9 MB
