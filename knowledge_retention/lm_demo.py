@@ -27,6 +27,7 @@ import json
 import math
 import random
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -208,9 +209,8 @@ def evaluate_demo(out_dir: Path = DEFAULT_OUT, *, batch_size: int = 64, generate
                                                                      "prompt_words": prompt_tokens}}
     timing: dict[str, Any] = {"bare_forward": _clocked(lambda: _bare_forward(ckpt, dev, batch_size))[0]}
     for name in ("before", "after"):
-        clock, forced = _clocked(lambda: evaluate_pair(
-            str(ckpt / "teacher"), str(ckpt / f"student_{name}"), dev, task="causal-lm", layers="uniform",
-            batch_size=batch_size, progress=False))
+        clock, forced = _clocked(partial(evaluate_pair, str(ckpt / "teacher"), str(ckpt / f"student_{name}"), dev,
+                                         task="causal-lm", layers="uniform", batch_size=batch_size, progress=False))
         timing[f"score_{name}"] = clock
         gen = evaluate_pair(str(ckpt / "teacher"), str(ckpt / f"student_{name}"), prompts, task="causal-lm",
                             layers="uniform", batch_size=batch_size, progress=False,
