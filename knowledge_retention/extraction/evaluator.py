@@ -60,7 +60,9 @@ def evaluate_pair(
         dataset: a ``datasets.Dataset``, a list of strings, or a dict of columns.
         student_tokenizer: the student's own tokenizer (each model tokenises the texts itself).
         cross_layer: also accumulate the ``(L_t, L_s)`` linear-CKA matrix of all hidden states
-            (memory :math:`L_t L_s D_t D_s` float64 values, independent of N).
+            (memory :math:`L_t L_s D_t D_s` float64 values, independent of N; for a causal-LM pair as many
+            multiply-adds per counted token, so beyond 256 MiB of them the matrix is skipped with a note:
+            :func:`~knowledge_retention.extraction.tasks.causal_lm.cross_layer_skipped`).
         task: ``None`` (default): ``"causal-lm"`` when the teacher and the student are both causal
             LMs (``*ForCausalLM`` objects, or paths whose config names one), else ``"nlp"``.
         (other options, the causal-lm ones included: see :func:`evaluate_students`)
@@ -114,7 +116,8 @@ def evaluate_students(
         student_tokenizers: None (each student's own, from its path), one tokenizer for every
             student, or ``{name: tokenizer}``.
         cross_layer: also accumulate each student's ``(L_t, L_s)`` cross-layer CKA matrix: True
-            (every student), False, or the names of the students that get it.
+            (every student), False, or the names of the students that get it (a causal-LM pair whose
+            matrix would stream more than 256 MiB of sums skips it, with a note).
         **options: the options of :class:`~knowledge_retention.extraction.options.EvalOptions`, each
             keyword-only (an unknown keyword is refused by name):
 
