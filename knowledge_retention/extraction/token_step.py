@@ -47,7 +47,7 @@ import torch
 from ..token_agreement import MEASURE_KEYS, TOKEN_MEASURES, resolve_measures
 
 __all__ = ["HEAD_BUDGET", "MATH_BUDGET", "TOKEN_MEASURES", "measure_keys", "record_step", "recorded_step",
-           "resolve_measures", "token_step"]
+           "resolve_measures", "row_blocks", "token_step"]
 
 _KEYS: dict[str, tuple[str, ...]] = {**MEASURE_KEYS, "top1": ("top1", "teacher_top1", "student_top1")}
 #: float32 logits per ``(chunk, V)`` head block: ``chunk = max(1, HEAD_BUDGET // V)`` rows (128 MiB a model:
@@ -112,7 +112,7 @@ def token_step(
     maths: _BlockMaths | None = None
     # The outputs above are allocated once and filled block by block: small tensors kept between the
     # (chunk, V) temporaries would pin the heap above them and RSS would grow with n.
-    for lo, hi, zt in _row_blocks(teacher_logits, n, chunk):
+    for lo, hi, zt in row_blocks(teacher_logits, n, chunk):
         zs = get_s(lo, hi)
         if maths is None:
             maths = _BlockMaths(wanted, int(zt.shape[-1]), zt.device, temperature=temperature, top_k=top_k)
@@ -235,10 +235,7 @@ def _top_k(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     vocab = int(z.shape[1])
     if vocab < 16 * k * _RANK_BLOCK or not z.is_contiguous():
         return z.topk(k, dim=-1)
-    blocks = _block_maxima(z).topk(k, dim=-1).indices  # (m, k)
-    ids = (blocks.unsqueeze(2) * _RANK_BLOCK + torch.arange(_RANK_BLOCK, device=z.device)).reshape(z.shape[0], -1)
-    outside = ids >= vocab  # the last block may be narrower
-    values = z.gather(1, ids.clamp(max=vocab - 1)).masked_fill_(outside, float("-inf"))
+    ids, values = _blocks_of(z, _block_maxima(z).topk(k, dim=-1).indices)
     top, where = values.topk(k, dim=-1)
     return top, ids.gather(1, where)
 
@@ -249,11 +246,18 @@ def _argmax(z: torch.Tensor) -> torch.Tensor:
     vocab = int(z.shape[1])
     if vocab < 16 * _RANK_BLOCK or not z.is_contiguous():
         return z.argmax(dim=-1)
-    block = _block_maxima(z).argmax(dim=-1, keepdim=True)  # (m, 1): the first block reaching the maximum
-    ids = block * _RANK_BLOCK + torch.arange(_RANK_BLOCK, device=z.device)
-    outside = ids >= vocab
-    values = z.gather(1, ids.clamp(max=vocab - 1)).masked_fill_(outside, float("-inf"))
+    # the first block reaching the maximum, then the first position of the maximum in it
+    ids, values = _blocks_of(z, _block_maxima(z).argmax(dim=-1, keepdim=True))
     return ids.gather(1, values.argmax(dim=-1, keepdim=True)).squeeze(1)
+
+
+def _blocks_of(z: torch.Tensor, blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ids and logits of the blocks ``(m, b)`` of each row, ``(m, b * _RANK_BLOCK)`` each, in block order
+    (the ids past V of a narrower last block hold ``-inf``)."""
+    vocab = int(z.shape[1])
+    ids = (blocks.unsqueeze(2) * _RANK_BLOCK + torch.arange(_RANK_BLOCK, device=z.device)).reshape(z.shape[0], -1)
+    values = z.gather(1, ids.clamp(max=vocab - 1)).masked_fill_(ids >= vocab, float("-inf"))
+    return ids, values
 
 
 def _lowest_argmax(z: torch.Tensor, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -268,7 +272,7 @@ def _lowest_argmax(z: torch.Tensor, values: torch.Tensor, indices: torch.Tensor)
 
 
 # ------------------------------------------------------------------------------ a recorded teacher
-def _row_blocks(logits: Any, n: int, chunk: int | None) -> Iterator[tuple[int, int, torch.Tensor]]:
+def row_blocks(logits: Any, n: int, chunk: int | None) -> Iterator[tuple[int, int, torch.Tensor]]:
     """``(lo, hi, (hi - lo, V) float32 block)`` over n rows in head blocks of at most ``chunk`` rows (default
     ``HEAD_BUDGET // V``), of equal sizes (a short last block would cost more per row). V is read from a
     tensor's shape or a callable's ``vocab_size`` attribute; a callable without one tells V by its first
@@ -301,7 +305,7 @@ def record_step(teacher_logits: Any, targets: torch.Tensor, *, k: int, chunk: in
     n = int(targets.shape[0])
     out = {"topk_ids": torch.empty((n, k), dtype=torch.int32), "topk_logprobs": torch.empty((n, k)),
            "tail_logmass": torch.empty(n), "target_logprob": torch.empty(n)}
-    for lo, hi, z in _row_blocks(teacher_logits, n, chunk):
+    for lo, hi, z in row_blocks(teacher_logits, n, chunk):
         lt = torch.log_softmax(z, -1)
         y = targets[lo:hi].to(z.device).unsqueeze(1)
         out["target_logprob"][lo:hi] = lt.gather(1, y).squeeze(1).cpu()
@@ -361,7 +365,7 @@ def recorded_step(
     out["teacher_tail_mass"] = tail_all.exp()
     if "nll" in wanted:
         out["teacher_nll"] = -torch.as_tensor(recording["target_logprob"]).double()
-    for lo, hi, zs in _row_blocks(student_logits, n, chunk):
+    for lo, hi, zs in row_blocks(student_logits, n, chunk):
         ids = ids_all[lo:hi].to(zs.device)
         if "top1" in wanted:
             out["teacher_top1"][lo:hi] = ids_all[lo:hi, 0]

@@ -51,7 +51,7 @@ from ..result import ExtractionResult
 from ..runtime import model_device
 from ..streams import PooledBatch
 from ..teacher_cache import CACHE_VERSION, model_fingerprint, texts_fingerprint, tokenizer_fingerprint
-from ..token_step import HEAD_BUDGET, token_step
+from ..token_step import row_blocks, token_step
 from .base import Batch, ModelSpec, Plan, Task, _load_kwargs
 from .lm_inputs import (
     _PROBE_POSITIONS,
@@ -313,19 +313,15 @@ class LazyLogits:
         return self.runner.head(self.final[lo:hi])
 
     def materialize(self) -> torch.Tensor:
-        """All rows ``(n, V)`` float32 (for the teacher cache), made by the head in blocks of
-        :data:`~knowledge_retention.extraction.token_step.HEAD_BUDGET` values (enough rows per matrix product)."""
+        """All rows ``(n, V)`` float32 (for the teacher cache), made by the head in the blocks of
+        :func:`~knowledge_retention.extraction.token_step.row_blocks` (enough rows per matrix product)."""
         n = int(self.final.shape[0])
-        first = self(0, min(n, 1))
-        if n <= 1:
-            return first
-        vocab = int(first.shape[-1])
-        out = torch.empty((n, vocab), dtype=first.dtype, device=first.device)
-        out[:1] = first
-        chunk = max(1, HEAD_BUDGET // vocab)
-        for lo in range(1, n, chunk):
-            out[lo : min(n, lo + chunk)] = self(lo, min(n, lo + chunk))
-        return out
+        out = None
+        for lo, hi, block in row_blocks(self, n, None):
+            if out is None:
+                out = torch.empty((n, int(block.shape[-1])), dtype=block.dtype, device=block.device)
+            out[lo:hi] = block
+        return self(0, 0) if out is None else out
 
 
 class CausalLMTask(Task):
